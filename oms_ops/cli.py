@@ -1,0 +1,159 @@
+"""The ``oms`` command line: start, stop and inspect the stack; apply migrations; run the demo.
+
+Errors are one line naming the variable or resource at fault, with a non-zero exit code, because a
+newcomer's first contact with the system is usually a misconfiguration.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import typer
+
+from oms_ops.platform import stack
+from oms_ops.platform.migrate import MigrationError
+from oms_ops.platform.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="Order Management System: services, migrations and the demo.", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _print_state(state: stack.StackState) -> None:
+    for name, info in state.services.items():
+        where = info.url or "(no UI)"
+        kind = "embedded" if info.embedded else "external"
+        typer.echo(f"  {name:<18} {where}  [{kind}{', pid ' + str(info.pid) if info.pid else ''}]")
+
+
+def _services(option: str | None) -> tuple[str, ...]:
+    if not option:
+        return stack.ALL_SERVICES
+    return tuple(s.strip() for s in option.split(",") if s.strip())
+
+
+@app.command()
+def up(
+    services: str = typer.Option(None, help=f"Comma-separated subset of: {', '.join(stack.ALL_SERVICES)}"),
+) -> None:
+    """Start the services in the background (embedded defaults unless OMS_*_URL are set)."""
+    settings = _settings()
+    try:
+        state, already = stack.up(settings, _services(services))
+    except (ConfigError, stack.StackError, MigrationError) as exc:
+        _fail(str(exc))
+        return
+    if already:
+        typer.echo(f"The stack is already running (state in {settings.home}):")
+    else:
+        typer.echo("Started:")
+    _print_state(state)
+
+
+@app.command()
+def down() -> None:
+    """Stop every service that `oms up` or `oms demo` started."""
+    settings = _settings()
+    stopped = stack.down(settings)
+    typer.echo("Stopped: " + ", ".join(stopped) if stopped else "Nothing was running.")
+
+
+@app.command()
+def status() -> None:
+    """Report each service with its URL; exit code 1 if something recorded is down, 3 if nothing runs."""
+    settings = _settings()
+    rows = stack.status(settings)
+    if not rows:
+        typer.echo(f"Not running (no stack recorded under {settings.home}).")
+        raise typer.Exit(3)
+    for name, state, url in rows:
+        typer.echo(f"  {name:<18} {state:<5} {url}")
+    if any(state != "up" for _, state, _ in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending migrations (starts the embedded Postgres if needed)."""
+    from oms_ops.platform.migrate import migrate as run_migrate
+    from oms_ops.platform.postgres import EmbeddedPostgres
+
+    settings = _settings()
+    try:
+        if settings.database_url:
+            stack.check_postgres(settings.database_url)
+            url = settings.database_url
+        else:
+            url = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port).start(
+                ("oms", stack.DAGSTER_DB)
+            )
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            applied = run_migrate(conn)
+    except (ConfigError, MigrationError, RuntimeError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo("Applied: " + ", ".join(applied) if applied else "Up to date.")
+
+
+@app.command()
+def demo(
+    services: str = typer.Option(None, help="Comma-separated subset of services (default: all)"),
+) -> None:
+    """Run the whole system in the foreground; Ctrl-C stops every process."""
+    settings = _settings()
+    if stack.running_services(settings):
+        _fail(f"a stack is already running under {settings.home}; stop it with `oms down` first")
+
+    def _stop(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        state, _ = stack.up(settings, _services(services))
+        typer.echo("\nThe OMS is running on embedded defaults:")
+        _print_state(state)
+        ui = {k: v.url for k, v in state.services.items()}
+        typer.echo(
+            f"\n  Dagster UI:     {ui.get('dagster-webserver', '-')}\n"
+            f"  Dashboards:     {ui.get('streamlit', '-')}\n"
+            f"  Postgres:       {ui.get('postgres', '-')}\n"
+            f"  ClickHouse:     {ui.get('clickhouse', '-')}\n"
+            "\nPress Ctrl-C to stop everything."
+        )
+        while True:
+            time.sleep(2)
+            dead = [n for n, s, _ in stack.status(settings) if s != "up"]
+            if dead:
+                typer.echo(
+                    f"error: service(s) stopped unexpectedly: {', '.join(dead)}; shutting down", err=True
+                )
+                raise SystemExit(1)
+    except KeyboardInterrupt:
+        typer.echo("\nStopping…")
+    except (ConfigError, stack.StackError, MigrationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        stack.down(settings)
+        sys.exit(2)
+    finally:
+        stopped = stack.down(settings)
+        if stopped:
+            typer.echo("Stopped: " + ", ".join(stopped))
+
+
+if __name__ == "__main__":
+    app()

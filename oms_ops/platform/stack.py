@@ -1,0 +1,387 @@
+"""Starts, stops and reports the whole stack: Postgres, ClickHouse, Dagster (webserver + daemon), Streamlit.
+
+Embedded defaults are used unless OMS_DATABASE_URL / OMS_CLICKHOUSE_URL point at real servers. Every
+process is started detached (own session, logs under ``$OMS_HOME/logs``) and recorded in
+``$OMS_HOME/run/stack.json`` so that ``oms status`` and ``oms down`` work from any other shell, and a
+second ``oms up`` finds the running stack instead of starting another one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+import psycopg
+
+from oms_ops.platform.migrate import migrate
+from oms_ops.platform.netutil import choose_port
+from oms_ops.platform.postgres import EmbeddedPostgres, ensure_database
+from oms_ops.platform.settings import ConfigError, Settings, redact
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ALL_SERVICES = ("postgres", "clickhouse", "dagster-webserver", "dagster-daemon", "streamlit")
+DAGSTER_DB = "dagster"
+
+
+class StackError(RuntimeError):
+    """A service could not be started; the message is one line that names the cause."""
+
+
+@dataclass
+class ServiceInfo:
+    name: str
+    url: str | None = None
+    pid: int | None = None
+    embedded: bool = True
+    log: str | None = None
+
+
+@dataclass
+class StackState:
+    services: dict[str, ServiceInfo] = field(default_factory=dict)
+    database_url: str | None = None
+    clickhouse_url: str | None = None
+    started_at: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "services": {k: asdict(v) for k, v in self.services.items()},
+                "database_url": self.database_url,
+                "clickhouse_url": self.clickhouse_url,
+                "started_at": self.started_at,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> StackState:
+        raw = json.loads(text)
+        return cls(
+            services={k: ServiceInfo(**v) for k, v in raw.get("services", {}).items()},
+            database_url=raw.get("database_url"),
+            clickhouse_url=raw.get("clickhouse_url"),
+            started_at=raw.get("started_at"),
+        )
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.run_dir / "stack.json"
+
+
+def read_state(settings: Settings) -> StackState | None:
+    path = _state_path(settings)
+    if not path.exists():
+        return None
+    try:
+        return StackState.from_json(path.read_text())
+    except (ValueError, TypeError):
+        return None
+
+
+def _write_state(settings: Settings, state: StackState) -> None:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = _state_path(settings).with_suffix(".tmp")
+    tmp.write_text(state.to_json())
+    tmp.replace(_state_path(settings))
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+# -- URL checks (one-line errors naming the variable) -------------------------------------------------------
+def check_postgres(url: str, var: str = "OMS_DATABASE_URL") -> None:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{var}: cannot connect to {redact(url)}: {cause}") from None
+
+
+def check_clickhouse(url: str, var: str = "OMS_CLICKHOUSE_URL") -> None:
+    try:
+        resp = httpx.get(url.rstrip("/") + "/ping", timeout=5)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"{var}: cannot reach {redact(url)}: {exc or type(exc).__name__}") from None
+    if resp.status_code != 200:
+        raise ConfigError(f"{var}: {redact(url)}/ping answered HTTP {resp.status_code}")
+
+
+def with_database(url: str, database: str) -> str:
+    return urlsplit(url)._replace(path="/" + database).geturl()
+
+
+def dagster_storage_url(database_url: str) -> str:
+    """Dagster gets a psycopg2 URL: with SQLAlchemy 2.1 a plain postgresql:// URL selects psycopg 3 and
+    Dagster's ``NOTIFY run_events, %(notify_id)s`` then fails (see DESIGN.md pitfalls)."""
+    override = os.environ.get("OMS_DAGSTER_DATABASE_URL")
+    url = override or with_database(database_url, DAGSTER_DB)
+    scheme, rest = url.split("://", 1)
+    return "postgresql+psycopg2://" + rest if "+" not in scheme else url
+
+
+# -- process helpers --------------------------------------------------------------------------------------
+def _spawn(name: str, args: list[str], settings: Settings, env: dict[str, str]) -> subprocess.Popen:
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.log_dir / f"{name}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            args,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: Ctrl-C in the terminal is handled by us, not them
+        )
+    finally:
+        log.close()
+
+
+def _wait_http(url: str, proc: subprocess.Popen | None, name: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise StackError(f"{name} exited with code {proc.returncode} during start-up; log {log}:\n{tail}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"{name} did not answer on {url} within {timeout:.0f}s; see {log}")
+
+
+def stop_pid(pid: int | None, timeout: float = 15) -> None:
+    """SIGTERM the process group (children too), then SIGKILL what is left."""
+    if not pid_alive(pid):
+        return
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def child_env(settings: Settings, state: StackState) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMS_HOME"] = str(settings.home)
+    if state.database_url:
+        env["OMS_DATABASE_URL"] = state.database_url
+        env["OMS_DAGSTER_STORAGE_URL"] = dagster_storage_url(state.database_url)
+    if state.clickhouse_url:
+        env["OMS_CLICKHOUSE_URL"] = state.clickhouse_url
+    env["DAGSTER_HOME"] = str(settings.dagster_home)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+# -- the stack --------------------------------------------------------------------------------------------
+def running_services(settings: Settings) -> dict[str, ServiceInfo]:
+    state = read_state(settings)
+    if state is None:
+        return {}
+    return {name: info for name, info in state.services.items() if not info.embedded or pid_alive(info.pid)}
+
+
+def start_stores(settings: Settings, state: StackState) -> None:
+    """Postgres + ClickHouse (embedded or external), migrated, with the Dagster database present."""
+    if settings.database_url:
+        check_postgres(settings.database_url)
+        state.database_url = settings.database_url
+        state.services["postgres"] = ServiceInfo("postgres", redact(settings.database_url), embedded=False)
+    else:
+        pg = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port)
+        try:
+            state.database_url = pg.start(("oms", DAGSTER_DB))
+        except RuntimeError as exc:
+            raise StackError(f"embedded Postgres: {exc}") from None
+        state.services["postgres"] = ServiceInfo(
+            "postgres", state.database_url, pg.pid(), True, str(pg.log_path)
+        )
+    _write_state(settings, state)
+    with psycopg.connect(state.database_url, autocommit=True) as conn:
+        migrate(conn)
+    if settings.database_url and not os.environ.get("OMS_DAGSTER_DATABASE_URL"):
+        try:
+            ensure_database(settings.database_url, DAGSTER_DB)
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"OMS_DAGSTER_DATABASE_URL: not set and database {DAGSTER_DB!r} cannot be created on "
+                f"OMS_DATABASE_URL's server: {str(exc).strip().splitlines()[0]}"
+            ) from None
+
+    if settings.clickhouse_url:
+        check_clickhouse(settings.clickhouse_url)
+        state.clickhouse_url = settings.clickhouse_url
+        state.services["clickhouse"] = ServiceInfo(
+            "clickhouse", redact(settings.clickhouse_url), embedded=False
+        )
+    else:
+        from oms_ops.platform.clickhouse_server import start_clickhouse_process
+
+        settings.clickhouse_data_dir.mkdir(parents=True, exist_ok=True)
+        log = settings.log_dir / "clickhouse.log"
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ch = start_clickhouse_process(
+                settings.clickhouse_data_dir, port=settings.clickhouse_port or None, log_path=log
+            )
+        except RuntimeError as exc:
+            raise StackError(f"embedded ClickHouse: {exc}") from None
+        state.clickhouse_url = ch.url
+        state.services["clickhouse"] = ServiceInfo("clickhouse", ch.url, ch.pid, True, str(log))
+    _write_state(settings, state)
+
+
+def _prepare_dagster_home(settings: Settings) -> None:
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
+
+
+def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -> None:
+    """Dagster webserver + daemon and Streamlit, detached, each waited for until it answers."""
+    services = set(services)
+    env = child_env(settings, state)
+    bin_dir = Path(sys.executable).parent
+    if services & {"dagster-webserver", "dagster-daemon"}:
+        _prepare_dagster_home(settings)
+    if "dagster-webserver" in services:
+        port = choose_port(settings.dagster_port)
+        proc = _spawn(
+            "dagster-webserver",
+            [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            settings,
+            env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        log = settings.log_dir / "dagster-webserver.log"
+        state.services["dagster-webserver"] = ServiceInfo("dagster-webserver", url, proc.pid, True, str(log))
+        _write_state(settings, state)
+        _wait_http(url + "/server_info", proc, "dagster-webserver", log, timeout=180)
+    if "dagster-daemon" in services:
+        proc = _spawn(
+            "dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], settings, env
+        )
+        log = settings.log_dir / "dagster-daemon.log"
+        state.services["dagster-daemon"] = ServiceInfo("dagster-daemon", None, proc.pid, True, str(log))
+        _write_state(settings, state)
+    if "streamlit" in services:
+        port = choose_port(settings.streamlit_port)
+        proc = _spawn(
+            "streamlit",
+            [
+                str(bin_dir / "streamlit"),
+                "run",
+                "dashboards/app.py",
+                "--server.headless=true",
+                "--server.address=127.0.0.1",
+                f"--server.port={port}",
+                "--browser.gatherUsageStats=false",
+            ],
+            settings,
+            env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        log = settings.log_dir / "streamlit.log"
+        state.services["streamlit"] = ServiceInfo("streamlit", url, proc.pid, True, str(log))
+        _write_state(settings, state)
+        _wait_http(url + "/_stcore/health", proc, "streamlit", log, timeout=120)
+
+
+def up(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> tuple[StackState, bool]:
+    """Start the stack. Returns (state, already_running). A running stack is reported, not duplicated."""
+    services = tuple(services)
+    unknown = set(services) - set(ALL_SERVICES)
+    if unknown:
+        raise ConfigError(
+            f"--services: unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_SERVICES)}"
+        )
+    running = running_services(settings)
+    if running and any(info.embedded for info in running.values()):
+        return read_state(settings), True  # type: ignore[return-value]
+    state = StackState(started_at=time.time())
+    try:
+        start_stores(settings, state)
+        start_apps(settings, state, services)
+    except BaseException:
+        down(settings)
+        raise
+    return state, False
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop every service recorded in the state file (apps first, stores last). Returns what was stopped."""
+    state = read_state(settings)
+    stopped: list[str] = []
+    if state is None:
+        return stopped
+    for name in ("streamlit", "dagster-daemon", "dagster-webserver", "simulators"):
+        info = state.services.get(name)
+        if info and pid_alive(info.pid):
+            stop_pid(info.pid)
+            stopped.append(name)
+    ch = state.services.get("clickhouse")
+    if ch and ch.embedded and pid_alive(ch.pid):
+        stop_pid(ch.pid)
+        stopped.append("clickhouse")
+    pg = state.services.get("postgres")
+    if pg and pg.embedded:
+        server = EmbeddedPostgres(settings.pg_data_dir)
+        if server.running_port() is not None:
+            server.stop()
+            stopped.append("postgres")
+    _state_path(settings).unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings) -> list[tuple[str, str, str]]:
+    """(service, up/down, url) for every service that the state file knows."""
+    state = read_state(settings)
+    rows: list[tuple[str, str, str]] = []
+    if state is None:
+        return rows
+    for name, info in state.services.items():
+        if info.embedded:
+            up_ = pid_alive(info.pid)
+            if name == "postgres":
+                up_ = EmbeddedPostgres(settings.pg_data_dir).running_port() is not None
+        else:
+            up_ = True
+        rows.append((name, "up" if up_ else "down", info.url or "-"))
+    return rows

@@ -1,0 +1,1 @@
+"""One package per domain; each exposes ``defs`` (a ``dagster.Definitions``)."""

@@ -1,0 +1,123 @@
+"""The `oms` command line: up/status/down leave no process behind; bad configuration fails clearly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from oms_ops.platform import stack
+from oms_ops.platform.settings import load_settings
+
+OMS = [sys.executable, "-m", "oms_ops.cli"]
+
+
+def run_oms(args, env, timeout=300):
+    return subprocess.run([*OMS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def oms_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    env["OMS_HOME"] = str(tmp_path / "home")
+    env["OMS_DAGSTER_PORT"] = "0"
+    env["OMS_STREAMLIT_PORT"] = "0"
+    yield env
+    subprocess.run([*OMS, "down"], env=env, capture_output=True, timeout=120)
+
+
+def _tree(pid):
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_up_status_down_leaves_no_process(oms_env):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    oms_env["OMS_STREAMLIT_PORT"] = str(busy.getsockname()[1])  # taken: another port must be chosen
+    try:
+        res = run_oms(["up"], oms_env)
+        assert res.returncode == 0, res.stderr
+        for name in stack.ALL_SERVICES:
+            assert name in res.stdout
+        settings = load_settings(oms_env)
+        state = stack.read_state(settings)
+        assert state.services["streamlit"].url != f"http://127.0.0.1:{busy.getsockname()[1]}"
+        procs = [p for info in state.services.values() if info.pid for p in _tree(info.pid)]
+        assert len(procs) >= 5
+
+        res = run_oms(["status"], oms_env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert res.stdout.count(" up ") == len(stack.ALL_SERVICES)
+        assert "http://127.0.0.1:" in res.stdout
+
+        again = run_oms(["up"], oms_env)
+        assert again.returncode == 0
+        assert "already running" in again.stdout
+        assert stack.read_state(settings).services["postgres"].pid == state.services["postgres"].pid
+
+        res = run_oms(["down"], oms_env)
+        assert res.returncode == 0, res.stderr
+        gone, alive = psutil.wait_procs(procs, timeout=30)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert run_oms(["status"], oms_env).returncode == 3
+    finally:
+        busy.close()
+
+
+def test_unreachable_database_url_is_one_line_error(oms_env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    oms_env["OMS_DATABASE_URL"] = f"postgresql://oms:secret@127.0.0.1:{port}/oms"
+    res = run_oms(["up"], oms_env, timeout=60)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: OMS_DATABASE_URL: cannot connect")
+    assert "secret" not in res.stderr
+
+
+def test_malformed_clickhouse_url_names_the_variable(oms_env):
+    oms_env["OMS_CLICKHOUSE_URL"] = "ftp://somewhere"
+    res = run_oms(["status"], oms_env, timeout=60)
+    assert res.returncode == 2
+    assert "OMS_CLICKHOUSE_URL" in res.stderr and "scheme" in res.stderr
+
+
+def test_unreachable_clickhouse_url_is_reported(oms_env, pg_admin_url):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    oms_env["OMS_DATABASE_URL"] = pg_admin_url.rsplit("/", 1)[0] + "/postgres"
+    oms_env["OMS_DAGSTER_DATABASE_URL"] = oms_env["OMS_DATABASE_URL"]
+    oms_env["OMS_CLICKHOUSE_URL"] = f"http://127.0.0.1:{port}"
+    res = run_oms(["up", "--services", "postgres,clickhouse"], oms_env, timeout=120)
+    assert res.returncode != 0
+    assert res.stderr.strip().startswith("error: OMS_CLICKHOUSE_URL: cannot reach")
+
+
+def test_postgres_port_in_use_is_reported_by_number(oms_env):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        oms_env["OMS_PG_PORT"] = str(port)
+        res = run_oms(["up", "--services", "postgres"], oms_env, timeout=120)
+    assert res.returncode != 0
+    assert str(port) in res.stderr and "in use" in res.stderr
+
+
+def test_bad_port_variable_is_rejected():
+    from oms_ops.platform.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="OMS_PG_PORT"):
+        load_settings({"OMS_PG_PORT": "abc"})
