@@ -110,6 +110,13 @@ def migrate() -> None:
     typer.echo("Applied: " + ", ".join(applied) if applied else "Up to date.")
 
 
+def load_demo_logins() -> dict[str, tuple[str, str]]:
+    """The demo logins that still work (a user may have changed a demo password)."""
+    from oms_ops.users import DEMO_USERS, authenticate
+
+    return {u: (r, p) for u, (r, p) in DEMO_USERS.items() if authenticate(u, p) is not None}
+
+
 @app.command()
 def demo(
     services: str = typer.Option(None, help="Comma-separated subset of services (default: all)"),
@@ -123,7 +130,10 @@ def demo(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    from oms_ops.users import ensure_demo_users, users_file
+
     try:
+        ensure_demo_users(users_file())
         state, _ = stack.up(settings, _services(services))
         typer.echo("\nThe OMS is running on embedded defaults:")
         _print_state(state)
@@ -133,8 +143,13 @@ def demo(
             f"  Dashboards:     {ui.get('streamlit', '-')}\n"
             f"  Postgres:       {ui.get('postgres', '-')}\n"
             f"  ClickHouse:     {ui.get('clickhouse', '-')}\n"
-            "\nPress Ctrl-C to stop everything."
         )
+        logins = load_demo_logins()
+        if logins:
+            typer.echo("Dashboard logins (demo):")
+            for username, (role, password) in logins.items():
+                typer.echo(f"  {username:<8} / {password:<14} role {role}")
+        typer.echo("\nPress Ctrl-C to stop everything.")
         while True:
             time.sleep(2)
             dead = [n for n, s, _ in stack.status(settings) if s != "up"]
@@ -153,6 +168,35 @@ def demo(
         stopped = stack.down(settings)
         if stopped:
             typer.echo("Stopped: " + ", ".join(stopped))
+
+
+users_app = typer.Typer(help="Dashboard users (stored hashed in $OMS_HOME/users.yaml or OMS_USERS_FILE).")
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    username: str,
+    role: str = typer.Option(..., help="ops, manager or admin"),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Add or replace a dashboard user."""
+    from oms_ops.users import UserError, add_user
+
+    try:
+        add_user(username, role, password)
+    except UserError as exc:
+        _fail(str(exc))
+    typer.echo(f"User {username} ({role}) saved.")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List dashboard users and their roles."""
+    from oms_ops.users import load_users
+
+    for user in load_users().values():
+        typer.echo(f"  {user.username:<16} {user.role}")
 
 
 if __name__ == "__main__":
