@@ -4,12 +4,14 @@ import streamlit as st
 
 from dashboards.auth import require_login, sidebar_account
 
-st.set_page_config(page_title="OMS", page_icon="📦", layout="wide")
+st.set_page_config(page_title="OMS", page_icon=":material/inventory_2:", layout="wide")
 
 PAGES = {
     # page: roles that see it
     "health": (
-        st.Page("pages/health.py", title="Service health", icon="🩺", url_path="health"),
+        st.Page(
+            "pages/health.py", title="Service health", icon=":material/monitor_heart:", url_path="health"
+        ),
         {"ops", "manager", "admin"},
     ),
 }

@@ -23,11 +23,11 @@ def health_panel() -> None:
         with col:
             st.subheader(h.name)
             if h.up:
-                st.success(f"{h.name} is up", icon="✅")
+                st.success(f"{h.name} is up", icon=":material/check_circle:")
                 st.metric("Latency", f"{h.latency_ms:.1f} ms")
                 st.caption(f"version {h.version} · {h.url}")
             else:
-                st.error(f"{h.name} is down: {h.error}", icon="🛑")
+                st.error(f"{h.name} is down: {h.error}", icon=":material/error:")
     if pg.up and pg.detail.get("migrations_pending"):
         st.warning(
             "Pending migrations: " + ", ".join(pg.detail["migrations_pending"]) + " — run `oms migrate`."
