@@ -9,10 +9,12 @@ The server listens on 127.0.0.1 only, with trust authentication for local connec
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -89,13 +91,14 @@ class EmbeddedPostgres:
             pid, port = int(lines[0]), int(lines[3])
         except (IndexError, ValueError):
             return None
+        # liveness by pid (not by probing the port, which can time out on a loaded machine)
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or "postgres" not in proc.name():
+                return None
+        except psutil.NoSuchProcess:
             return None
-        except PermissionError:
-            pass
-        return port if port_in_use(port) else None
+        return port
 
     def pid(self) -> int | None:
         pid_file = self.data_dir / "postmaster.pid"
@@ -175,9 +178,31 @@ class EmbeddedPostgres:
         return self.url(databases[0])
 
     def stop(self, timeout: float = 60) -> None:
-        if self.running_port() is None:
+        """Fast shutdown through pg_ctl; if the postmaster is still there afterwards, signal it directly."""
+        pid = self.pid()
+        if pid is None:
             return
-        self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"], timeout=timeout)
+        try:
+            self._run([_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"], timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:  # immediate shutdown, then kill
+            try:
+                p.send_signal(signal.SIGQUIT if p.pid == pid else signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(alive, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def ensure_database(admin_url: str, name: str) -> None:
