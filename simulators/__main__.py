@@ -1,0 +1,92 @@
+"""Runner: ``python -m simulators --seed 42 --rate 30 --speed 60 --base-port 0 --state-dir DIR --webhook-url URL``.
+
+Starts every simulator in this process, writes ``DIR/simulators.json`` (base URLs, credentials, clock, network)
+once all servers accept connections, and stops cleanly on SIGTERM/SIGINT (removing the manifest, so nobody
+connects to dead ports). The demo launcher waits for the manifest to appear, then points the OMS at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from simulators.clock import parse_rfc3339
+from simulators.stack import MANIFEST_NAME, SIMULATOR_NAMES, start_simulators
+
+
+def _parse_faults(value: str | None) -> dict:
+    if not value:
+        return {}
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("--faults expects {simulator: [rules]}")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m simulators", description="Run the external-system simulators."
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of catalog, orders and faults (default 42)")
+    p.add_argument("--rate", type=float, default=30.0, help="mean orders per simulated minute per channel")
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)")
+    p.add_argument("--start", help="simulated start time, RFC 3339 (default: now)")
+    p.add_argument("--n-skus", type=int, default=200, help="catalog size (default 200)")
+    p.add_argument("--base-port", type=int, default=0, help="first port (ozon); 0 = free ports")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--state-dir", type=Path, default=Path(".oms/simulators"), help="manifest and POS drop dir"
+    )
+    p.add_argument("--webhook-url", help="where the web store POSTs its order webhooks")
+    p.add_argument("--only", nargs="*", choices=SIMULATOR_NAMES, help="run only these simulators")
+    p.add_argument(
+        "--faults", help='initial faults as JSON or @file: {"ozon": [{"kind": "rate_limit", ...}]}'
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    stack = start_simulators(
+        seed=args.seed,
+        rate=args.rate,
+        speed=args.speed,
+        start=parse_rfc3339(args.start) if args.start else None,
+        n_skus=args.n_skus,
+        state_dir=args.state_dir,
+        webhook_url=args.webhook_url,
+        base_port=args.base_port,
+        host=args.host,
+        only=args.only,
+        faults=_parse_faults(args.faults),
+    )
+    manifest = args.state_dir / MANIFEST_NAME
+    try:
+        stack.write_manifest(manifest)
+        print(json.dumps({"manifest": str(manifest), "urls": stack.urls}), flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        stack.stop()
+        manifest.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

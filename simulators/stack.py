@@ -1,0 +1,298 @@
+"""Run all simulators in one process: one uvicorn server per external system, each on its own loopback port.
+
+Why threads in one process: the simulators share one clock, one catalog and one fulfilment network (POS
+sales lower WMS store stock), which is simplest in shared memory; each still gets its own HTTP port so a
+connector's base URL is the only thing that changes between the simulator and the real host.
+
+Python API (tests)::
+
+    with start_simulators(seed=7, manual=True) as stack:
+        httpx.post(stack.urls["ozon"] + "/v4/posting/fbs/list", headers=..., json=...)
+        stack.advance(3600)          # one simulated hour: new orders, cancellations, CDEK statuses, webhooks
+
+Servers bind ``127.0.0.1`` only. ``stop()`` shuts every server down and joins its thread.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from simulators.base import SimContext, Simulator
+from simulators.catalog import CATALOG_VERSION, generate_catalog
+from simulators.cdek import CdekSimulator
+from simulators.clock import SimClock, iso_z
+from simulators.network import describe_network
+from simulators.ozon import OzonSimulator
+from simulators.pos import PosSimulator
+from simulators.shopify import ShopifySimulator
+from simulators.wildberries import WildberriesSimulator
+from simulators.wms import WmsSimulator
+
+log = logging.getLogger("simulators")
+
+#: Port order for ``base_port``: ozon = base, wildberries = base + 1, …
+SIMULATOR_NAMES = ("ozon", "wildberries", "shopify", "cdek", "wms", "pos")
+MANIFEST_NAME = "simulators.json"
+
+
+@dataclass
+class _Served:
+    sim: Simulator
+    server: uvicorn.Server
+    thread: threading.Thread
+    sock: socket.socket
+    url: str
+
+
+class SimulatorStack:
+    """Running simulators. Use as a context manager or call :meth:`stop`."""
+
+    def __init__(self, ctx: SimContext, host: str, owned_dirs: list[Path], tick_interval: float) -> None:
+        self.ctx = ctx
+        self.host = host
+        self._served: dict[str, _Served] = {}
+        self._owned_dirs = owned_dirs
+        self._tick_interval = tick_interval
+        self._stop = threading.Event()
+        self._tickers: list[threading.Thread] = []
+        self._stopped = False
+
+    # -- public -----------------------------------------------------------------------------------------
+    @property
+    def clock(self) -> SimClock:
+        return self.ctx.clock
+
+    @property
+    def catalog(self):
+        return self.ctx.catalog
+
+    @property
+    def sims(self) -> dict[str, Simulator]:
+        return {name: s.sim for name, s in self._served.items()}
+
+    def __getitem__(self, name: str) -> Simulator:
+        return self._served[name].sim
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: s.url for name, s in self._served.items()}
+
+    @property
+    def credentials(self) -> dict[str, dict]:
+        return {name: s.sim.credentials() for name, s in self._served.items()}
+
+    def advance(self, seconds: float) -> datetime:
+        """Advance simulated time and process everything due (orders, statuses, webhooks, POS files)."""
+        return self.ctx.advance(seconds)
+
+    def manifest(self) -> dict:
+        """What ``simulators.json`` contains: base URLs, credentials and the shared world's parameters."""
+        return {
+            "version": 1,
+            "pid": os.getpid(),
+            "started_at": iso_z(datetime.now(UTC)),
+            "seed": self.ctx.seed,
+            "rate": self.ctx.rate,
+            "catalog": {"seed": self.ctx.seed, "n_skus": len(self.ctx.catalog), "version": CATALOG_VERSION},
+            "clock": {
+                "start": iso_z(self.clock.start),
+                "speed": self.clock.speed,
+                "manual": self.clock.manual,
+            },
+            "simulators": {
+                name: {
+                    "base_url": s.url,
+                    "control_url": f"{s.url}/_sim",
+                    "credentials": s.sim.credentials(),
+                }
+                for name, s in self._served.items()
+            },
+            "network": describe_network(),
+        }
+
+    def write_manifest(self, path: Path) -> Path:
+        """Write the manifest atomically (tmp + rename) so a reader never sees half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.manifest(), ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        for ticker in self._tickers:
+            ticker.join(timeout=10)
+        for s in self._served.values():
+            s.server.should_exit = True
+        for s in self._served.values():
+            s.thread.join(timeout=5)
+            if s.thread.is_alive():
+                s.server.force_exit = True
+                s.thread.join(timeout=5)
+            try:
+                s.sock.close()
+            except OSError:
+                pass
+        for d in self._owned_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def __enter__(self) -> SimulatorStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _serve(self, sim: Simulator, port: int) -> None:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        bound = sock.getsockname()[1]
+        config = uvicorn.Config(
+            sim.build_app(),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            timeout_keep_alive=5,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"sim-{sim.name}", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise RuntimeError(f"simulator {sim.name} did not start on {self.host}:{bound}")
+            time.sleep(0.01)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._served[sim.name] = _Served(sim, server, thread, sock, f"http://{host}:{bound}")
+
+    def _start_tickers(self) -> None:
+        """Live clock: one background ticker per simulator, so a slow webhook receiver delays no one else."""
+
+        def loop(sim: Simulator) -> None:
+            while not self._stop.wait(self._tick_interval):
+                try:
+                    sim.tick()
+                except Exception:
+                    log.exception("tick of %s failed", sim.name)
+
+        for name, served in self._served.items():
+            ticker = threading.Thread(target=loop, args=(served.sim,), name=f"sim-tick-{name}", daemon=True)
+            ticker.start()
+            self._tickers.append(ticker)
+
+
+def start_simulators(
+    *,
+    seed: int = 42,
+    rate: float = 30.0,
+    speed: float = 1.0,
+    manual: bool = False,
+    clock: SimClock | None = None,
+    start: datetime | None = None,
+    n_skus: int = 200,
+    state_dir: Path | str | None = None,
+    webhook_url: str | None = None,
+    base_port: int = 0,
+    host: str = "127.0.0.1",
+    only: Iterable[str] | None = None,
+    faults: Mapping[str, list[dict]] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    protocol_time: Callable[[], float] | None = None,
+    tick_interval: float = 0.25,
+) -> SimulatorStack:
+    """Start the simulators on free (or ``base_port``-based) loopback ports and return the running stack.
+
+    * ``rate`` — mean orders per simulated minute per channel (POS: ``rate / 10`` receipts per store);
+    * ``speed`` — simulated seconds per real second; ``manual=True`` freezes the clock (tests advance it);
+      ``clock`` overrides both;
+    * ``state_dir`` — where the POS drop folder lives (``<state_dir>/pos_drop``); a temporary folder (removed
+      on stop) when omitted;
+    * ``only`` — a subset of :data:`SIMULATOR_NAMES`;
+    * ``faults`` — initial fault rules per simulator, e.g. ``{"ozon": [{"kind": "rate_limit", "count": 2}]}``;
+    * ``options`` — constructor keyword arguments per simulator, e.g. ``{"cdek": {"not_delivered_share": 0.5}}``;
+    * ``protocol_time`` — the clock for rate limits and token lifetimes (default ``time.monotonic``).
+    """
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError("simulators only listen on a loopback address")
+    names = tuple(only) if only is not None else SIMULATOR_NAMES
+    unknown = set(names) - set(SIMULATOR_NAMES)
+    if unknown:
+        raise ValueError(f"unknown simulators: {', '.join(sorted(unknown))}")
+    clock = clock or SimClock(start=start, speed=speed, manual=manual)
+    owned: list[Path] = []
+    if state_dir is None:
+        state = Path(tempfile.mkdtemp(prefix="oms-sim-"))
+        owned.append(state)
+    else:
+        state = Path(state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+    ctx = SimContext(
+        seed=seed,
+        clock=clock,
+        catalog=generate_catalog(seed, n_skus),
+        rate=rate,
+        protocol_time=protocol_time or time.monotonic,
+        state_dir=state,
+    )
+    faults = faults or {}
+    opts = {k: dict(v) for k, v in (options or {}).items()}
+    stack = SimulatorStack(ctx, host, owned, tick_interval)
+    try:
+        wms = None
+        for i, name in enumerate(SIMULATOR_NAMES):
+            if name not in names:
+                continue
+            kw = opts.get(name, {})
+            kw.setdefault("faults", faults.get(name, ()))
+            if name == "ozon":
+                sim = OzonSimulator(ctx, **kw)
+            elif name == "wildberries":
+                sim = WildberriesSimulator(ctx, **kw)
+            elif name == "shopify":
+                kw.setdefault("webhook_url", webhook_url)
+                sim = ShopifySimulator(ctx, **kw)
+            elif name == "cdek":
+                sim = CdekSimulator(ctx, **kw)
+            elif name == "wms":
+                sim = wms = WmsSimulator(ctx, **kw)
+            else:
+                kw.setdefault("drop_dir", state / "pos_drop")
+                kw.setdefault("wms", wms)
+                sim = PosSimulator(ctx, **kw)
+            stack._serve(sim, base_port + i if base_port else 0)
+        if not clock.manual:
+            stack._start_tickers()
+    except BaseException:
+        stack.stop()
+        raise
+    log.info("simulators running: %s", stack.urls)
+    return stack

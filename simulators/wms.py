@@ -1,0 +1,401 @@
+"""Warehouse management system simulator: absolute on-hand per SKU and location, over HTTP with paging.
+
+Why HTTP (not JSON files): the OMS treats the WMS as the truth about physical stock and reconciles its
+ledger against it; a paged HTTP endpoint with a pinned snapshot lets a connector read a consistent picture
+even while stock moves between pages, and exercises the same retry/paging code as the channels.
+
+API (our own, documented in ``docs/simulators.md``; header ``X-Api-Key``):
+
+* ``GET /wms/v1/warehouses`` → ``{"warehouses": [{code, kind, name, city, address}]}`` (warehouses and stores);
+* ``GET /wms/v1/stock?warehouse=MSK1&page_size=500&page_token=…`` → ``{warehouse, snapshot_id, as_of,
+  items: [{sku, on_hand, updated_at}], next_page_token}``. The first page pins a snapshot; every following page
+  (``page_token``) reads the same snapshot, so the pages add up to one consistent picture. Every catalog SKU
+  is listed, zeros included (absolute stock: a missing SKU would be ambiguous). ``page_size`` 1..1000;
+  an evicted snapshot → 410 ``page_token_expired`` (start again without a token);
+* ``POST /wms/v1/receipts`` ``{receipt_id, warehouse, lines: [{sku, qty}]}`` — goods received: adds to on-hand.
+  Idempotent on ``receipt_id`` (same content → 200 with the original, other content → 409);
+* ``POST /wms/v1/shipments`` ``{shipment_id, warehouse, lines}`` — goods picked and shipped: subtracts;
+  all-or-nothing, 409 ``insufficient_stock`` listing every short line; idempotent like receipts;
+* ``GET /wms/v1/receipts?since=ISO`` and ``GET /wms/v1/movements?after_id=N&limit=M`` (append-only log of
+  receipts, shipments, store sales and adjustments — lets the OMS reconcile incrementally).
+
+The WMS also replenishes warehouses by itself once a simulated day (``auto_receipt_hour`` Moscow time): SKUs
+below ``reorder_point`` get an ``AUTO-…`` receipt, as supplier deliveries would. Store stock drops when the
+POS simulator closes a business day (sales are applied, floored at zero).
+Errors: ``{"error": {"code", "message", "details"?}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections import OrderedDict
+from datetime import datetime, timedelta
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.base import ApiError, SimContext, Simulator, read_json, secs_header
+from simulators.clock import iso_z, parse_rfc3339
+from simulators.faults import FaultRule, FaultSet
+from simulators.generator import MOSCOW_UTC_OFFSET, popularity_ranking
+from simulators.network import LOCATION_BY_CODE, LOCATIONS
+
+SNAPSHOTS_KEPT = 32
+
+
+def _error(status: int, code: str, message: str, details=None) -> ApiError:
+    body = {"error": {"code": code, "message": message}}
+    if details is not None:
+        body["error"]["details"] = details
+    return ApiError(status, body)
+
+
+class WmsSimulator(Simulator):
+    name = "wms"
+
+    def __init__(
+        self,
+        ctx: SimContext,
+        *,
+        api_key: str = "sim-wms-key-3a7d",
+        auto_receipts: bool = True,
+        auto_receipt_hour: int = 6,
+        reorder_point: int = 10,
+        reorder_qty: int = 60,
+        faults=(),
+    ) -> None:
+        super().__init__(ctx, faults=faults)
+        self.api_key = api_key
+        self.auto_receipts = auto_receipts
+        self.auto_receipt_hour = auto_receipt_hour
+        self.reorder_point = reorder_point
+        self.reorder_qty = reorder_qty
+        start = ctx.clock.start
+        self.on_hand: dict[str, dict[str, int]] = {}
+        self.updated_at: dict[tuple[str, str], datetime] = {}
+        ranking = {p.sku: i for i, p in enumerate(popularity_ranking(ctx.seed, ctx.catalog))}
+        for loc in LOCATIONS:
+            stock: dict[str, int] = {}
+            for p in ctx.catalog:
+                rng = random.Random(f"{ctx.seed}:wms:{loc.code}:{p.sku}")
+                hot = ranking[p.sku] < max(5, len(ctx.catalog) // 20)
+                if loc.kind == "warehouse":
+                    qty = 0 if rng.random() < 0.08 else rng.randint(5, 120) * (4 if hot else 1)
+                else:
+                    qty = rng.randint(1, 12) if rng.random() < 0.45 or hot else 0
+                stock[p.sku] = qty
+                self.updated_at[(loc.code, p.sku)] = start
+            self.on_hand[loc.code] = stock
+        self.receipts: dict[str, dict] = {}
+        self.shipments: dict[str, dict] = {}
+        self.movements: list[dict] = []
+        self.snapshots: OrderedDict[str, dict] = OrderedDict()
+        self._snapshot_seq = 0
+        self._next_auto = self._next_auto_after(start)
+
+    def credentials(self) -> dict:
+        return {"api_key": self.api_key}
+
+    # -- world ------------------------------------------------------------------------------------------
+    def _next_auto_after(self, t: datetime) -> datetime:
+        local = t + timedelta(hours=MOSCOW_UTC_OFFSET)
+        at = local.replace(hour=self.auto_receipt_hour, minute=0, second=0, microsecond=0)
+        if at <= local:
+            at += timedelta(days=1)
+        return at - timedelta(hours=MOSCOW_UTC_OFFSET)
+
+    def sync(self) -> None:
+        if not self.auto_receipts:
+            return
+        now = self.now
+        while self._next_auto <= now:
+            at = self._next_auto
+            for loc in LOCATIONS:
+                if loc.kind != "warehouse":
+                    continue
+                lines = [
+                    {"sku": sku, "qty": self.reorder_qty}
+                    for sku, qty in sorted(self.on_hand[loc.code].items())
+                    if qty < self.reorder_point
+                ]
+                if lines:
+                    rid = f"AUTO-{loc.code}-{(at + timedelta(hours=MOSCOW_UTC_OFFSET)):%Y%m%d}"
+                    self._post_receipt(rid, loc.code, lines, at, source="supplier")
+            self._next_auto += timedelta(days=1)
+
+    def _move(self, kind: str, location: str, sku: str, delta: int, ref: str, at: datetime) -> None:
+        new = self.on_hand[location][sku] + delta
+        self.on_hand[location][sku] = new
+        self.updated_at[(location, sku)] = at
+        self.movements.append({
+            "id": len(self.movements) + 1, "at": iso_z(at), "type": kind, "warehouse": location, "sku": sku,
+            "qty_delta": delta, "on_hand_after": new, "ref": ref,
+        })  # fmt: skip
+
+    def _post_receipt(
+        self, receipt_id: str, location: str, lines: list[dict], at: datetime, source: str
+    ) -> dict:
+        for line in lines:
+            self._move("receipt", location, line["sku"], line["qty"], receipt_id, at)
+        record = {"receipt_id": receipt_id, "warehouse": location, "lines": lines, "received_at": iso_z(at),
+                  "status": "posted", "source": source}  # fmt: skip
+        self.receipts[receipt_id] = record
+        return record
+
+    def apply_sales(self, location: str, sold: dict[str, int], ref: str, at: datetime) -> None:
+        """Store sales of a closed business day (called by the POS simulator). Floored at zero: a till can sell
+        what the WMS did not know about (misplaced stock) — the floor is where the OMS sees drift."""
+        with self.lock:
+            for sku, qty in sorted(sold.items()):
+                if sku not in self.on_hand[location] or qty == 0:
+                    continue
+                delta = -min(qty, self.on_hand[location][sku]) if qty > 0 else -qty
+                if delta:
+                    self._move("sale", location, sku, delta, ref, at)
+
+    def adjust(self, location: str, sku: str, on_hand: int, reason: str = "cycle count") -> None:
+        with self.lock:
+            delta = on_hand - self.on_hand[location][sku]
+            self._move("adjustment", location, sku, delta, reason, self.now)
+
+    # -- protocol -----------------------------------------------------------------------------------------
+    def before_request(self, request: Request) -> Response | None:
+        if request.headers.get("x-api-key") != self.api_key:
+            return JSONResponse(
+                {"error": {"code": "unauthenticated", "message": "missing or invalid X-Api-Key"}},
+                status_code=401,
+            )
+        return None
+
+    def fault_rate_limited(self, rule: FaultRule) -> Response:
+        return JSONResponse(
+            {"error": {"code": "rate_limited", "message": "too many requests"}},
+            status_code=429,
+            headers={"Retry-After": secs_header(rule.retry_after)},
+        )
+
+    def fault_server_error(self, rule: FaultRule) -> Response:
+        status = rule.status or 500
+        headers = {"Retry-After": secs_header(rule.retry_after)} if status == 503 else {}
+        return JSONResponse(
+            {"error": {"code": "internal", "message": "internal error"}}, status, headers=headers
+        )
+
+    def not_found(self, request: Request) -> Response:
+        return JSONResponse({"error": {"code": "not_found", "message": "no such endpoint"}}, status_code=404)
+
+    def internal_error(self) -> Response:
+        return JSONResponse({"error": {"code": "internal", "message": "internal error"}}, status_code=500)
+
+    def api_routes(self):
+        return [
+            ("/wms/v1/warehouses", self.list_warehouses, ["GET"]),
+            ("/wms/v1/stock", self.stock, ["GET"]),
+            ("/wms/v1/receipts", self.post_receipt, ["POST"]),
+            ("/wms/v1/receipts", self.list_receipts, ["GET"]),
+            ("/wms/v1/shipments", self.post_shipment, ["POST"]),
+            ("/wms/v1/movements", self.list_movements, ["GET"]),
+        ]
+
+    async def list_warehouses(self, request: Request, faults: FaultSet) -> Response:
+        return JSONResponse({
+            "warehouses": [
+                {"code": loc.code, "kind": loc.kind, "name": loc.name, "city": loc.city, "address": loc.address}
+                for loc in LOCATIONS
+            ]
+        })  # fmt: skip
+
+    @staticmethod
+    def _token(snapshot_id: str, offset: int) -> str:
+        raw = json.dumps({"s": snapshot_id, "o": offset}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    async def stock(self, request: Request, faults: FaultSet) -> Response:
+        params = request.query_params
+        warehouse = params.get("warehouse")
+        if not warehouse:
+            raise _error(400, "invalid_argument", "warehouse is required")
+        if warehouse not in LOCATION_BY_CODE:
+            raise _error(404, "not_found", f"unknown warehouse {warehouse}")
+        try:
+            page_size = int(params.get("page_size", "500"))
+        except ValueError as exc:
+            raise _error(400, "invalid_argument", "page_size must be an integer") from exc
+        if not 1 <= page_size <= 1000:
+            raise _error(400, "invalid_argument", "page_size must be within 1..1000")
+        token = params.get("page_token")
+        with self.lock:
+            if token:
+                try:
+                    data = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
+                    snapshot_id, offset = str(data["s"]), int(data["o"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _error(400, "invalid_argument", "invalid page_token") from exc
+                snap = self.snapshots.get(snapshot_id)
+                if snap is None:
+                    raise _error(
+                        410, "page_token_expired", "snapshot expired; start again without page_token"
+                    )
+                if snap["warehouse"] != warehouse:
+                    raise _error(400, "invalid_argument", "page_token belongs to another warehouse")
+            else:
+                self._snapshot_seq += 1
+                snapshot_id = f"snap-{self._snapshot_seq:06d}"
+                snap = {
+                    "warehouse": warehouse,
+                    "as_of": iso_z(self.now),
+                    "items": [
+                        {"sku": sku, "on_hand": qty, "updated_at": iso_z(self.updated_at[(warehouse, sku)])}
+                        for sku, qty in sorted(self.on_hand[warehouse].items())
+                    ],
+                }
+                self.snapshots[snapshot_id] = snap
+                while len(self.snapshots) > SNAPSHOTS_KEPT:
+                    self.snapshots.popitem(last=False)
+                offset = 0
+            items = snap["items"][offset : offset + page_size]
+            end = offset + len(items)
+            next_token = self._token(snapshot_id, end) if end < len(snap["items"]) else None
+        if faults:
+            items = faults.apply_records(items, _malform_item)
+        return JSONResponse({
+            "warehouse": warehouse, "snapshot_id": snapshot_id, "as_of": snap["as_of"], "items": items,
+            "next_page_token": next_token,
+        })  # fmt: skip
+
+    def _parse_lines(self, body: dict, id_key: str) -> tuple[str, str, list[dict]]:
+        doc_id, warehouse, lines = body.get(id_key), body.get("warehouse"), body.get("lines")
+        if not isinstance(doc_id, str) or not doc_id:
+            raise _error(400, "invalid_argument", f"{id_key} is required")
+        if warehouse not in LOCATION_BY_CODE:
+            raise _error(400, "invalid_argument", f"unknown warehouse {warehouse!r}")
+        if not isinstance(lines, list) or not lines:
+            raise _error(400, "invalid_argument", "lines must be a non-empty list")
+        problems = []
+        clean = []
+        for i, line in enumerate(lines):
+            sku = line.get("sku") if isinstance(line, dict) else None
+            qty = line.get("qty") if isinstance(line, dict) else None
+            if sku not in self.ctx.products:
+                problems.append({"line": i, "problem": f"unknown sku {sku!r}"})
+            elif not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
+                problems.append({"line": i, "problem": "qty must be a positive integer"})
+            else:
+                clean.append({"sku": sku, "qty": qty})
+        if problems:
+            raise _error(400, "invalid_argument", "invalid lines", problems)
+        return doc_id, warehouse, clean
+
+    async def post_receipt(self, request: Request, faults: FaultSet) -> Response:
+        try:
+            body = await read_json(request)
+        except ValueError as exc:
+            raise _error(400, "invalid_argument", str(exc)) from exc
+        if not isinstance(body, dict):
+            raise _error(400, "invalid_argument", "expected an object")
+        receipt_id, warehouse, lines = self._parse_lines(body, "receipt_id")
+        with self.lock:
+            existing = self.receipts.get(receipt_id)
+            if existing is not None:
+                if existing["warehouse"] == warehouse and existing["lines"] == lines:
+                    return JSONResponse({"receipt": existing}, status_code=200)
+                raise _error(409, "conflict", "receipt_id already used with different content")
+            record = self._post_receipt(receipt_id, warehouse, lines, self.now, source="api")
+        return JSONResponse({"receipt": record}, status_code=201)
+
+    async def list_receipts(self, request: Request, faults: FaultSet) -> Response:
+        since = request.query_params.get("since")
+        try:
+            since_dt = parse_rfc3339(since) if since else None
+        except ValueError as exc:
+            raise _error(400, "invalid_argument", "since must be RFC 3339") from exc
+        with self.lock:
+            items = [
+                r
+                for r in self.receipts.values()
+                if since_dt is None or parse_rfc3339(r["received_at"]) >= since_dt
+            ]
+        return JSONResponse({"receipts": items})
+
+    async def post_shipment(self, request: Request, faults: FaultSet) -> Response:
+        try:
+            body = await read_json(request)
+        except ValueError as exc:
+            raise _error(400, "invalid_argument", str(exc)) from exc
+        if not isinstance(body, dict):
+            raise _error(400, "invalid_argument", "expected an object")
+        shipment_id, warehouse, lines = self._parse_lines(body, "shipment_id")
+        with self.lock:
+            existing = self.shipments.get(shipment_id)
+            if existing is not None:
+                if existing["warehouse"] == warehouse and existing["lines"] == lines:
+                    return JSONResponse({"shipment": existing}, status_code=200)
+                raise _error(409, "conflict", "shipment_id already used with different content")
+            need: dict[str, int] = {}
+            for line in lines:
+                need[line["sku"]] = need.get(line["sku"], 0) + line["qty"]
+            short = [
+                {"sku": sku, "on_hand": self.on_hand[warehouse][sku], "requested": qty}
+                for sku, qty in sorted(need.items())
+                if self.on_hand[warehouse][sku] < qty
+            ]
+            if short:
+                raise _error(409, "insufficient_stock", "not enough stock for some lines", short)
+            now = self.now
+            for line in lines:
+                self._move("shipment", warehouse, line["sku"], -line["qty"], shipment_id, now)
+            record = {
+                "shipment_id": shipment_id,
+                "warehouse": warehouse,
+                "lines": lines,
+                "shipped_at": iso_z(now),
+            }
+            self.shipments[shipment_id] = record
+        return JSONResponse({"shipment": record}, status_code=201)
+
+    async def list_movements(self, request: Request, faults: FaultSet) -> Response:
+        try:
+            after = int(request.query_params.get("after_id", "0"))
+            limit = int(request.query_params.get("limit", "500"))
+        except ValueError as exc:
+            raise _error(400, "invalid_argument", "after_id and limit must be integers") from exc
+        if not 1 <= limit <= 1000:
+            raise _error(400, "invalid_argument", "limit must be within 1..1000")
+        with self.lock:
+            items = self.movements[max(after, 0) : max(after, 0) + limit]
+            last = self.movements[-1]["id"] if self.movements else 0
+        next_after = items[-1]["id"] if items else after
+        return JSONResponse({"movements": items, "next_after_id": next_after, "has_more": next_after < last})
+
+    def control_routes(self) -> list[Route]:
+        async def adjust(request: Request) -> Response:
+            try:
+                body = await read_json(request)
+                self.adjust(
+                    body["warehouse"], body["sku"], int(body["on_hand"]), body.get("reason", "cycle count")
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                return JSONResponse(
+                    {"error": f"expected {{warehouse, sku, on_hand}}: {exc}"}, status_code=400
+                )
+            return JSONResponse({"ok": True})
+
+        return [Route("/_sim/adjust", adjust, methods=["POST"])]
+
+    def state(self) -> dict:
+        return {
+            "locations": {loc: sum(stock.values()) for loc, stock in self.on_hand.items()},
+            "receipts": len(self.receipts),
+            "shipments": len(self.shipments),
+            "movements": len(self.movements),
+        }
+
+
+def _malform_item(record: dict, rng: random.Random) -> None:
+    if rng.random() < 0.5:
+        record["on_hand"] = "n/a"
+    else:
+        record.pop("sku", None)

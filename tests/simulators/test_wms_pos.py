@@ -1,0 +1,115 @@
+"""WMS stock snapshots over HTTP and end-of-day POS files in the drop folder."""
+
+import csv
+from datetime import timedelta
+
+import pytest
+
+from simulators.pos import COLUMNS
+
+
+@pytest.fixture
+def wms(make_stack):
+    stack = make_stack(only=["wms", "pos"], rate=5.0)
+    return stack, stack.urls["wms"], {"X-Api-Key": stack.credentials["wms"]["api_key"]}
+
+
+def read_stock(client, url, headers, warehouse, page_size):
+    items, token, snapshots = [], None, set()
+    while True:
+        params = {"warehouse": warehouse, "page_size": page_size}
+        if token:
+            params["page_token"] = token
+        r = client.get(url + "/wms/v1/stock", headers=headers, params=params)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        items += data["items"]
+        snapshots.add(data["snapshot_id"])
+        token = data["next_page_token"]
+        if not token:
+            return items, snapshots
+
+
+def test_api_key_required(wms, client):
+    _, url, _ = wms
+    r = client.get(url + "/wms/v1/stock", params={"warehouse": "MSK1"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+
+
+def test_paged_snapshot_is_consistent_and_absolute(wms, client):
+    stack, url, headers = wms
+    items, snapshots = read_stock(client, url, headers, "MSK1", 7)
+    assert len(snapshots) == 1 and len(items) == len(stack.catalog)  # every SKU, zeros included
+    assert [i["sku"] for i in items] == sorted(p.sku for p in stack.catalog)
+    assert all(isinstance(i["on_hand"], int) and i["on_hand"] >= 0 for i in items)
+
+    first = client.get(
+        url + "/wms/v1/stock", headers=headers, params={"warehouse": "MSK1", "page_size": 5}
+    ).json()
+    sku = first["items"][-1]["sku"]
+    before = next(i["on_hand"] for i in items if i["sku"] == sku)
+    receipt = {"receipt_id": "RC-1", "warehouse": "MSK1", "lines": [{"sku": sku, "qty": 10}]}
+    assert client.post(url + "/wms/v1/receipts", headers=headers, json=receipt).status_code == 201
+    # pages of the pinned snapshot don't move; a new snapshot shows the receipt
+    page2 = client.get(url + "/wms/v1/stock", headers=headers,
+                       params={"warehouse": "MSK1", "page_size": 5, "page_token": first["next_page_token"]}).json()  # fmt: skip
+    assert page2["snapshot_id"] == first["snapshot_id"]
+    fresh, _ = read_stock(client, url, headers, "MSK1", 500)
+    assert next(i["on_hand"] for i in fresh if i["sku"] == sku) == before + 10
+
+
+def test_receipts_are_idempotent_and_shipments_all_or_nothing(wms, client):
+    stack, url, headers = wms
+    sku_a, sku_b = stack.catalog[0].sku, stack.catalog[1].sku
+    receipt = {"receipt_id": "RC-9", "warehouse": "SPB1", "lines": [{"sku": sku_a, "qty": 5}]}
+    assert client.post(url + "/wms/v1/receipts", headers=headers, json=receipt).status_code == 201
+    assert client.post(url + "/wms/v1/receipts", headers=headers, json=receipt).status_code == 200
+    conflict = client.post(
+        url + "/wms/v1/receipts", headers=headers, json={**receipt, "lines": [{"sku": sku_a, "qty": 6}]}
+    )
+    assert conflict.status_code == 409
+    on_hand = stack["wms"].on_hand["SPB1"]
+    want = {"shipment_id": "SH-1", "warehouse": "SPB1",
+            "lines": [{"sku": sku_a, "qty": 1}, {"sku": sku_b, "qty": on_hand[sku_b] + 1}]}  # fmt: skip
+    before = dict(on_hand)
+    r = client.post(url + "/wms/v1/shipments", headers=headers, json=want)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "insufficient_stock"
+    assert r.json()["error"]["details"] == [
+        {"sku": sku_b, "on_hand": before[sku_b], "requested": before[sku_b] + 1}
+    ]
+    assert stack["wms"].on_hand["SPB1"] == before  # nothing half-applied
+    bad = client.post(url + "/wms/v1/receipts", headers=headers,
+                      json={"receipt_id": "RC-X", "warehouse": "SPB1", "lines": [{"sku": "NOPE", "qty": 1}, {"sku": sku_a, "qty": 0}]})  # fmt: skip
+    assert bad.status_code == 400 and len(bad.json()["error"]["details"]) == 2
+    moves = client.get(url + "/wms/v1/movements", headers=headers, params={"after_id": 0}).json()
+    assert [m["ref"] for m in moves["movements"]] == ["RC-9"] and moves["has_more"] is False
+
+
+def test_pos_writes_one_file_per_store_per_day_and_lowers_store_stock(wms, client):
+    stack, url, headers = wms
+    drop = stack["pos"].drop_dir
+    store_stock_before = sum(stack["wms"].on_hand["MSK-S01"].values())
+    stack.advance(timedelta(hours=19).total_seconds())  # 08:00 Moscow → 03:00 next day: day 1 closed at 23:00
+    files = sorted(p.name for p in drop.iterdir())
+    assert files == [f"sales_{s}_2025-03-03.csv" for s in ("KZN-S01", "MSK-S01", "MSK-S02", "SPB-S01")]
+    with (drop / "sales_MSK-S01_2025-03-03.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0].keys()) == COLUMNS
+    assert len({r["receipt_id"] for r in rows}) > 100
+    assert all(r["store_code"] == "MSK-S01" and r["business_date"] == "2025-03-03" for r in rows)
+    assert all(10 <= int(r["sold_at"][11:13]) < 22 and r["sold_at"].endswith("+03:00") for r in rows)
+    assert {r["payment_method"] for r in rows} <= {"card", "cash", "sbp"}
+    assert sum(stack["wms"].on_hand["MSK-S01"].values()) < store_stock_before
+    listed = client.get(stack.urls["pos"] + "/_sim/files").json()["files"]
+    assert len(listed) == 4 and all(f["rows"] > 0 for f in listed)
+
+
+def test_pos_file_faults(make_stack):
+    stack = make_stack(only=["pos"], rate=5.0,
+                       faults={"pos": [{"kind": "malformed", "count": 1, "path": "file:MSK-S01", "share": 0.1}]})  # fmt: skip
+    stack.advance(19 * 3600)
+    with (stack["pos"].drop_dir / "sales_MSK-S01_2025-03-03.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    broken = [r for r in rows if not r["qty"].isdigit() or "," in r["price"] or not r["sku"]]
+    assert broken and len(broken) == round(len(rows) * 0.1)
+    assert not list(stack["pos"].drop_dir.glob(".*.tmp"))
