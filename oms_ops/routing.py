@@ -1,0 +1,945 @@
+"""Pure allocation planning: which location reserves which units of which order, and why.
+
+No I/O. :func:`plan_batch` receives the orders of a batch (in the order they must be served: placed_at,
+order_id), a snapshot of the free stock taken *under lock* by :mod:`oms_ops.allocation`, the day's
+capacity usage and the compiled business configuration, and returns one :class:`OrderPlan` per order.
+Keeping this pure is what makes the allocation testable with hypothesis (the plan never exceeds the
+snapshot, respects the split policy, and is all-or-nothing when splits are not allowed) and keeps the
+database transaction down to "lock, plan in memory, write in bulk" (Saleor's allocation shape).
+
+How one order is planned (see docs/allocation.md for the full story):
+
+1. The first routing rule whose filter (channel, destination region, delivery method) matches decides.
+2. Its candidate groups give an ordered list of locations, restricted to the channel's ATS pool, active
+   locations, minus ``exclude_locations`` (reroute). Free quantity per (location, sku) for this order =
+   on_hand − reserved − the channel's safety stock; a candidate must hold some of what the order needs,
+   be able to hand the order over (the store / pickup point the customer chose) or reach the destination
+   with some carrier tariff, and not be capacity-full for the next two weeks.
+3. Per candidate, once: ship date (cut-off, capacity), departure vs the SLA ship-by, distance, tariff.
+4. Plans: every location that holds the whole order (single shipment); when the split policy allows
+   it, greedy split plans anchored at the chosen pickup location and at the best-covering locations.
+5. Plans are ordered by "units not at the chosen pickup location" (click & collect first), then the
+   rule's sort keys (sla, group, cost incl. split penalty, distance, stock, priority, promise), then
+   fewer locations, then location codes (determinism).
+6. No complete plan: with ``partial`` the best-covering split plan is reserved and the rest waits,
+   otherwise nothing is reserved and every short line is reported (all of them, not the first).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from oms_ops.business_config import (
+    ALL_LOCATIONS,
+    PICKUP_LOCATION,
+    BusinessConfig,
+    LocationSelector,
+    RoutingRule,
+)
+
+EARTH_RADIUS_KM = 6371.0088
+#: a location that cannot ship within this many days (capacity) is not a candidate
+CAPACITY_HORIZON_DAYS = 14
+#: departure time assumed for a location without a cut-off
+DEFAULT_DEPARTURE = time(18, 0)
+#: distance used for scoring when the destination has no coordinates (sorts after every known one)
+UNKNOWN_DISTANCE_KM = 20000.0
+#: plans kept in the decision audit
+AUDIT_TOP_PLANS = 3
+#: split anchors tried besides the pickup location
+SPLIT_ANCHORS = 4
+
+NOTHING_FREE = "nothing free for this order"
+
+StockKey = tuple[str, str]  # (location_code, sku)
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance; good enough for zones and for "nearer is better"."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+# -- inputs and outputs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LineDemand:
+    line_id: int
+    sku: str
+    #: units still to reserve (ordered − cancelled − already reserved)
+    qty: int
+    weight_g: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDemand:
+    order_id: int
+    channel: str
+    delivery_method: str
+    placed_at: datetime
+    lines: tuple[LineDemand, ...]
+    order_value: float = 0.0
+    pickup_location: str | None = None
+    region: str | None = None
+    city: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    #: locations already holding reservations of this order (a partially allocated order)
+    existing_locations: frozenset[str] = frozenset()
+    #: never plan from these (reroute away from a location)
+    exclude_locations: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ShortLine:
+    line_id: int
+    sku: str
+    requested: int
+    #: what the policy could have reserved: Σ over candidates when splitting is allowed, else the best
+    #: single location (for a partial plan: what the plan reserves)
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    location: str
+    #: (line_id, sku, qty)
+    lines: tuple[tuple[int, str, int], ...]
+    #: the customer collects here (no parcel); otherwise a carrier parcel to the customer / pickup point
+    handover: bool
+    carrier: str | None
+    tariff: str | None
+    zone: str | None
+    #: shipping + handling (RUB), without the split penalty
+    cost: float
+    distance_km: float | None
+    ship_date: date
+    eta: date
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlan:
+    order_id: int
+    outcome: str  # 'allocated' | 'partially_allocated' | 'backordered'
+    rule: str | None
+    shipments: tuple[Shipment, ...]
+    short: tuple[ShortLine, ...]
+    reason: str
+    #: the best plans considered, with their score components (decision audit)
+    scores: tuple[dict, ...] = ()
+    split_allowed: bool = False
+    ship_by: datetime | None = None
+    promise_date: date | None = None
+    candidates_considered: int = 0
+
+    def reservations(self) -> Iterator[tuple[int, str, str, int]]:
+        """(line_id, location_code, sku, qty) to reserve."""
+        for s in self.shipments:
+            for line_id, sku, qty in s.lines:
+                yield line_id, s.location, sku, qty
+
+    @property
+    def eta(self) -> date | None:
+        return max((s.eta for s in self.shipments), default=None)
+
+
+@dataclass
+class PlanningState:
+    """The mutable working copy a batch plans against: reservations planned for earlier orders of the
+    batch reduce what later orders see, exactly as the writes will."""
+
+    #: on_hand − reserved per (location, sku), from the locked snapshot
+    free: MutableMapping[StockKey, int]
+    #: shipments already booked per (location, local ship date)
+    capacity_used: MutableMapping[tuple[str, date], int] = field(default_factory=dict)
+
+
+# -- compiled configuration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Loc:
+    code: str
+    kind: str
+    region: str
+    lat: float
+    lon: float
+    tz: ZoneInfo
+    cutoff: time | None
+    capacity: int | None
+    ships: bool
+    hands_over: bool
+    priority: int
+    handling: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    carrier: str
+    tariff: str
+    zone: str
+    cost: float
+    transit_days: int
+
+
+class _Dest(NamedTuple):
+    """Where a parcel goes (a tuple: it is part of a hot cache key)."""
+
+    lat: float | None
+    lon: float | None
+    region: str | None
+
+
+class _Tariff:
+    __slots__ = ("code", "methods", "bands", "rates", "over")
+
+    def __init__(self, t) -> None:
+        self.code = t.code
+        self.methods = frozenset(t.delivery_methods)
+        self.bands = list(t.weight_bands_g)
+        self.rates = {z: list(r) for z, r in t.rates.items()}
+        self.over = dict(t.over_max_per_kg)
+
+    def price(self, zone: str, weight_g: int) -> float | None:
+        row = self.rates.get(zone)
+        if row is None:
+            return None
+        i = bisect_left(self.bands, max(1, weight_g))
+        if i < len(row):
+            return row[i]
+        per_kg = self.over.get(zone)
+        if per_kg is None:
+            return None
+        return row[-1] + math.ceil((weight_g - self.bands[-1]) / 1000) * per_kg
+
+
+class _Carrier:
+    __slots__ = ("code", "origins", "dest_regions", "max_km", "zones", "overrides", "tariffs")
+
+    def __init__(self, c, origins: frozenset[str] | None) -> None:
+        self.code = c.code
+        self.origins = origins
+        self.dest_regions = frozenset(c.destination_regions) if c.destination_regions else None
+        self.max_km = c.max_distance_km
+        self.zones = [(z.code, z.max_km, z.transit_days) for z in c.zone_rule.zones]
+        self.overrides = {k: dict(v) for k, v in c.zone_rule.region_overrides.items()}
+        self.tariffs = [_Tariff(t) for t in c.tariffs]
+
+    def zone(self, origin: _Loc, dest: _Dest, distance: float | None) -> tuple[str, int]:
+        if dest.region is not None:
+            for key in (origin.code, origin.region):
+                mapped = self.overrides.get(key, {}).get(dest.region)
+                if mapped is not None:
+                    return mapped, next(t for z, _, t in self.zones if z == mapped)
+        if distance is not None:
+            for code, max_km, transit in self.zones:
+                if max_km is None or distance <= max_km:
+                    return code, transit
+        code, _, transit = self.zones[-1]  # unknown or beyond the last bound: the dearest zone
+        return code, transit
+
+
+class RoutingContext:
+    """The business configuration compiled for fast planning (sets, dicts, caches)."""
+
+    def __init__(self, config: BusinessConfig) -> None:
+        self.config = config
+        self.fingerprint = config.fingerprint
+        self.business_tz = ZoneInfo(config.business_timezone)
+        self.locations: dict[str, _Loc] = {
+            loc.code: _Loc(
+                loc.code,
+                loc.kind,
+                loc.region,
+                loc.lat,
+                loc.lon,
+                ZoneInfo(loc.timezone),
+                loc.cutoff_local,
+                loc.capacity_per_day,
+                loc.ships,
+                loc.hands_over,
+                loc.priority,
+                loc.handling_cost,
+            )
+            for loc in config.locations
+            if loc.active
+        }
+        self.pools = {c.code: frozenset(config.channel_pool(c.code)) for c in config.channels}
+        self.region_of: dict[str, str] = {}
+        self.region_centroid: dict[str, tuple[float, float]] = {}
+        for r in config.regions:
+            self.region_centroid[r.code] = (r.lat, r.lon)
+            for name in (r.code, r.name, *r.aliases):
+                self.region_of[_norm(name)] = r.code
+        self.carriers = [
+            _Carrier(c, frozenset(config.select_locations(c.origins)) if c.origins is not None else None)
+            for c in config.carriers
+        ]
+        self.rules = list(config.routing_rules)
+        self._rule_sets = [
+            (
+                frozenset(r.match.channels) if r.match.channels else None,
+                frozenset(r.match.regions) if r.match.regions else None,
+                frozenset(r.match.delivery_methods) if r.match.delivery_methods else None,
+            )
+            for r in self.rules
+        ]
+        self._rule_groups = [[self._compile_group(c) for c in r.candidates] for r in self.rules]
+        # safety stock = max(base per (channel, location), class value per (channel, sku class))
+        self._ss_base = {
+            (c.code, loc.code): max(c.safety_stock.default, c.safety_stock.by_location_kind.get(loc.kind, 0))
+            for c in config.channels
+            for loc in self.locations.values()
+        }
+        self._ss_class = {c.code: dict(c.safety_stock.by_sku_class) for c in config.channels}
+        self._sku_class: dict[str, str | None] = {}
+        self._options: dict[tuple, _Option | None] = {}
+        self._distances: dict[tuple, float] = {}
+        self._routes: dict[tuple, list] = {}
+        self._sla = {}
+
+    # -- configuration lookups ------------------------------------------------------------------------
+    def _compile_group(self, cand: str | LocationSelector):
+        if cand == PICKUP_LOCATION:
+            return ("pickup", ())
+        if isinstance(cand, str):
+            selector = LocationSelector() if cand == ALL_LOCATIONS else self.config.location_groups[cand]
+        else:
+            selector = cand
+        codes = tuple(c for c in self.config.select_locations(selector) if c in self.locations)
+        return ("region" if selector.customer_region else "static", codes)
+
+    def region_code(self, text: str | None) -> str | None:
+        if not text:
+            return None
+        return self.region_of.get(_norm(text))
+
+    def destination(self, order: OrderDemand) -> _Dest:
+        """Where the parcel goes: the chosen pickup location, else the customer (coords or region centroid)."""
+        if order.delivery_method != "courier" and order.pickup_location in self.locations:
+            loc = self.locations[order.pickup_location]
+            return _Dest(loc.lat, loc.lon, loc.region)
+        region = self.region_code(order.region) or self.region_code(order.city)
+        if order.lat is not None and order.lon is not None:
+            return _Dest(order.lat, order.lon, region)
+        if region is not None:
+            lat, lon = self.region_centroid[region]
+            return _Dest(lat, lon, region)
+        return _Dest(None, None, None)
+
+    def match_rule(self, order: OrderDemand, dest_region: str | None) -> tuple[int, RoutingRule]:
+        for i, (channels, regions, methods) in enumerate(self._rule_sets):
+            if channels is not None and order.channel not in channels:
+                continue
+            if regions is not None and dest_region not in regions:
+                continue
+            if methods is not None and order.delivery_method not in methods:
+                continue
+            return i, self.rules[i]
+        raise AssertionError("the last routing rule is a catch-all (validated)")
+
+    def class_safety_stock(self, channel: str, sku: str) -> int:
+        """The SKU-class part of a channel's safety stock (the location part is ``_ss_base``)."""
+        by_class = self._ss_class.get(channel)
+        if not by_class:
+            return 0
+        cls = self._sku_class.get(sku, "?")
+        if cls == "?":
+            cls = self._sku_class[sku] = self.config.sku_class_of(sku)
+        return by_class.get(cls, 0) if cls is not None else 0
+
+    def sla(self, channel: str, method: str):
+        key = (channel, method)
+        if key not in self._sla:
+            self._sla[key] = self.config.sla_for(channel, method)
+        return self._sla[key]
+
+    def ship_option(self, origin: _Loc, dest: _Dest, method: str, weight_g: int) -> _Option | None:
+        """Cheapest carrier tariff from ``origin`` to ``dest`` for a parcel of ``weight_g`` (cached)."""
+        key = (origin.code, dest, method, weight_g)
+        try:
+            return self._options[key]
+        except KeyError:
+            pass
+        if len(self._options) > 500_000:
+            self._options.clear()
+        best: _Option | None = None
+        best_key = None
+        for carrier, tariff, zone, transit in self.routes(origin, dest, method):
+            price = tariff.price(zone, weight_g)
+            if price is not None and (best_key is None or (price, transit) < best_key):
+                best, best_key = _Option(carrier, tariff.code, zone, float(price), transit), (price, transit)
+        self._options[key] = best
+        return best
+
+    def routes(self, origin: _Loc, dest: _Dest, method: str) -> list[tuple[str, _Tariff, str, int]]:
+        """(carrier, tariff, zone, transit days) that can take a parcel from origin to dest (cached)."""
+        key = (origin.code, dest, method)
+        found = self._routes.get(key)
+        if found is not None:
+            return found
+        if len(self._routes) > 200_000:
+            self._routes.clear()
+        found = []
+        if origin.ships:
+            distance = self.distance(origin, dest)
+            for carrier in self.carriers:
+                if carrier.origins is not None and origin.code not in carrier.origins:
+                    continue
+                if carrier.dest_regions is not None and dest.region not in carrier.dest_regions:
+                    continue
+                if carrier.max_km is not None and (distance is None or distance > carrier.max_km):
+                    continue
+                zone, transit = carrier.zone(origin, dest, distance)
+                for tariff in carrier.tariffs:
+                    if method in tariff.methods and zone in tariff.rates:
+                        found.append((carrier.code, tariff, zone, transit))
+        self._routes[key] = found
+        return found
+
+    def distance(self, loc: _Loc, dest: _Dest) -> float | None:
+        if dest.lat is None:
+            return None
+        key = (loc.code, dest)
+        d = self._distances.get(key)
+        if d is None:
+            if len(self._distances) > 500_000:
+                self._distances.clear()
+            d = self._distances[key] = haversine_km(loc.lat, loc.lon, dest.lat, dest.lon)
+        return d
+
+
+_CONTEXTS: dict[str, RoutingContext] = {}
+
+
+def compile_config(config: BusinessConfig) -> RoutingContext:
+    """The compiled context for a configuration (cached by content fingerprint)."""
+    ctx = _CONTEXTS.get(config.fingerprint)
+    if ctx is None:
+        if len(_CONTEXTS) >= 8:
+            _CONTEXTS.clear()
+        ctx = _CONTEXTS[config.fingerprint] = RoutingContext(config)
+    return ctx
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("ё", "е").replace(".", " ").split())
+
+
+# -- planning ----------------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """Per-call helpers: ship dates depend on ``now`` and on capacity booked so far in the batch."""
+
+    def __init__(self, ctx: RoutingContext, state: PlanningState, now: datetime) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.now = now
+        self._base_date: dict[str, date] = {}
+        #: current ship date per location; dropped when the batch books capacity there
+        self._day: dict[str, date | None] = {}
+        self._departure: dict[tuple[str, date], datetime] = {}
+
+    def ship_date(self, loc: _Loc) -> date | None:
+        """First local day the location can still ship: after its cut-off → tomorrow; full days skipped."""
+        try:
+            return self._day[loc.code]
+        except KeyError:
+            pass
+        base = self._base_date.get(loc.code)
+        if base is None:
+            local = self.now.astimezone(loc.tz)
+            base = local.date()
+            if loc.cutoff is not None and local.time() >= loc.cutoff:
+                base += timedelta(days=1)
+            self._base_date[loc.code] = base
+        day: date | None = base
+        if loc.capacity is not None:
+            used = self.state.capacity_used
+            day = None
+            for offset in range(CAPACITY_HORIZON_DAYS):
+                candidate = base + timedelta(days=offset)
+                if used.get((loc.code, candidate), 0) < loc.capacity:
+                    day = candidate
+                    break
+        self._day[loc.code] = day
+        return day
+
+    def departure(self, loc: _Loc, day: date) -> datetime:
+        key = (loc.code, day)
+        dep = self._departure.get(key)
+        if dep is None:
+            dep = self._departure[key] = datetime.combine(day, loc.cutoff or DEFAULT_DEPARTURE, loc.tz)
+        return dep
+
+    def book(self, location: str, day: date) -> None:
+        used = self.state.capacity_used
+        used[(location, day)] = used.get((location, day), 0) + 1
+        self._day.pop(location, None)
+
+
+def plan_batch(
+    orders: Sequence[OrderDemand],
+    free: Mapping[StockKey, int],
+    config: BusinessConfig | RoutingContext,
+    *,
+    now: datetime,
+    capacity_used: Mapping[tuple[str, date], int] | None = None,
+) -> list[OrderPlan]:
+    """Plan ``orders`` in the given order against ``free`` (on_hand − reserved, locked snapshot).
+
+    Each order sees the stock and capacity left by the orders before it. The inputs are not mutated.
+    """
+    ctx = config if isinstance(config, RoutingContext) else compile_config(config)
+    state = PlanningState(free=dict(free), capacity_used=dict(capacity_used or {}))
+    batch = _Batch(ctx, state, now)
+    return [_plan_order(batch, order) for order in orders]
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """The order's demand for one SKU (lines of the same SKU share the location's free stock)."""
+
+    sku: str
+    qty: int
+    weight_g: int
+    lines: tuple[LineDemand, ...]
+
+
+def _items(lines: Sequence[LineDemand]) -> list[_Item]:
+    by_sku: dict[str, list[LineDemand]] = {}
+    for line in lines:
+        if line.qty > 0:
+            by_sku.setdefault(line.sku, []).append(line)
+    return [
+        _Item(sku, sum(x.qty for x in group), group[0].weight_g, tuple(group))
+        for sku, group in by_sku.items()
+    ]
+
+
+def _to_lines(item: _Item, qty: int, cursor: list[int]) -> list[tuple[int, str, int]]:
+    """Spread ``qty`` units of an item over its lines in line order; ``cursor`` holds what each still needs."""
+    out = []
+    for k, line in enumerate(item.lines):
+        if qty <= 0:
+            break
+        q = min(qty, cursor[k])
+        if q > 0:
+            out.append((line.line_id, item.sku, q))
+            cursor[k] -= q
+            qty -= q
+    return out
+
+
+def _short_lines(items: Sequence[_Item], got: Sequence[int]) -> tuple[ShortLine, ...]:
+    """Lines not covered when item i gets ``got[i]`` units (given to its lines in line order)."""
+    short = []
+    for item, g in zip(items, got, strict=True):
+        for line in item.lines:
+            q = min(g, line.qty)
+            g -= q
+            if q < line.qty:
+                short.append(ShortLine(line.line_id, line.sku, line.qty, q))
+    return tuple(sorted(short, key=lambda x: x.line_id))
+
+
+def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
+    ctx, state = b.ctx, b.state
+    dest = ctx.destination(order)
+    rule_idx, rule = ctx.match_rule(order, dest.region)
+    split_allowed = rule.split.allows_split(order.order_value)
+    sla = ctx.sla(order.channel, order.delivery_method)
+    ship_by = order.placed_at + timedelta(hours=sla.ship_by_hours)
+    promise_date = (order.placed_at.astimezone(ctx.business_tz) + timedelta(days=sla.promise_days)).date()
+    common = dict(
+        order_id=order.order_id,
+        rule=rule.name,
+        split_allowed=split_allowed,
+        ship_by=ship_by,
+        promise_date=promise_date,
+    )
+    items = _items(order.lines)
+    if not items:
+        return OrderPlan(
+            outcome="allocated", shipments=(), short=(), reason="nothing left to reserve", **common
+        )
+    nothing_yet = "partially_allocated" if order.existing_locations else "backordered"
+    total_units = sum(item.qty for item in items)
+
+    # -- candidates: where the order may come from, what each can give, what each leg would look like ----
+    # Stock is looked at first (cheap): a location with nothing free for this order is no candidate, and
+    # tariffs, ship dates and distances are only worked out for the others.
+    pool = ctx.pools.get(order.channel, frozenset(ctx.locations))
+    is_pickup_order = order.delivery_method != "courier" and order.pickup_location is not None
+    total_weight = sum(item.weight_g * item.qty for item in items)
+    free = state.free
+    ss_base = ctx._ss_base
+    class_ss = [ctx.class_safety_stock(order.channel, item.sku) for item in items]
+    cands: dict[str, _Cand] = {}
+    avail: dict[str, list[int]] = {}
+    dropped: dict[str, str] = {}
+    stockless = 0
+    for gi, (kind, codes) in enumerate(ctx._rule_groups[rule_idx]):
+        if kind == "pickup":
+            codes = (order.pickup_location,) if is_pickup_order else ()
+        elif kind == "region":
+            codes = tuple(c for c in codes if ctx.locations[c].region == dest.region)
+        for code in codes:
+            if code in cands or code in dropped:
+                continue
+            loc = ctx.locations.get(code)
+            if loc is None:
+                dropped[code] = "inactive or unknown location"
+                continue
+            if code not in pool:
+                dropped[code] = f"not in the {order.channel} ATS pool"
+                continue
+            if code in order.exclude_locations:
+                dropped[code] = "excluded"
+                continue
+            base = ss_base.get((order.channel, code), 0)
+            row = []
+            for i, item in enumerate(items):
+                f = free.get((code, item.sku), 0)
+                if f > 0:
+                    f -= base if base > class_ss[i] else class_ss[i]
+                row.append(f if f > 0 else 0)
+            if not any(row):
+                stockless += 1
+                dropped[code] = NOTHING_FREE
+                continue
+            handover = is_pickup_order and code == order.pickup_location and loc.hands_over
+            option = None if handover else ctx.ship_option(loc, dest, order.delivery_method, total_weight)
+            if not handover and option is None:
+                dropped[code] = "no carrier tariff to the destination"
+                continue
+            day = b.ship_date(loc)
+            if day is None:
+                dropped[code] = f"capacity full for {CAPACITY_HORIZON_DAYS} days"
+                continue
+            dist = 0.0 if handover else ctx.distance(loc, dest)
+            cands[code] = _Cand(loc, gi, handover, day, b.departure(loc, day) > ship_by, dist, option)
+            avail[code] = row
+    noted = [(c, r) for c, r in dropped.items() if r != NOTHING_FREE]
+    if not cands:
+        short = _short_lines(items, [0] * len(items))
+        if noted:
+            reason = f"rule {rule.name}: no candidate location ({'; '.join(f'{c}: {r}' for c, r in noted)})"
+        elif stockless:
+            reason = f"rule {rule.name}: {len(short)} short lines, no candidate location has any of them free"
+        else:
+            reason = f"rule {rule.name}: no candidate location matches"
+        return OrderPlan(outcome=nothing_yet, shipments=(), short=short, reason=reason, **common)
+
+    scorer = _Scorer(ctx, order, rule, cands, dest, items, avail, promise_date, is_pickup_order)
+    full = [code for code, row in avail.items() if all(a >= it.qty for a, it in zip(row, items, strict=True))]
+    plans: list[_Scored] = []
+    for code in full:
+        scored = scorer.score({code: [(i, item.qty) for i, item in enumerate(items)]}, "single")
+        if scored is not None:
+            plans.append(scored)
+    plans.sort(key=_key)
+    pickup_partial = (
+        is_pickup_order
+        and order.pickup_location in avail
+        and order.pickup_location not in full
+        and any(avail[order.pickup_location])
+    )
+    partials: list[_Scored] = []
+    if split_allowed and (not plans or pickup_partial or plans[0].values["sla"] > 0):
+        for parts, complete in _split_plans(order, cands, items, avail):
+            scored = scorer.score(parts, "split" if complete else "partial")
+            if scored is not None:
+                (plans if complete else partials).append(scored)
+        plans.sort(key=_key)
+
+    if plans:
+        best = plans[0]
+        shipments = scorer.shipments(best)
+        _apply(b, shipments)
+        detail = scorer.detail(best)
+        where = ", ".join(s.location for s in shipments)
+        how = "single shipment" if len(shipments) == 1 else f"split into {len(shipments)} shipments"
+        reason = (
+            f"rule {rule.name}: {how} from {where} "
+            f"(cost {detail['cost']:.0f} RUB, eta {detail['eta']}, sla misses {detail['sla_misses']}); "
+            f"{len(cands)} candidate locations, {len(full)} could ship everything"
+        )
+        return OrderPlan(
+            outcome="allocated",
+            shipments=tuple(shipments),
+            short=(),
+            reason=reason,
+            scores=tuple(scorer.detail(p) for p in plans[:AUDIT_TOP_PLANS]),
+            candidates_considered=len(cands),
+            **common,
+        )
+
+    # -- no complete plan: report every short line; reserve part only if the policy says so -------------
+    if split_allowed and rule.split.partial and partials:
+        # the plan that reserves the most units, then the rule's keys
+        partials.sort(key=lambda p: (-p.units, p.key))
+        best = partials[0]
+        shipments = scorer.shipments(best)
+        _apply(b, shipments)
+        got = [0] * len(items)
+        for _, taken in best.parts.items():
+            for i, q in taken:
+                got[i] += q
+        short = _short_lines(items, got)
+        return OrderPlan(
+            outcome="partially_allocated",
+            shipments=tuple(shipments),
+            short=short,
+            reason=(
+                f"rule {rule.name}: partial: reserved {best.units} of {total_units} units at "
+                f"{', '.join(s.location for s in shipments)}; {len(short)} lines wait for stock"
+            ),
+            scores=tuple(scorer.detail(p) for p in partials[:AUDIT_TOP_PLANS]),
+            candidates_considered=len(cands),
+            **common,
+        )
+    if split_allowed:
+        available = [sum(row[i] for row in avail.values()) for i in range(len(items))]
+    else:
+        available = [max(row[i] for row in avail.values()) for i in range(len(items))]
+    short = _short_lines(items, available)
+    if short:
+        detail_text = ", ".join(f"{x.sku} needs {x.requested}, {x.available} available" for x in short)
+        reason = f"rule {rule.name}: {len(short)} short lines ({detail_text})"
+    elif not split_allowed:
+        reason = (
+            f"rule {rule.name}: no single location holds every line and this order may not be split "
+            f"(policy {rule.split.policy})"
+        )
+    else:
+        reason = f"rule {rule.name}: no plan within the capacity and tariff limits"
+    if noted:
+        reason += "; not considered: " + ", ".join(f"{c} ({r})" for c, r in noted[:5])
+    return OrderPlan(
+        outcome=nothing_yet,
+        shipments=(),
+        short=short,
+        reason=reason,
+        candidates_considered=len(cands),
+        **common,
+    )
+
+
+class _Cand(NamedTuple):
+    """A candidate location for one order: what shipping from it would mean (computed once per order)."""
+
+    loc: _Loc
+    group: int
+    handover: bool
+    ship_date: date
+    late_departure: bool
+    distance: float | None
+    #: the cheapest tariff for the whole order's weight (None for a handover)
+    option: _Option | None
+
+
+class _Scored(NamedTuple):
+    key: tuple
+    kind: str
+    parts: dict[str, list[tuple[int, int]]]
+    values: dict[str, float]
+    units: int
+    min_left: int
+    options: dict[str, _Option | None]
+
+
+def _key(p: _Scored) -> tuple:
+    return p.key
+
+
+def _split_plans(order, cands, items, avail) -> Iterator[tuple[dict, bool]]:
+    """Greedy covers: start at an anchor, then repeatedly take the location covering most remaining units.
+
+    Anchors: the customer's pickup location (click & collect first) and the best-covering locations.
+    A SKU may come from several locations. Yields (parts, complete), parts = {loc: [(item index, qty)]}.
+    """
+    qtys = [item.qty for item in items]
+    coverage = {c: sum(min(a, q) for a, q in zip(avail[c], qtys, strict=True)) for c in cands}
+    rank = {c: (cand.group, cand.loc.priority, i) for i, (c, cand) in enumerate(cands.items())}
+    by_cover = sorted((c for c in cands if coverage[c] > 0), key=lambda c: (-coverage[c], rank[c]))
+    anchors = by_cover[:SPLIT_ANCHORS]
+    if order.pickup_location in coverage and coverage[order.pickup_location] > 0:
+        anchors = [order.pickup_location] + [a for a in anchors if a != order.pickup_location]
+    seen: set = set()
+    for anchor in anchors:
+        remaining = list(qtys)
+        parts: dict[str, list[tuple[int, int]]] = {}
+        loc = anchor
+        while loc is not None:
+            taken = []
+            for i, a in enumerate(avail[loc]):
+                q = min(a, remaining[i])
+                if q > 0:
+                    taken.append((i, q))
+                    remaining[i] -= q
+            if taken:
+                parts[loc] = taken
+            if not any(remaining):
+                break
+            best, best_cover = None, 0
+            for c in by_cover:
+                if c in parts:
+                    continue
+                cover = sum(min(a, r) for a, r in zip(avail[c], remaining, strict=True))
+                if cover > best_cover:  # by_cover is already in rank order for ties
+                    best, best_cover = c, cover
+            loc = best
+        signature = tuple(sorted((k, tuple(v)) for k, v in parts.items()))
+        if parts and signature not in seen:
+            seen.add(signature)
+            yield parts, not any(remaining)
+
+
+class _Scorer:
+    """Scores candidate assignments: the rule's sort keys, bucketed, plus deterministic tie-breakers.
+
+    Scoring is the hot loop, so it only computes the key; shipments and the audit dict are built for the
+    winner and the few plans kept in the decision.
+    """
+
+    def __init__(self, ctx, order, rule, cands, dest, items, avail, promise_date, is_pickup) -> None:
+        self.ctx, self.order, self.rule = ctx, order, rule
+        self.cands, self.dest, self.items, self.avail = cands, dest, items, avail
+        self.promise_date = promise_date
+        self.is_pickup = is_pickup
+        self.total_weight = sum(item.weight_g * item.qty for item in items)
+
+    def score(self, parts: dict[str, list[tuple[int, int]]], kind: str) -> _Scored | None:
+        ctx, order, items, cands = self.ctx, self.order, self.items, self.cands
+        cost = 0.0
+        distance = 0.0
+        late_ship = late_promise = 0
+        worst_priority = -(10**9)
+        eta_max = date.min
+        min_left = 10**9
+        group = 0
+        units_elsewhere = 0
+        units = 0
+        options: dict[str, _Option | None] = {}
+        for code, taken in parts.items():
+            cand = cands[code]
+            loc = cand.loc
+            if cand.handover:
+                option = None
+                eta = cand.ship_date
+            else:
+                weight = sum(items[i].weight_g * q for i, q in taken)
+                if weight == self.total_weight:
+                    option = cand.option
+                else:
+                    option = ctx.ship_option(loc, self.dest, order.delivery_method, weight)
+                    if option is None:
+                        return None
+                eta = cand.ship_date + timedelta(days=option.transit_days)
+                cost += option.cost
+            options[code] = option
+            cost += loc.handling
+            dist = UNKNOWN_DISTANCE_KM if cand.distance is None else cand.distance
+            if dist > distance:
+                distance = dist
+            if cand.late_departure:
+                late_ship = 1
+            if eta > self.promise_date:
+                late_promise = 1
+            if loc.priority > worst_priority:
+                worst_priority = loc.priority
+            if eta > eta_max:
+                eta_max = eta
+            if cand.group > group:
+                group = cand.group
+            row = self.avail[code]
+            for i, q in taken:
+                left = row[i] - q
+                if left < min_left:
+                    min_left = left
+                units += q
+                if code != order.pickup_location:
+                    units_elsewhere += q
+        n_locations = len(parts.keys() | order.existing_locations)
+        penalty = self.rule.split.penalty * (n_locations - 1) if n_locations > 1 else 0.0
+        values = {
+            "sla": late_ship + late_promise,
+            "group": group,
+            "cost": cost + penalty,
+            "distance": distance,
+            "stock": -min_left,
+            "priority": worst_priority,
+            "promise": eta_max.toordinal(),
+            "penalty": penalty,
+        }
+        key = [units_elsewhere if self.is_pickup else 0]
+        for sk in self.rule.sort_by:
+            v = values[sk.key]
+            key.append(math.floor(v / sk.bucket) if sk.bucket else v)
+        key.append(len(parts))
+        key.append(tuple(sorted(parts)))
+        return _Scored(tuple(key), kind, parts, values, units, min_left, options)
+
+    def shipments(self, p: _Scored) -> list[Shipment]:
+        items = self.items
+        cursors = [[line.qty for line in item.lines] for item in items]
+        out = []
+        for code, taken in p.parts.items():
+            cand = self.cands[code]
+            option = p.options[code]
+            lines: list[tuple[int, str, int]] = []
+            for i, q in taken:
+                lines.extend(_to_lines(items[i], q, cursors[i]))
+            out.append(
+                Shipment(
+                    location=code,
+                    lines=tuple(lines),
+                    handover=cand.handover,
+                    carrier=option.carrier if option else None,
+                    tariff=option.tariff if option else None,
+                    zone=option.zone if option else None,
+                    cost=(option.cost if option else 0.0) + cand.loc.handling,
+                    distance_km=None if cand.distance is None else round(cand.distance, 1),
+                    ship_date=cand.ship_date,
+                    eta=cand.ship_date + timedelta(days=option.transit_days) if option else cand.ship_date,
+                )
+            )
+        return out
+
+    def detail(self, p: _Scored) -> dict:
+        """The audit form of a scored plan (what ops see in the decision)."""
+        v = p.values
+        return {
+            "kind": p.kind,
+            "locations": sorted(p.parts),
+            "cost": round(v["cost"], 2),
+            "split_penalty": v["penalty"],
+            "distance_km": round(v["distance"], 1),
+            "eta": date.fromordinal(int(v["promise"])).isoformat(),
+            "sla_misses": v["sla"],
+            "group": v["group"],
+            "priority": v["priority"],
+            "stock_left": p.min_left,
+            "units": p.units,
+            "units_not_at_pickup": p.key[0] if self.is_pickup else None,
+        }
+
+
+def _apply(b: _Batch, shipments: Sequence[Shipment]) -> None:
+    """Book the plan in the working state so later orders of the batch see it."""
+    free = b.state.free
+    for s in shipments:
+        for _, sku, qty in s.lines:
+            free[(s.location, sku)] = free.get((s.location, sku), 0) - qty
+        b.book(s.location, s.ship_date)
