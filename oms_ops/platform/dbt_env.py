@@ -33,7 +33,7 @@ def dbt_env(
             OMS_CH_PORT=str(p.port or (8443 if p.scheme == "https" else 8123)),
             OMS_CH_USER=unquote(p.username or "default"),
             OMS_CH_PASSWORD=unquote(p.password or ""),
-            OMS_CH_SECURE="true" if p.scheme == "https" else "false",
+            OMS_CH_SECURE="True" if p.scheme == "https" else "False",
         )
     if target:
         env["OMS_DBT_TARGET"] = target
