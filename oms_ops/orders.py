@@ -1,0 +1,679 @@
+"""Orders: bulk acceptance of normalised channel orders, holds and cancellation.
+
+``accept_orders`` is the single entry point every connector uses. It is set-based — one INSERT … SELECT FROM
+unnest(arrays) for the orders (ON CONFLICT (channel_code, external_id) DO NOTHING RETURNING), one for the
+lines, one for the creation events — so a batch of thousands of orders costs a handful of round trips.
+Re-delivered or duplicated channel data changes nothing. Bad orders are quarantined with the reason and the
+rest of the batch is accepted; an order naming an unknown SKU is accepted on hold (the SKU may simply not be
+in the catalog yet) and released by ``release_resolved_unknown_sku_holds`` once the catalog knows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import psycopg
+from psycopg import sql
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from oms_ops.db import run_in_transaction
+from oms_ops.errors import NotFound, ValidationFailed
+from oms_ops.outbox import dumps, enqueue_many
+from oms_ops.quarantine import quarantine_many
+from oms_ops.state_machine import Change, apply_transitions
+
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class NormalizedLine(BaseModel):
+    """One order line as a connector produces it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    sku: Text
+    qty: int = Field(gt=0)
+    unit_price: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+    line_no: int | None = Field(default=None, ge=1)
+    name: str | None = None
+
+
+class NormalizedOrder(BaseModel):
+    """A channel order in the one shape the OMS accepts (connectors map Ozon/WB/Shopify/POS to this).
+
+    Required: channel_code, external_id, placed_at (timezone-aware), delivery_method and ≥ 1 line;
+    pickup_location_code is required unless delivery_method is 'courier'. total_amount defaults to
+    Σ qty × unit_price + shipping_amount.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    channel_code: Text
+    external_id: Text
+    placed_at: AwareDatetime
+    delivery_method: Literal["courier", "pickup_point", "store_pickup"]
+    lines: list[NormalizedLine] = Field(min_length=1)
+    channel_order_number: str | None = None
+    customer_name: str | None = None
+    customer_phone: str | None = None
+    customer_email: str | None = None
+    pickup_location_code: str | None = None
+    region: str | None = None
+    city: str | None = None
+    address: str | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    promised_at: AwareDatetime | None = None
+    requested_delivery_at: AwareDatetime | None = None
+    payment_method: Literal["prepaid", "cod"] = "prepaid"
+    payment_status: Literal["pending", "paid", "failed"] = "pending"
+    currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
+    shipping_amount: Money = Decimal("0")
+    total_amount: Money | None = None
+    raw_id: int | None = None
+    parent_order_id: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> NormalizedOrder:
+        if self.delivery_method != "courier" and not self.pickup_location_code:
+            raise ValueError(f"pickup_location_code is required for delivery_method {self.delivery_method!r}")
+        numbers = [ln.line_no for ln in self.lines]
+        if all(n is None for n in numbers):
+            for i, ln in enumerate(self.lines, start=1):
+                ln.line_no = i
+        elif any(n is None for n in numbers) or len(set(numbers)) != len(numbers):
+            raise ValueError("line_no must be given for every line or none, and be unique")
+        if self.total_amount is None:
+            self.total_amount = (
+                sum((ln.qty * ln.unit_price for ln in self.lines), Decimal("0")) + self.shipping_amount
+            )
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.channel_code, self.external_id)
+
+
+@dataclass
+class AcceptResult:
+    """Outcome of ``accept_orders``. ``ids`` maps (channel_code, external_id) → order_id for new orders."""
+
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    on_hold: list[int] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    quarantined: list[int] = field(default_factory=list)
+    rejected: list[tuple[str | None, str]] = field(default_factory=list)  # (external_id, reason)
+
+    @property
+    def accepted(self) -> list[int]:
+        return sorted(self.ids.values())
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "accepted": len(self.ids),
+            "on_hold": len(self.on_hold),
+            "duplicates": len(self.duplicates),
+            "quarantined": len(self.rejected),
+        }
+
+
+def _error_text(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'order'}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+
+
+def _payload(item: Any) -> Any:
+    if isinstance(item, BaseModel):
+        return item.model_dump(mode="json")
+    return item
+
+
+def accept_orders(
+    conn: psycopg.Connection,
+    orders: Iterable[NormalizedOrder | Mapping[str, Any]],
+    *,
+    actor: str,
+    source: str = "accept_orders",
+) -> AcceptResult:
+    """Accept a batch of normalised orders in one transaction.
+
+    Items may be NormalizedOrder instances or plain mappings (validated here, so a connector can hand over
+    what it parsed and let invalid orders be quarantined). Per order exactly one outcome: accepted (state
+    'new'), accepted on hold (unknown SKU: state 'on_hold', hold_reason naming the SKUs, with an event),
+    duplicate (already known or repeated in the batch: nothing changes) or quarantined (raw.quarantine with
+    ``source`` and the reason: invalid field, unknown/inactive channel, unknown pickup location).
+    """
+    items = list(orders)
+    return run_in_transaction(conn, lambda c: _accept(c, items, actor, quarantine_source=source))
+
+
+def accept_orders_in_transaction(
+    conn: psycopg.Connection,
+    orders: Iterable[NormalizedOrder | Mapping[str, Any]],
+    *,
+    actor: str,
+    quarantine_source: str | None = "accept_orders",
+) -> AcceptResult:
+    """``accept_orders`` for a caller that already runs a transaction (call INSIDE a transaction), e.g. an
+    exchange or an ops replay that must close its quarantine row atomically. ``quarantine_source=None``
+    reports rejects in ``rejected`` without writing quarantine rows."""
+    return _accept(conn, list(orders), actor, quarantine_source=quarantine_source)
+
+
+def _accept(
+    conn: psycopg.Connection,
+    items: Sequence[Any],
+    actor: str,
+    *,
+    quarantine_source: str | None = "accept_orders",
+) -> AcceptResult:
+    """Acceptance inside the caller's transaction. ``quarantine_source=None`` reports rejects without
+    quarantining them (replay keeps the original quarantine row; exchange raises)."""
+    result = AcceptResult()
+    rejects: list[tuple[Any, str | None, str]] = []  # (payload, external_id, reason)
+    valid: list[NormalizedOrder] = []
+    for item in items:
+        if isinstance(item, NormalizedOrder):
+            valid.append(item)
+            continue
+        try:
+            valid.append(NormalizedOrder.model_validate(item))
+        except ValidationError as exc:
+            ext = item.get("external_id") if isinstance(item, Mapping) else None
+            rejects.append((item, None if ext is None else str(ext), _error_text(exc)))
+
+    channels = {
+        r[0]: r[1]
+        for r in conn.execute(
+            "SELECT channel_code, active FROM oms.channels WHERE channel_code = ANY(%s)",
+            (sorted({o.channel_code for o in valid}),),
+        ).fetchall()
+    }
+    pickups = {
+        r[0]
+        for r in conn.execute(
+            "SELECT location_code FROM oms.locations WHERE location_code = ANY(%s)",
+            (sorted({o.pickup_location_code for o in valid if o.pickup_location_code}),),
+        ).fetchall()
+    }
+    seen: set[tuple[str, str]] = set()
+    todo: list[NormalizedOrder] = []
+    for o in valid:
+        problems = []
+        if o.channel_code not in channels:
+            problems.append(f"unknown channel {o.channel_code!r}")
+        elif not channels[o.channel_code]:
+            problems.append(f"channel {o.channel_code!r} is inactive")
+        if o.pickup_location_code and o.pickup_location_code not in pickups:
+            problems.append(f"unknown pickup location {o.pickup_location_code!r}")
+        if problems:
+            rejects.append((_payload(o), o.external_id, "; ".join(problems)))
+        elif o.key in seen:
+            result.duplicates.append(o.key)
+        else:
+            seen.add(o.key)
+            todo.append(o)
+
+    if todo:
+        all_skus = sorted({ln.sku for o in todo for ln in o.lines})
+        known = {r[0] for r in conn.execute("SELECT sku FROM oms.products WHERE sku = ANY(%s)", (all_skus,))}
+        unknown_by_key: dict[tuple[str, str], list[str]] = {}
+        for o in todo:
+            missing = sorted({ln.sku for ln in o.lines} - known)
+            if missing:
+                unknown_by_key[o.key] = missing
+        cols = {
+            "channel_code": [o.channel_code for o in todo],
+            "external_id": [o.external_id for o in todo],
+            "placed_at": [o.placed_at for o in todo],
+            "customer_name": [o.customer_name for o in todo],
+            "customer_phone": [o.customer_phone for o in todo],
+            "customer_email": [o.customer_email for o in todo],
+            "delivery_method": [o.delivery_method for o in todo],
+            "pickup_location_code": [o.pickup_location_code for o in todo],
+            "region": [o.region for o in todo],
+            "city": [o.city for o in todo],
+            "address": [o.address for o in todo],
+            "lat": [o.lat for o in todo],
+            "lon": [o.lon for o in todo],
+            "promised_at": [o.promised_at for o in todo],
+            "requested_delivery_at": [o.requested_delivery_at for o in todo],
+            "payment_method": [o.payment_method for o in todo],
+            "payment_status": [o.payment_status for o in todo],
+            "currency": [o.currency for o in todo],
+            "total_amount": [o.total_amount for o in todo],
+            "shipping_amount": [o.shipping_amount for o in todo],
+            "channel_order_number": [o.channel_order_number for o in todo],
+            "raw_id": [o.raw_id for o in todo],
+            "parent_order_id": [o.parent_order_id for o in todo],
+            "hold_code": ["unknown_sku" if o.key in unknown_by_key else None for o in todo],
+            "hold_reason": [
+                f"unknown sku: {', '.join(unknown_by_key[o.key])}" if o.key in unknown_by_key else None
+                for o in todo
+            ],
+        }
+        types = {
+            "placed_at": "timestamptz",
+            "promised_at": "timestamptz",
+            "requested_delivery_at": "timestamptz",
+            "lat": "float8",
+            "lon": "float8",
+            "total_amount": "numeric",
+            "shipping_amount": "numeric",
+            "raw_id": "int8",
+            "parent_order_id": "int8",
+        }
+        names = list(cols)
+        stmt = sql.SQL(
+            """INSERT INTO oms.orders ({cols}, latest_promised_at)
+               SELECT {cols}, promised_at FROM unnest({arrays}) AS t({cols})
+               ON CONFLICT (channel_code, external_id) DO NOTHING
+               RETURNING channel_code, external_id, order_id"""
+        ).format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+            arrays=sql.SQL(", ").join(
+                sql.SQL("%b::{}[]").format(sql.SQL(types.get(n, "text"))) for n in names
+            ),
+        )
+        rows = conn.execute(stmt, [cols[n] for n in names]).fetchall()
+        inserted = {(r[0], r[1]): r[2] for r in rows}
+        for o in todo:
+            if o.key not in inserted:
+                result.duplicates.append(o.key)
+        new_orders = [o for o in todo if o.key in inserted]
+        if new_orders:
+            line_cols: dict[str, list] = {
+                k: [] for k in ("order_id", "line_no", "sku", "qty", "unit_price", "name")
+            }
+            for o in new_orders:
+                oid = inserted[o.key]
+                for ln in o.lines:
+                    line_cols["order_id"].append(oid)
+                    line_cols["line_no"].append(ln.line_no)
+                    line_cols["sku"].append(ln.sku)
+                    line_cols["qty"].append(ln.qty)
+                    line_cols["unit_price"].append(ln.unit_price)
+                    line_cols["name"].append(ln.name)
+            conn.execute(
+                """INSERT INTO oms.order_lines (order_id, line_no, sku, qty, unit_price, name)
+                   SELECT * FROM unnest(%b::int8[], %b::int4[], %b::text[], %b::int4[], %b::numeric[], %b::text[])""",
+                list(line_cols.values()),
+            )
+            # creation events, built in SQL from the inserted rows (one statement, no per-row JSON in Python)
+            conn.execute(
+                """INSERT INTO oms.order_events (order_id, entity, entity_id, from_state, to_state, actor, reason, data)
+                   SELECT o.order_id, 'order', o.order_id, NULL, 'new', %s, 'accepted',
+                          jsonb_build_object('channel_code', o.channel_code, 'external_id', o.external_id,
+                                             'lines', (SELECT count(*) FROM oms.order_lines l
+                                                       WHERE l.order_id = o.order_id))
+                   FROM oms.orders o WHERE o.order_id = ANY(%b::int8[]) ORDER BY o.order_id""",
+                (actor, sorted(inserted[o.key] for o in new_orders)),
+            )
+            holds = [o for o in new_orders if o.key in unknown_by_key]
+            if holds:
+                apply_transitions(
+                    conn,
+                    "order",
+                    [
+                        Change(
+                            inserted[o.key],
+                            "on_hold",
+                            f"unknown sku: {', '.join(unknown_by_key[o.key])}",
+                            {"hold_code": "unknown_sku", "skus": unknown_by_key[o.key]},
+                        )
+                        for o in holds
+                    ],
+                    actor=actor,
+                )
+                result.on_hold = sorted(inserted[o.key] for o in holds)
+            result.ids = {o.key: inserted[o.key] for o in new_orders}
+        raw_ids = [o.raw_id for o in todo if o.raw_id is not None]
+        if raw_ids:
+            conn.execute(
+                "UPDATE raw.channel_orders SET normalized_at = now() WHERE raw_id = ANY(%s) AND normalized_at IS NULL",
+                (raw_ids,),
+            )
+    result.rejected = [(ext, reason) for _, ext, reason in rejects]
+    if rejects and quarantine_source:
+        result.quarantined = quarantine_many(
+            conn, [(quarantine_source, ext, payload, reason) for payload, ext, reason in rejects]
+        )
+    return result
+
+
+def replay_quarantined_orders(
+    conn: psycopg.Connection, quarantine_ids: Sequence[int], *, actor: str
+) -> AcceptResult:
+    """Re-run open quarantined orders through acceptance after a fix (new channel, catalog, …).
+
+    Rows that are now accepted (or turn out to be duplicates) are closed as 'replayed'; rows that still fail
+    stay open with their original reason (no new quarantine rows), listed in ``rejected``.
+    """
+
+    def run(c: psycopg.Connection) -> AcceptResult:
+        rows = c.execute(
+            """SELECT quarantine_id, payload FROM raw.quarantine
+               WHERE quarantine_id = ANY(%s) AND state = 'open' ORDER BY quarantine_id FOR UPDATE""",
+            (list(quarantine_ids),),
+        ).fetchall()
+        res = _accept(c, [r[1] for r in rows], actor, quarantine_source=None)
+        failed = {ext for ext, _ in res.rejected}
+        done = [
+            qid
+            for qid, payload in rows
+            if isinstance(payload, Mapping)
+            and payload.get("external_id") is not None
+            and str(payload["external_id"]) not in failed
+        ]
+        if done:
+            c.execute(
+                """UPDATE raw.quarantine SET state = 'replayed', resolved_at = now(), resolved_by = %s
+                   WHERE quarantine_id = ANY(%s)""",
+                (actor, done),
+            )
+        return res
+
+    return run_in_transaction(conn, run)
+
+
+# --------------------------------------------------------------------------------------------------------
+# raw channel payloads (for the connectors)
+# --------------------------------------------------------------------------------------------------------
+def payload_hash(payload: Any) -> str:
+    """sha256 of the canonical JSON (sorted keys, compact) — the same payload always hashes the same."""
+    import json
+
+    text = json.dumps(json.loads(dumps(payload)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_raw_orders(
+    conn: psycopg.Connection, channel_code: str, payloads: Sequence[tuple[str, Any]]
+) -> list[int]:
+    """Store channel payloads ``(external_id, payload)`` as received (one transaction). Idempotent on
+    (channel, external_id, payload hash): returns the raw_ids of rows that were new."""
+    if not payloads:
+        return []
+    from oms_ops.outbox import jsonb
+
+    with conn.transaction():
+        rows = conn.execute(
+            """INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash)
+               SELECT %s, e, p, h FROM unnest(%s::text[], %s::jsonb[], %s::text[]) AS t(e, p, h)
+               ON CONFLICT (channel_code, external_id, payload_hash) DO NOTHING RETURNING raw_id""",
+            (
+                channel_code,
+                [str(e) for e, _ in payloads],
+                [jsonb(p) for _, p in payloads],
+                [payload_hash(p) for _, p in payloads],
+            ),
+        ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+# --------------------------------------------------------------------------------------------------------
+# holds and cancellation
+# --------------------------------------------------------------------------------------------------------
+def _lock_orders(conn: psycopg.Connection, order_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    ids = sorted(set(order_ids))
+    rows = conn.execute(
+        """SELECT order_id, state, payment_status, channel_code, external_id, order_number, currency,
+                  shipping_amount, hold_code
+           FROM oms.orders WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE""",
+        (ids,),
+    ).fetchall()
+    found = {
+        r[0]: dict(
+            zip(
+                (
+                    "order_id",
+                    "state",
+                    "payment_status",
+                    "channel_code",
+                    "external_id",
+                    "order_number",
+                    "currency",
+                    "shipping_amount",
+                    "hold_code",
+                ),
+                r,
+                strict=True,
+            )
+        )
+        for r in rows
+    }
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound("order", missing)
+    return found
+
+
+def _release_and_reset_lines(
+    conn: psycopg.Connection, order_ids: list[int], *, actor: str, reason: str
+) -> None:
+    """Give back every active reservation of the orders (B's release) and move allocated lines to 'new'."""
+    from oms_ops.reservations import release_reservations
+
+    release_reservations(conn, order_ids=order_ids, actor=actor, reason=reason)
+    lines = conn.execute(
+        "SELECT line_id FROM oms.order_lines WHERE order_id = ANY(%s) AND state = 'allocated' ORDER BY line_id",
+        (order_ids,),
+    ).fetchall()
+    apply_transitions(conn, "order_line", [Change(r[0], "new", reason) for r in lines], actor=actor)
+
+
+def hold_orders(
+    conn: psycopg.Connection, order_ids: Sequence[int], *, reason: str, actor: str, code: str = "manual"
+) -> list[int]:
+    """Put orders on hold (one transaction): their reservations are released (stock is not held hostage by
+    an order nobody will ship) and the order waits in 'on_hold' until ``release_holds``. Allowed from new,
+    backordered, partially_allocated and allocated; any other state refuses the whole batch."""
+
+    def run(c: psycopg.Connection) -> list[int]:
+        _lock_orders(c, order_ids)
+        ids = sorted(set(order_ids))
+        apply_transitions(
+            c, "order", [Change(i, "on_hold", reason, {"hold_code": code}) for i in ids], actor=actor
+        )
+        c.execute(
+            "UPDATE oms.orders SET hold_code = %s, hold_reason = %s WHERE order_id = ANY(%s)",
+            (code, reason, ids),
+        )
+        _release_and_reset_lines(c, ids, actor=actor, reason=f"hold: {reason}")
+        return ids
+
+    return run_in_transaction(conn, run)
+
+
+def release_holds(
+    conn: psycopg.Connection, order_ids: Sequence[int], *, reason: str, actor: str
+) -> list[int]:
+    """Release held orders back to 'new' (the allocator picks them up). Orders held for unknown SKUs that the
+    catalog still does not know are refused (ValidationFailed naming every order and SKU)."""
+
+    def run(c: psycopg.Connection) -> list[int]:
+        _lock_orders(c, order_ids)
+        ids = sorted(set(order_ids))
+        unknown = c.execute(
+            """SELECT l.order_id, string_agg(DISTINCT l.sku, ', ' ORDER BY l.sku)
+               FROM oms.order_lines l WHERE l.order_id = ANY(%s)
+                 AND NOT EXISTS (SELECT 1 FROM oms.products p WHERE p.sku = l.sku)
+               GROUP BY l.order_id ORDER BY l.order_id""",
+            (ids,),
+        ).fetchall()
+        if unknown:
+            raise ValidationFailed([f"order {o}: unknown sku {s}" for o, s in unknown])
+        apply_transitions(c, "order", [Change(i, "new", reason) for i in ids], actor=actor)
+        c.execute(
+            "UPDATE oms.orders SET hold_code = NULL, hold_reason = NULL WHERE order_id = ANY(%s)", (ids,)
+        )
+        return ids
+
+    return run_in_transaction(conn, run)
+
+
+def release_resolved_unknown_sku_holds(conn: psycopg.Connection, *, actor: str) -> list[int]:
+    """Release every order held for unknown SKUs whose SKUs the catalog now knows (run after a catalog
+    import). Returns the released order ids."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            """SELECT o.order_id FROM oms.orders o
+               WHERE o.state = 'on_hold' AND o.hold_code = 'unknown_sku'
+                 AND NOT EXISTS (SELECT 1 FROM oms.order_lines l WHERE l.order_id = o.order_id
+                                 AND NOT EXISTS (SELECT 1 FROM oms.products p WHERE p.sku = l.sku))
+               ORDER BY o.order_id"""
+        ).fetchall()
+    ]
+    if not ids:
+        return []
+    return release_holds(conn, ids, reason="skus now in catalog", actor=actor)
+
+
+@dataclass
+class CancelResult:
+    cancelled: list[int] = field(default_factory=list)  # fully cancelled
+    remainder_cancelled: list[int] = field(default_factory=list)  # partially shipped: the rest cancelled
+    refunds: list[int] = field(default_factory=list)
+
+
+def cancel_orders(
+    conn: psycopg.Connection, order_ids: Sequence[int], *, reason: str, actor: str
+) -> CancelResult:
+    """Cancel orders (one transaction, all or nothing).
+
+    Reservations are released through B's ``release_reservations``, open picks are cancelled (picked goods
+    go back to the shelf: on_hand never moved), every line's open quantity becomes qty_cancelled. An order
+    that has already shipped something keeps what shipped: only the remainder is cancelled and it moves to
+    'shipped'. Paid orders get a refund (refunds row + outbox 'payment.refund') for the cancelled value; the
+    channel is told through outbox 'channel.order_status'. Any order in a state that cannot be cancelled
+    refuses the whole batch (IllegalTransition listing each).
+    """
+
+    def run(c: psycopg.Connection) -> CancelResult:
+        from oms_ops import fulfillment
+        from oms_ops.payments import request_refund
+
+        orders = _lock_orders(c, order_ids)
+        ids = sorted(orders)
+        open_value = {
+            r[0]: (r[1], r[2], r[3])
+            for r in c.execute(
+                """SELECT order_id, sum(qty_shipped)::int, sum(qty - qty_shipped - qty_cancelled)::int,
+                          sum((qty - qty_shipped - qty_cancelled) * unit_price)
+                   FROM oms.order_lines WHERE order_id = ANY(%s) GROUP BY order_id""",
+                (ids,),
+            ).fetchall()
+        }
+        res = CancelResult()
+        changes = []
+        for oid in ids:
+            shipped = open_value.get(oid, (0, 0, 0))[0]
+            if shipped > 0 and orders[oid]["state"] not in fulfillment.DELIVERY_ORDER_STATES:
+                changes.append(Change(oid, "shipped", f"remainder cancelled: {reason}"))
+                res.remainder_cancelled.append(oid)
+            else:
+                changes.append(Change(oid, "cancelled", reason))
+                res.cancelled.append(oid)
+        apply_transitions(c, "order", changes, actor=actor)
+        c.execute("UPDATE oms.orders SET cancel_reason = %s WHERE order_id = ANY(%s)", (reason, ids))
+        from oms_ops.reservations import release_reservations
+
+        release_reservations(c, order_ids=ids, actor=actor, reason=f"cancel: {reason}")
+        c.execute(
+            "UPDATE oms.picks SET state = 'cancelled' WHERE order_id = ANY(%s) AND state IN ('picked', 'packed')",
+            (ids,),
+        )
+        lines = c.execute(
+            """SELECT line_id, qty_shipped FROM oms.order_lines
+               WHERE order_id = ANY(%s) AND qty - qty_shipped - qty_cancelled > 0 ORDER BY line_id""",
+            (ids,),
+        ).fetchall()
+        apply_transitions(
+            c,
+            "order_line",
+            [
+                Change(lid, "shipped" if shipped else "cancelled", f"cancel: {reason}")
+                for lid, shipped in lines
+            ],
+            actor=actor,
+        )
+        c.execute(
+            """UPDATE oms.order_lines SET qty_cancelled = qty - qty_shipped, updated_at = now()
+               WHERE line_id = ANY(%s)""",
+            ([r[0] for r in lines],),
+        )
+        effects = []
+        for oid in ids:
+            o = orders[oid]
+            status = "cancelled" if oid in res.cancelled else "remainder_cancelled"
+            effects.append(
+                (
+                    "channel.order_status",
+                    {
+                        "order_id": oid,
+                        "order_number": o["order_number"],
+                        "channel_code": o["channel_code"],
+                        "external_id": o["external_id"],
+                        "status": status,
+                        "reason": reason,
+                    },
+                    f"channel.order_status:{oid}:{status}",
+                )
+            )
+            if o["payment_status"] in ("paid", "partially_refunded"):
+                value = open_value.get(oid, (0, 0, Decimal(0)))[2] or Decimal(0)
+                if oid in res.cancelled:
+                    value += o["shipping_amount"]
+                if value > 0:
+                    rid = request_refund(
+                        c,
+                        order_id=oid,
+                        amount=value,
+                        reason=f"cancel: {reason}",
+                        actor=actor,
+                        idempotency_key=f"refund:cancel:{oid}",
+                    )
+                    res.refunds.append(rid)
+        enqueue_many(c, effects)
+        if res.remainder_cancelled:
+            fulfillment.sync_orders(c, res.remainder_cancelled, actor=actor, reason="remainder cancelled")
+        return res
+
+    return run_in_transaction(conn, run)
+
+
+def get_order(conn: psycopg.Connection, order_id: int) -> dict[str, Any]:
+    """The order row with its lines (``lines``: list of dicts) — a read helper."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    row = cur.execute("SELECT * FROM oms.orders WHERE order_id = %s", (order_id,)).fetchone()
+    if row is None:
+        raise NotFound("order", [order_id])
+    row["lines"] = cur.execute(
+        "SELECT * FROM oms.order_lines WHERE order_id = %s ORDER BY line_no", (order_id,)
+    ).fetchall()
+    return row
+
+
+__all__ = [
+    "AcceptResult",
+    "CancelResult",
+    "NormalizedLine",
+    "NormalizedOrder",
+    "accept_orders",
+    "accept_orders_in_transaction",
+    "cancel_orders",
+    "get_order",
+    "hold_orders",
+    "payload_hash",
+    "record_raw_orders",
+    "release_holds",
+    "release_resolved_unknown_sku_holds",
+    "replay_quarantined_orders",
+]
