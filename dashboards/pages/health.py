@@ -4,6 +4,7 @@ import os
 
 import streamlit as st
 
+from dashboards.common import database_url
 from oms_ops.platform.health import clickhouse_health, postgres_health
 
 
@@ -17,7 +18,7 @@ st.title("Service health")
 
 @st.fragment(run_every=15)
 def health_panel() -> None:
-    pg, ch = _probe(os.environ.get("OMS_DATABASE_URL"), os.environ.get("OMS_CLICKHOUSE_URL"))
+    pg, ch = _probe(database_url(), os.environ.get("OMS_CLICKHOUSE_URL"))
     cols = st.columns(2)
     for col, h in zip(cols, (pg, ch), strict=True):
         with col:

@@ -1,0 +1,252 @@
+"""Order lookup (every role): find an order by its number, the channel's order id, the customer's phone or a
+tracking number and show its whole story — events, lines, shipments with tracking and print forms, returns.
+Ops and admins can open a return or an exchange from here. Managers see customer data masked."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dashboards.common import (
+    ACTION_ROLES,
+    READ_TTL_S,
+    actor,
+    fmt_ts,
+    md,
+    pg,
+    require_database,
+    require_role,
+    run_action,
+    show_flash,
+)
+from dashboards.masking import mask_row, mask_rows, mask_tree
+from oms_ops import dashboard_queries as dq
+from oms_ops.queries import find_orders, order_timeline
+from oms_ops.returns import ReturnLineRequest, exchange_return, request_return, returnable
+
+user = require_role("lookup")
+URL = require_database()
+MASKED = user.masked_pii
+CAN_ACT = user.role in ACTION_ROLES
+
+SEARCH_MODES = {
+    "Order number": "order_number",
+    "Channel order id": "external_id",
+    "Phone": "phone",
+    "Tracking number": "tracking_number",
+}
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _find(url: str, mode: str, text: str, channel: str | None) -> list[int]:
+    def run(conn) -> list[int]:
+        if mode == "external_id":
+            ids = find_orders(conn, external_id=text, channel_code=channel)
+            # the channel's human number (Ozon posting number …) is searched too
+            return ids or find_orders(conn, order_number=text, channel_code=channel)
+        return find_orders(conn, **{mode: text}, channel_code=channel)
+
+    return pg(run, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _timeline(url: str, order_id: int):
+    return pg(order_timeline, url, order_id)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _documents(url: str, shipment_ids: tuple[int, ...]) -> list[dq.Document]:
+    return pg(dq.shipment_documents, url, list(shipment_ids))
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _returnable(url: str, order_id: int) -> dict[int, int]:
+    return pg(returnable, url, order_id)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _reasons(url: str) -> list[dict]:
+    return pg(dq.return_reasons, url)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _channels(url: str) -> list[str]:
+    return pg(dq.active_channels, url)
+
+
+def _table(rows: list[dict], *, drop: tuple[str, ...] = (), key: str | None = None) -> None:
+    df = pd.DataFrame(rows)
+    df = df.drop(columns=[c for c in drop if c in df.columns])
+    for col in df.columns:  # JSON columns as text so the grid shows them
+        if df[col].map(lambda v: isinstance(v, dict | list)).any():
+            df[col] = df[col].map(
+                lambda v: json.dumps(v, ensure_ascii=False, default=str) if v is not None else None
+            )
+    st.dataframe(df, hide_index=True, width="stretch", key=key)
+
+
+st.title("Order lookup")
+c1, c2, c3 = st.columns([2, 4, 2])
+mode_label = c1.selectbox("Search by", list(SEARCH_MODES), key="lookup_mode")
+text = c2.text_input(
+    "Search", key="lookup_text", placeholder="ORD-00000001, +7 915 …, tracking number …"
+).strip()
+channel = c3.selectbox("Channel", ["any", *_channels(URL)], key="lookup_channel")
+
+if not text:
+    st.caption("Type an order number, the channel's order id, the customer's phone or a tracking number.")
+    st.stop()
+
+ids = _find(URL, SEARCH_MODES[mode_label], text, None if channel == "any" else channel)
+if not ids:
+    st.warning(f"No order found for {mode_label.lower()} “{text}”.")
+    st.stop()
+
+timelines = {oid: _timeline(URL, oid) for oid in ids}
+if len(ids) > 1:
+    order_id = st.selectbox(
+        f"{len(ids)} orders found",
+        ids,
+        format_func=lambda i: (
+            f"{timelines[i].order['order_number']} · {timelines[i].order['channel_code']} · "
+            f"{timelines[i].order['state']} · placed {fmt_ts(timelines[i].order['placed_at'])}"
+        ),
+        key="lookup_pick",
+    )
+else:
+    order_id = ids[0]
+tl = timelines[order_id]
+order = mask_row(tl.order, MASKED)
+
+st.header(f"{order['order_number']} — {order['state']}")
+st.markdown(
+    f"**Channel** {md(order['channel_code'])} · **Total** {md(order['total_amount'])} {md(order['currency'])} · "
+    f"**Payment** {md(order['payment_method'])} / {md(order['payment_status'])} · "
+    f"**Delivery** {md(order['delivery_method'])}"
+    + (f" at {md(order['pickup_location_code'])}" if order["pickup_location_code"] else "")
+    + f" · **Placed** {fmt_ts(order['placed_at'])} · **Promised** {fmt_ts(order['promised_at'])}  \n"
+    f"**Customer** {md(order['customer_name'])} · {md(order['customer_phone'])} · {md(order['customer_email'])}  \n"
+    f"**Address** {md(' '.join(str(v) for v in (order['region'], order['city'], order['address']) if v))}  \n"
+    f"**Channel order id** {md(order['external_id'])}"
+    + (f" ({md(order['channel_order_number'])})" if order.get("channel_order_number") else "")
+    + (f" · **Hold** {md(order['hold_reason'])}" if order["hold_reason"] else "")
+    + (f" · **Cancelled** {md(order['cancel_reason'])}" if order.get("cancel_reason") else "")
+)
+if MASKED:
+    st.caption("Customer data is masked for your role.")
+
+st.subheader("Lines")
+_table(tl.lines, drop=("order_id", "updated_at"), key="lines_table")
+
+st.subheader("Timeline")
+events = [
+    {
+        "at": fmt_ts(e["created_at"]),
+        "entity": f"{e['entity']} {e['entity_id']}",
+        "change": f"{e['from_state'] or '∅'} → {e['to_state']}",
+        "actor": e["actor"],
+        "reason": e["reason"],
+        "data": mask_tree(e["data"], MASKED),
+    }
+    for e in tl.events
+]
+_table(events, key="events_table")
+
+st.subheader("Shipments")
+if not tl.shipments:
+    st.caption("No shipment yet.")
+else:
+    _table(mask_rows(tl.shipments, MASKED), drop=("order_id",), key="shipments_table")
+    if tl.tracking:
+        st.caption("Carrier tracking")
+        _table(tl.tracking, drop=("received_at",), key="tracking_table")
+    docs = _documents(URL, tuple(s["shipment_id"] for s in tl.shipments))
+    if docs:
+        cols = st.columns(min(4, len(docs)))
+        for i, doc in enumerate(docs):
+            cols[i % len(cols)].download_button(
+                f"{doc.kind.title()} · shipment {doc.shipment_id}",
+                data=doc.content,
+                file_name=doc.filename,
+                mime="application/pdf",
+                on_click="ignore",
+                icon=":material/download:",
+                key=f"doc_{doc.shipment_id}_{i}",
+            )
+    else:
+        st.caption("No label or waybill stored for these shipments.")
+
+st.subheader("Returns")
+if tl.returns:
+    _table(mask_rows(tl.returns, MASKED), drop=("order_id",), key="returns_table")
+else:
+    st.caption("No return.")
+
+if not CAN_ACT:
+    st.stop()
+
+# -- actions: return / exchange --------------------------------------------------------------------------------
+
+FLASH = "flash_lookup"
+lines_by_id = {ln["line_id"]: ln for ln in tl.lines}
+
+
+def _request_return(order_id: int, line_ids: list[int]) -> None:
+    kind = st.session_state.get("rma_kind", "refund")
+    reqs = [
+        ReturnLineRequest(
+            lid, int(st.session_state.get(f"rma_qty_{lid}") or 0), st.session_state.get(f"rma_reason_{lid}")
+        )
+        for lid in line_ids
+        if int(st.session_state.get(f"rma_qty_{lid}") or 0) > 0
+    ]
+    note = (st.session_state.get("rma_note") or "").strip() or None
+
+    def do() -> str:
+        res = pg(request_return, URL, order_id, reqs, actor=actor(user), kind=kind, note=note)
+        return f"{res.rma_number} opened ({kind}, {sum(r.qty for r in reqs)} unit(s))"
+
+    run_action(FLASH, do)
+
+
+def _exchange(return_id: int, rma: str) -> None:
+    def do() -> str:
+        new_id = pg(exchange_return, URL, return_id, actor=actor(user))
+        number = pg(dq.order_number, URL, new_id)
+        return f"{rma}: replacement order {number} created"
+
+    run_action(FLASH, do)
+
+
+st.subheader("Return or exchange")
+show_flash(FLASH)
+available = {lid: q for lid, q in _returnable(URL, order_id).items() if q > 0}
+if not available:
+    st.caption(
+        "Nothing of this order can be returned (nothing shipped yet, or everything is already claimed)."
+    )
+else:
+    reasons = {r["reason_code"]: r["description"] for r in _reasons(URL)}
+    with st.container(border=True):
+        st.radio("Kind", ["refund", "exchange"], horizontal=True, key="rma_kind")
+        for lid, q in available.items():
+            ln = lines_by_id[lid]
+            a, b, c = st.columns([3, 1, 2])
+            a.markdown(
+                f"line {ln['line_no']} · **{md(ln['sku'])}** {md(ln.get('name') or '')} · returnable {q}"
+            )
+            b.number_input("Qty", min_value=0, max_value=q, value=0, step=1, key=f"rma_qty_{lid}")
+            c.selectbox("Reason", list(reasons), format_func=lambda r: reasons[r], key=f"rma_reason_{lid}")
+        st.text_input("Note", key="rma_note")
+        st.button("Open return", key="rma_submit", on_click=_request_return, args=(order_id, list(available)))
+
+inspected = [r for r in tl.returns if r["kind"] == "exchange" and r["state"] == "inspected"]
+for r in inspected:
+    st.button(
+        f"Create the replacement order for {r['rma_number']}",
+        key=f"exchange_{r['return_id']}",
+        on_click=_exchange,
+        args=(r["return_id"], r["rma_number"]),
+    )

@@ -1,0 +1,436 @@
+"""Operations (ops, admin): live backlog and risk, exceptions with actions, stock, ATS, channel sync health.
+
+Live panels refresh themselves with ``st.fragment(run_every=…)``; reads are cached with a short ttl; every
+action calls one ``oms_ops`` function (see docs/dashboards.md) and clears the caches.
+"""
+
+from __future__ import annotations
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboards.common import (
+    LIVE_REFRESH_S,
+    READ_TTL_S,
+    SLOW_REFRESH_S,
+    actor,
+    fmt_ts,
+    live_caption,
+    md,
+    pg,
+    require_database,
+    require_role,
+    run_action,
+    show_flash,
+)
+from dashboards.masking import mask_rows, mask_tree
+from oms_ops import dashboard_queries as dq
+from oms_ops import quarantine
+from oms_ops.allocation import REROUTABLE_STATES, reroute
+from oms_ops.business_config import BusinessConfigError, load_business_config
+from oms_ops.dashboard_actions import replay_quarantined_order, retry_outbox
+from oms_ops.orders import cancel_orders, release_holds, replay_quarantined_orders
+
+user = require_role("operations")
+URL = require_database()
+MASKED = user.masked_pii
+AT_RISK_HOURS = 4
+
+
+# -- cached reads (ttl) -------------------------------------------------------------------------------------------
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _counts(url: str) -> dict:
+    return pg(dq.exception_counts, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _backlog(url: str) -> list[dict]:
+    return pg(dq.backlog, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _at_risk(url: str, hours: float) -> list[dict]:
+    return pg(dq.orders_at_risk, url, at_risk_hours=hours)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _exception_orders(url: str) -> list[dict]:
+    return pg(dq.exception_orders, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _order_brief(url: str, number: str) -> dict | None:
+    return pg(dq.order_brief, url, number)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _quarantine(url: str) -> list[dict]:
+    return [row.__dict__ for row in pg(quarantine.list_open, url, limit=200)]
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _outbox(url: str) -> list[dict]:
+    return pg(dq.outbox_problems, url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _stock_by_location(url: str) -> list[dict]:
+    return pg(dq.stock_by_location, url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _stock_rows(url: str, location: str | None) -> list[dict]:
+    return pg(dq.stock_rows, url, location_code=location)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _locations(url: str) -> list[dict]:
+    return pg(dq.active_locations, url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _ingest(url: str) -> list[dict]:
+    return pg(dq.channel_ingest, url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _sync_state(url: str) -> tuple[str | None, list[dict]]:
+    return pg(dq.connector_sync_state, url)
+
+
+@st.cache_resource(ttl=300, show_spinner=False)
+def _business_config():
+    return load_business_config()
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+# -- page -----------------------------------------------------------------------------------------------------------
+
+st.title("Operations")
+
+
+@st.fragment(run_every=LIVE_REFRESH_S)
+def live_overview() -> None:
+    counts = _counts(URL)
+    cols = st.columns(6)
+    cols[0].metric("Backlog (orders)", counts["backlog"])
+    cols[1].metric("On hold", counts["on_hold"])
+    cols[2].metric("Backordered", counts["backordered"])
+    cols[3].metric("Quarantined", counts["quarantined"])
+    cols[4].metric("Outbox dead", counts["outbox_dead"])
+    cols[5].metric("Outbox failed", counts["outbox_failed"])
+    live_caption(LIVE_REFRESH_S)
+
+    left, right = st.columns([5, 6])
+    with left:
+        st.subheader("Backlog by state and age")
+        rows = _backlog(URL)
+        if not rows:
+            st.info("No open orders.")
+        else:
+            df = _frame(rows)
+            base = alt.Chart(df).encode(
+                x=alt.X("age_bucket:N", title="Age since placed", sort=[b for b, _ in dq.AGE_BUCKETS]),
+                y=alt.Y("state:N", title=None, sort=list(dq.BACKLOG_STATES)),
+            )
+            heat = base.mark_rect().encode(
+                color=alt.Color("orders:Q", scale=alt.Scale(scheme="orangered"), legend=None),
+                tooltip=["state", "age_bucket", "orders", "units", "oldest_placed_at"],
+            )
+            st.altair_chart(heat + base.mark_text().encode(text="orders:Q"), width="stretch")
+    with right:
+        st.subheader(f"Orders at risk (deadline within {AT_RISK_HOURS} h or passed)")
+        risk = _at_risk(URL, AT_RISK_HOURS)
+        if not risk:
+            st.success("No order is at risk of missing its promise.")
+        else:
+            st.dataframe(
+                _frame(risk).drop(columns=["order_id"]),
+                hide_index=True,
+                width="stretch",
+                column_config={"hours_left": st.column_config.NumberColumn("hours left", format="%.1f")},
+                key="at_risk_table",
+            )
+
+
+live_overview()
+
+# -- exceptions and actions ---------------------------------------------------------------------------------------
+
+st.header("Exceptions")
+
+
+def _release(number: str, order_id: int) -> None:
+    reason = (st.session_state.get("ops_reason") or "").strip() or "released by ops"
+
+    def do() -> str:
+        pg(release_holds, URL, [order_id], reason=reason, actor=actor(user))
+        return f"{number}: hold released, the order is new again and waits for allocation"
+
+    run_action("flash_orders", do)
+
+
+def _cancel(number: str, order_id: int) -> None:
+    reason = (st.session_state.get("ops_reason") or "").strip()
+    if not reason:
+        st.session_state["flash_orders"] = ("error", "Give a reason to cancel.")
+        return
+
+    def do() -> str:
+        res = pg(cancel_orders, URL, [order_id], reason=reason, actor=actor(user))
+        if res.cancelled:
+            return f"{number}: cancelled, reservations released" + (
+                " and refund requested" if res.refunds else ""
+            )
+        return f"{number}: unshipped remainder cancelled"
+
+    run_action("flash_orders", do)
+
+
+def _reroute(number: str, order_id: int) -> None:
+    exclude = st.session_state.get("ops_exclude") or []
+    reason = (st.session_state.get("ops_reason") or "").strip() or "rerouted by ops"
+
+    def do() -> str:
+        try:
+            config = _business_config()
+        except (BusinessConfigError, OSError) as exc:
+            raise ValueError(f"business configuration cannot be loaded: {exc}") from exc
+        res = pg(
+            reroute, URL, order_id, config=config, actor=actor(user), reason=reason, exclude_locations=exclude
+        )
+        outcome = res.by_order().get(order_id)
+        if outcome is None:
+            return f"{number}: nothing to reroute"
+        where = f" at {', '.join(outcome.locations)}" if outcome.locations else ""
+        return f"{number}: rerouted → {outcome.outcome}{where} ({outcome.reason})"
+
+    run_action("flash_orders", do)
+
+
+@st.fragment
+def exception_orders_panel() -> None:
+    show_flash("flash_orders")
+    rows = _exception_orders(URL)
+    if rows:
+        st.dataframe(
+            _frame(mask_rows(rows, MASKED)).drop(columns=["order_id"]),
+            hide_index=True,
+            width="stretch",
+            key="exception_orders_table",
+        )
+    else:
+        st.success("No order is on hold or backordered.")
+    numbers = [r["order_number"] for r in rows]
+    c1, c2 = st.columns([3, 2])
+    picked = c1.selectbox("Order", [""] + numbers, key="ops_pick", help="An order from the list above")
+    typed = c2.text_input("…or any order number", key="ops_number", placeholder="ORD-00000001")
+    number = (typed or picked or "").strip()
+    if not number:
+        return
+    brief = _order_brief(URL, number)
+    if brief is None:
+        st.warning(f"No order {number}.")
+        return
+    b = mask_rows([brief], MASKED)[0]
+    st.markdown(
+        f"**{md(b['order_number'])}** · {md(b['channel_code'])} · state **{md(b['state'])}** · "
+        f"placed {fmt_ts(b['placed_at'])} · {md(b['customer_name'])} {md(b['customer_phone'])}"
+        + (f" · reserved at {md(b['reserved_at'])}" if b["reserved_at"] else "")
+        + (f" · hold: {md(b['hold_reason'])}" if b["hold_reason"] else "")
+    )
+    st.text_input("Reason (recorded in the order's events)", key="ops_reason")
+    locations = [loc["location_code"] for loc in _locations(URL)]
+    st.multiselect("Reroute: avoid these locations", locations, key="ops_exclude")
+    a, c, r = st.columns(3)
+    a.button(
+        "Release hold",
+        key="ops_release",
+        disabled=brief["state"] != "on_hold",
+        on_click=_release,
+        args=(brief["order_number"], brief["order_id"]),
+    )
+    c.button(
+        "Cancel order", key="ops_cancel", on_click=_cancel, args=(brief["order_number"], brief["order_id"])
+    )
+    r.button(
+        "Reroute",
+        key="ops_reroute",
+        disabled=brief["state"] not in REROUTABLE_STATES,
+        on_click=_reroute,
+        args=(brief["order_number"], brief["order_id"]),
+    )
+
+
+def _replay(qid: int, original: object) -> None:
+    text = st.session_state.get(f"q_payload_{qid}", "")
+    try:
+        fixed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        st.session_state["flash_quarantine"] = ("error", f"Not valid JSON: {exc}")
+        return
+
+    def do() -> str:
+        if fixed == original:
+            res = pg(replay_quarantined_orders, URL, [qid], actor=actor(user))
+        else:
+            res = pg(replay_quarantined_order, URL, qid, fixed, actor=actor(user))
+        if res.rejected:
+            raise ValueError("still rejected: " + "; ".join(reason for _, reason in res.rejected))
+        if res.ids:
+            return f"Quarantine #{qid} replayed: order accepted" + (" (on hold)" if res.on_hold else "")
+        return f"Quarantine #{qid} replayed: the order already existed (duplicate)"
+
+    run_action("flash_quarantine", do)
+
+
+def _discard(qid: int) -> None:
+    run_action(
+        "flash_quarantine",
+        lambda: (
+            f"Quarantine #{qid} discarded"
+            if pg(quarantine.resolve, URL, [qid], state="discarded", actor=actor(user))
+            else f"Quarantine #{qid} was no longer open"
+        ),
+    )
+
+
+@st.fragment
+def quarantine_panel() -> None:
+    show_flash("flash_quarantine")
+    rows = _quarantine(URL)
+    if not rows:
+        st.success("The quarantine is empty.")
+        return
+    table = [{k: v for k, v in r.items() if k != "payload"} for r in rows]
+    st.dataframe(_frame(table), hide_index=True, width="stretch", key="quarantine_table")
+    by_id = {r["quarantine_id"]: r for r in rows}
+    qid = st.selectbox(
+        "Quarantined input",
+        list(by_id),
+        format_func=lambda i: f"#{i} · {by_id[i]['source']} · {by_id[i]['external_id'] or '—'}",
+        key="q_pick",
+    )
+    row = by_id[qid]
+    st.error(row["reason"], icon=":material/block:")
+    payload = mask_tree(row["payload"], MASKED)
+    st.text_area(
+        "Payload (fix it, then replay)",
+        value=json.dumps(payload, ensure_ascii=False, indent=2, default=str),
+        height=260,
+        key=f"q_payload_{qid}",
+        disabled=MASKED,
+    )
+    a, b = st.columns(2)
+    a.button("Replay", key="q_replay", on_click=_replay, args=(qid, row["payload"]), disabled=MASKED)
+    b.button("Discard", key="q_discard", on_click=_discard, args=(qid,))
+
+
+def _retry(ids: list[int]) -> None:
+    run_action(
+        "flash_outbox", lambda: f"Retrying {len(pg(retry_outbox, URL, ids, actor=actor(user)))} effect(s)"
+    )
+
+
+@st.fragment
+def outbox_panel() -> None:
+    show_flash("flash_outbox")
+    rows = _outbox(URL)
+    if not rows:
+        st.success("Every outbox effect is delivered or on its way.")
+        return
+    st.dataframe(_frame(rows), hide_index=True, width="stretch", key="outbox_table")
+    ids = st.multiselect(
+        "Effects to retry",
+        [r["outbox_id"] for r in rows],
+        format_func=lambda i: next(
+            f"#{i} · {r['effect']} · {r['state']}" for r in rows if r["outbox_id"] == i
+        ),
+        key="outbox_pick",
+    )
+    st.button("Retry", key="outbox_retry", disabled=not ids, on_click=_retry, args=(list(ids),))
+
+
+tab_orders, tab_quarantine, tab_outbox = st.tabs(
+    ["On hold / backordered", "Quarantine", "Carrier & outbox errors"]
+)
+with tab_orders:
+    exception_orders_panel()
+with tab_quarantine:
+    quarantine_panel()
+with tab_outbox:
+    outbox_panel()
+
+# -- stock, reservations, ATS -------------------------------------------------------------------------------------
+
+st.header("Stock and reservations")
+
+
+@st.fragment(run_every=SLOW_REFRESH_S)
+def stock_panel() -> None:
+    live_caption(SLOW_REFRESH_S)
+    by_loc = _stock_by_location(URL)
+    if not by_loc:
+        st.info("No locations yet.")
+        return
+    st.dataframe(_frame(by_loc), hide_index=True, width="stretch", key="stock_by_location_table")
+    loc = st.selectbox("Stock of location", [r["location_code"] for r in by_loc], key="stock_location")
+    rows = _stock_rows(URL, loc)
+    if rows:
+        st.dataframe(_frame(rows).drop(columns=["location_code"]), hide_index=True, width="stretch")
+    else:
+        st.info(f"No stock at {loc}.")
+
+    st.subheader("Available to sell per channel")
+    try:
+        config = _business_config()
+    except (BusinessConfigError, OSError) as exc:
+        st.warning(f"ATS needs the business configuration: {exc}")
+        return
+    ats = dq.compute_ats(_stock_rows(URL, None), config)
+    if not ats:
+        st.info("No stock yet.")
+        return
+    pivot = _frame(ats).pivot_table(
+        index="sku", columns="channel_code", values="ats", aggfunc="sum", fill_value=0
+    )
+    st.caption(
+        "ATS = Σ over the channel's pool of max(0, on hand − reserved − safety stock) — config/business.yaml"
+    )
+    st.dataframe(pivot, width="stretch", key="ats_table")
+
+
+stock_panel()
+
+# -- channel sync health --------------------------------------------------------------------------------------------
+
+st.header("Channel sync health")
+
+
+@st.fragment(run_every=SLOW_REFRESH_S)
+def sync_panel() -> None:
+    live_caption(SLOW_REFRESH_S)
+    ingest = _ingest(URL)
+    if ingest:
+        st.dataframe(_frame(ingest), hide_index=True, width="stretch", key="ingest_table")
+    else:
+        st.info("No channels configured yet.")
+    table, state = _sync_state(URL)
+    if table is None:
+        st.caption("Connector cursors: the connectors' sync-state table does not exist yet.")
+    elif not state:
+        st.caption(f"Connector cursors ({table}): no rows yet.")
+    else:
+        st.caption(f"Connector cursors ({table})")
+        st.dataframe(_frame(state), hide_index=True, width="stretch", key="sync_state_table")
+
+
+sync_panel()

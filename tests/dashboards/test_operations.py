@@ -1,0 +1,182 @@
+"""Operations page: renders live panels, and each exception action changes the database through oms_ops
+(run as the least-privilege dashboard role)."""
+
+import json
+
+from oms_ops.business_config import load_business_config, sync_reference_data
+from oms_ops.orders import accept_orders, hold_orders
+from oms_ops.outbox import claim, enqueue, fail
+from tests.core import factories as f
+from tests.dashboards.conftest import ADMIN, MANAGER, OPS, frame, page, texts
+
+
+def test_empty_database_renders_every_panel(dash_url):
+    at = page("operations", OPS).run()
+    assert not at.exception
+    out = texts(at)
+    assert "Backlog (orders): 0" in out
+    assert "No open orders." in out
+    assert "No order is at risk" in out
+    assert "The quarantine is empty." in out
+    assert "connectors' sync-state table does not exist yet" in out
+    assert [t.label for t in at.tabs] == ["On hold / backordered", "Quarantine", "Carrier & outbox errors"]
+
+
+def test_other_roles_are_refused(dash_url):
+    at = page("operations", MANAGER).run()
+    assert not at.exception
+    assert "The manager role cannot open this page." in texts(at)
+    assert not at.button
+
+
+def test_backlog_risk_stock_and_ats_are_shown(dash_url, conn):
+    f.world(conn)
+    f.channel(conn, "callcentre", "callcentre")
+    oid = f.allocated_order(conn, [("SKU-1", 3)])
+    f.order(conn, [("SKU-2", 1)], promised_at=f.T0)  # promise long passed: at risk
+    at = page("operations", ADMIN).run()
+    assert not at.exception
+    assert "Backlog (orders): 2" in texts(at)
+    risk = frame(at, "hours_left", "deadline")
+    assert len(risk) == 1 and risk["hours_left"].iloc[0] < 0
+    stock = frame(at, "orders_reserved").set_index("location_code")
+    assert stock.loc["WH-MSK", "reserved"] == 3 and stock.loc["WH-MSK", "orders_reserved"] == 1
+    assert oid
+
+
+def test_release_hold_makes_the_order_new(dash_url, conn):
+    f.world(conn)
+    oid = f.order(conn)
+    hold_orders(conn, [oid], reason="fraud check", actor="test")
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0]
+    at = page("operations", OPS).run()
+    assert number in frame(at, "hold_reason", "decision")["order_number"].tolist()
+    at.selectbox(key="ops_pick").select(number).run()
+    at.text_input(key="ops_reason").input("customer confirmed").run()
+    at.button(key="ops_release").click().run()
+    assert not at.exception
+    assert f.order_state(conn, oid) == "new"
+    assert any("hold released" in s.value for s in at.success)
+    actor, reason = conn.execute(
+        "SELECT actor, reason FROM oms.order_events WHERE order_id = %s ORDER BY event_id DESC LIMIT 1",
+        (oid,),
+    ).fetchone()
+    assert (actor, reason) == ("dashboard:olga", "customer confirmed")
+
+
+def test_release_refused_for_unknown_sku_shows_the_reason(dash_url, conn):
+    f.world(conn)
+    oid = f.order(conn, [("NO-SUCH-SKU", 1)])
+    assert f.order_state(conn, oid) == "on_hold"
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0]
+    at = page("operations", OPS).run()
+    at.selectbox(key="ops_pick").select(number).run()
+    at.button(key="ops_release").click().run()
+    assert not at.exception
+    assert any("unknown sku NO-SUCH-SKU" in e.value for e in at.error)
+    assert f.order_state(conn, oid) == "on_hold"
+
+
+def test_cancel_releases_reservations(dash_url, conn):
+    f.world(conn)
+    oid = f.allocated_order(conn, [("SKU-1", 2)])
+    assert f.stock_row(conn, "WH-MSK", "SKU-1") == (10, 2)
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0]
+    at = page("operations", OPS).run()
+    at.text_input(key="ops_number").input(number).run()
+    at.button(key="ops_cancel").click().run()
+    assert any("Give a reason" in e.value for e in at.error)  # no reason: nothing happens
+    assert f.order_state(conn, oid) == "allocated"
+    at.text_input(key="ops_reason").input("customer called to cancel").run()
+    at.button(key="ops_cancel").click().run()
+    assert not at.exception
+    assert f.order_state(conn, oid) == "cancelled"
+    assert f.stock_row(conn, "WH-MSK", "SKU-1") == (10, 0)
+    states = {r[0] for r in conn.execute("SELECT state FROM oms.reservations WHERE order_id = %s", (oid,))}
+    assert states == {"released"}
+
+
+def test_reroute_moves_the_reservation_away_from_an_excluded_location(dash_url, conn):
+    config = load_business_config()
+    sync_reference_data(conn, config)
+    f.product(conn, "SKU-1")
+    f.stock(conn, "WH-MSK-POD", {"SKU-1": 5})
+    f.stock(conn, "WH-SPB-SHU", {"SKU-1": 5})
+    oid = f.order(conn, [("SKU-1", 1)], channel_code="webstore", region="Москва", city="Москва")
+    f.reserve(conn, oid, "WH-MSK-POD")
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0]
+    at = page("operations", OPS).run()
+    at.text_input(key="ops_number").input(number).run()
+    at.multiselect(key="ops_exclude").select("WH-MSK-POD").run()
+    at.button(key="ops_reroute").click().run()
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    active = conn.execute(
+        "SELECT location_code FROM oms.reservations WHERE order_id = %s AND state = 'active'", (oid,)
+    ).fetchall()
+    assert active and all(r[0] != "WH-MSK-POD" for r in active)
+    kind = conn.execute(
+        "SELECT kind FROM oms.allocation_decisions WHERE order_id = %s ORDER BY decision_id DESC LIMIT 1",
+        (oid,),
+    ).fetchone()[0]
+    assert kind == "reroute"
+
+
+def test_replay_of_a_fixed_quarantined_payload_creates_the_order(dash_url, conn):
+    f.world(conn)
+    bad = f.order_dict(external_id="BAD-1")
+    bad["lines"][0]["qty"] = 0
+    res = accept_orders(conn, [bad], actor="test", source="webstore")
+    (qid,) = res.quarantined
+    at = page("operations", OPS).run()
+    assert qid in frame(at, "quarantine_id")["quarantine_id"].tolist()
+    payload = json.loads(at.text_area(key=f"q_payload_{qid}").value)
+    assert payload["external_id"] == "BAD-1"
+    at.button(key="q_replay").click().run()  # unchanged: still rejected, the row stays open
+    assert any("still rejected" in e.value for e in at.error)
+    payload["lines"][0]["qty"] = 2
+    at.text_area(key=f"q_payload_{qid}").input(json.dumps(payload)).run()
+    at.button(key="q_replay").click().run()
+    assert not at.exception
+    assert any("replayed: order accepted" in s.value for s in at.success)
+    row = conn.execute(
+        "SELECT o.state, l.qty FROM oms.orders o JOIN oms.order_lines l USING (order_id) WHERE o.external_id = 'BAD-1'"
+    ).fetchone()
+    assert row == ("new", 2)
+    state, by = conn.execute(
+        "SELECT state, resolved_by FROM raw.quarantine WHERE quarantine_id = %s", (qid,)
+    ).fetchone()
+    assert (state, by) == ("replayed", "dashboard:olga")
+
+
+def test_discard_closes_a_quarantine_row(dash_url, conn):
+    f.world(conn)
+    res = accept_orders(conn, [{"external_id": "JUNK"}], actor="test", source="webstore")
+    (qid,) = res.quarantined
+    at = page("operations", OPS).run()
+    at.button(key="q_discard").click().run()
+    assert not at.exception
+    assert conn.execute("SELECT state FROM raw.quarantine WHERE quarantine_id = %s", (qid,)).fetchone()[
+        0
+    ] == ("discarded")
+    assert "The quarantine is empty." in texts(at)
+
+
+def test_retry_of_a_dead_outbox_effect_makes_it_due_again(dash_url, conn):
+    with conn.transaction():
+        oid = enqueue(
+            conn, "carrier.create_shipment", {"order_number": "ORD-X"}, "carrier.create_shipment:SHP-X"
+        )
+    (item,) = claim(conn, effects=["carrier.create_shipment"])
+    assert fail(conn, item.outbox_id, "CDEK 500: internal error", max_attempts=1) == "dead"
+    at = page("operations", OPS).run()
+    table = frame(at, "outbox_id", "last_error")
+    assert table["state"].tolist() == ["dead"] and "CDEK 500" in table["last_error"].iloc[0]
+    at.multiselect(key="outbox_pick").select(oid).run()
+    at.button(key="outbox_retry").click().run()
+    assert not at.exception
+    state, attempts = conn.execute(
+        "SELECT state, attempts FROM oms.outbox WHERE outbox_id = %s", (oid,)
+    ).fetchone()
+    assert (state, attempts) == ("pending", 0)
+    assert claim(conn, effects=["carrier.create_shipment"])[0].outbox_id == oid  # due now
