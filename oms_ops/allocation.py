@@ -9,11 +9,12 @@ One chunk of orders = one transaction, shaped like Saleor's allocation:
    ``ORDER BY location_code, sku FOR UPDATE``: the single global lock order shared with WMS snapshots,
    cancellations and shipping, so concurrent writers queue instead of deadlocking.
 3. **Plan** with the pure :func:`oms_ops.routing.plan_batch` against that locked snapshot.
-4. **Write in bulk**: one guarded ``UPDATE oms.stock … FROM unnest(…) WHERE reserved + qty <= on_hand``
-   (its row count is checked: the CHECK constraint and the guard make oversell impossible, not unlikely),
-   one INSERT of reservations chained to one INSERT of ledger 'reservation' entries, one INSERT of
-   decisions (why: rule, candidate scores, chosen locations), one capacity upsert, and the order/line
-   state changes through A's :func:`oms_ops.state_machine.apply_transitions` (events included).
+4. **Write in bulk**: one guarded ``UPDATE oms.stock … FROM json_to_recordset(…) WHERE reserved + qty <=
+   on_hand`` (its row count is checked: the CHECK constraint and the guard make oversell impossible, not
+   unlikely), one INSERT of reservations chained to one INSERT of ledger 'reservation' entries, one INSERT
+   of decisions (why: rule, candidate scores, chosen locations), one capacity upsert, and the order/line
+   state changes through A's :func:`oms_ops.state_machine.apply_transitions` (events included). Rows travel
+   as one JSON document per statement, not as array parameters psycopg would adapt element by element.
 
 Deadlocks and serialization failures are retried per chunk by :func:`oms_ops.db.run_in_transaction`;
 they should not happen given the lock order, but must never reach a caller.
@@ -32,6 +33,7 @@ import psycopg
 from oms_ops.business_config import BusinessConfig
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
+from oms_ops.outbox import dumps
 from oms_ops.reservations import clear_expiry, release_reservations
 from oms_ops.routing import LineDemand, OrderDemand, OrderPlan, ShortLine, compile_config, plan_batch
 from oms_ops.state_machine import Change, apply_transitions
@@ -400,13 +402,13 @@ def _allocate_chunk(
     skus = sorted({line.sku for d in demands for line in d.lines})
     free: dict[tuple[str, str], int] = {}
     if skus:
-        for loc, sku, f in conn.execute(
+        rows = conn.execute(
             """SELECT location_code, sku, on_hand - reserved FROM oms.stock
                WHERE sku = ANY(%s) AND location_code = ANY(%s) AND on_hand > reserved
                ORDER BY location_code, sku FOR UPDATE""",
             (skus, list(ctx.locations)),
-        ):
-            free[(loc, sku)] = f
+        ).fetchall()
+        free = {(loc, sku): f for loc, sku, f in rows}
     capacity = {
         (loc, day): n
         for loc, day, n in conn.execute(
@@ -464,29 +466,39 @@ def _write(
             per_key[(loc, sku)] += qty
     if res_rows:
         keys = sorted(per_key)
+        # rows travel as JSON documents (json_to_recordset), not array parameters: psycopg builds arrays
+        # element by element in Python, and a known array length steers the planner to seq-scan oms.stock
         updated = conn.execute(
             """UPDATE oms.stock s SET reserved = s.reserved + u.q, updated_at = now()
-               FROM unnest(%s::text[], %s::text[], %s::int[]) AS u(l, k, q)
+               FROM json_to_recordset(%s::json) AS u(l text, k text, q int)
                WHERE s.location_code = u.l AND s.sku = u.k AND s.reserved + u.q <= s.on_hand""",
-            ([k[0] for k in keys], [k[1] for k in keys], [per_key[k] for k in keys]),
+            (json.dumps([{"l": k[0], "k": k[1], "q": per_key[k]} for k in keys], ensure_ascii=False),),
         ).rowcount
         if updated != len(keys):
             raise AllocationError(
                 f"guarded reservation update matched {updated} of {len(keys)} stock rows; rolled back"
             )
-        cols = list(zip(*res_rows, strict=True))
         conn.execute(
             """WITH r AS (
                    INSERT INTO oms.reservations (order_id, line_id, location_code, sku, qty, expires_at, decision_id)
-                   SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::int[],
-                                        %s::timestamptz[], %s::bigint[])
+                   SELECT v.o, v.li, v.l, v.k, v.q, v.x, v.d
+                   FROM ROWS FROM (json_to_recordset(%s::json) AS (
+                            o bigint, li bigint, l text, k text, q int, x timestamptz, d bigint))
+                        WITH ORDINALITY AS v(o, li, l, k, q, x, d, n)
+                   ORDER BY v.n
                    RETURNING reservation_id, order_id, line_id, location_code, sku, qty, decision_id)
                INSERT INTO oms.inventory_ledger (location_code, sku, kind, reserved_delta, order_id, line_id,
                                                  reservation_id, reference, actor, reason)
                SELECT location_code, sku, 'reservation', qty, order_id, line_id, reservation_id,
                       'decision:' || decision_id, %s, %s
-               FROM r""",
-            (*[list(c) for c in cols], actor, f"allocation ({kind})"),
+               FROM r ORDER BY reservation_id""",
+            (
+                dumps(
+                    [dict(zip(("o", "li", "l", "k", "q", "x", "d"), row, strict=True)) for row in res_rows]
+                ),
+                actor,
+                f"allocation ({kind})",
+            ),
         )
         bookings: dict[tuple[str, date], int] = defaultdict(int)
         for p in plans:

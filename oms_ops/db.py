@@ -15,8 +15,14 @@ from psycopg import errors
 
 T = TypeVar("T")
 
+
+class RetryTransaction(Exception):
+    """Raised by an operation that cannot finish without breaking the lock order (what it must lock depends
+    on figures that changed under it); :func:`run_in_transaction` runs it again from the start."""
+
+
 #: Errors after which the whole transaction can simply be run again.
-RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable)
+RETRYABLE = (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable, RetryTransaction)
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:

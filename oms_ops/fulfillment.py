@@ -8,10 +8,12 @@ and writes the carrier booking to the outbox in the same transaction.
 Order and line states are *derived* after each operation (``sync_orders``/``sync_lines``) from quantities,
 reservations, picks and shipments, then moved through the state machine — one rule set for every path
 (single or split shipments, short picks, cancelled remainders). Locks are taken in one order everywhere:
-orders (by id) → shipments (by id) → reservations → stock (location, sku).
+orders (by id) → shipments (by id) → stock (location, sku); reservation rows belong to one order and are
+only touched under its lock.
 
-Short pick (decision): the missing units were never on the shelf, so a short pick writes a ledger 'pick'
-entry (on_hand −short, reserved −short) and shrinks the reservation to what was picked. The short quantity
+Short pick (decision): the missing units were never on the shelf, so a short pick shrinks the reservation
+to what was picked and writes a ledger 'pick' entry (on_hand −short, reserved −short) — both through B's
+``reservations.release_quantities(missing=True)``, where all reservation bookkeeping lives. The short quantity
 is cancelled on the line and, with ``short_policy='backorder'`` (default), re-ordered as a new line
 (``split_from_line_id`` → original, state 'backordered') that B's ``allocate_backorders`` will reserve;
 with ``short_policy='cancel'`` it is cancelled (and refunded if paid).
@@ -33,6 +35,7 @@ from oms_ops.errors import IllegalTransition, NotFound, ValidationFailed
 from oms_ops.inventory import Movement, apply_movements
 from oms_ops.outbox import enqueue_many
 from oms_ops.quarantine import quarantine_many
+from oms_ops.reservations import release_quantities
 from oms_ops.state_machine import Change, allowed, apply_transitions, path, record_creations
 
 PRE_FULFILLMENT_ORDER_STATES = frozenset(
@@ -396,7 +399,7 @@ def _record_pick(conn, order_id, location_code, picked, actor, picker, reasons, 
 
     shorts = [r for r in pl_rows if r[4] < r[3]]
     if shorts:
-        _short_pick(conn, order, pick_id, location_code, shorts, reasons, short_policy, actor, result)
+        _short_pick(conn, order, pick_id, shorts, reasons, short_policy, actor, result)
 
     # every reserved unit of the order is in an open pick now → the order is picked
     conn.execute(
@@ -412,37 +415,22 @@ def _record_pick(conn, order_id, location_code, picked, actor, picker, reasons, 
     return result
 
 
-def _short_pick(conn, order, pick_id, location_code, shorts, reasons, short_policy, actor, result) -> None:
+def _short_pick(conn, order, pick_id, shorts, reasons, short_policy, actor, result) -> None:
     order_id = order["order_id"]
-    moves = []
     short_by_line: dict[int, int] = defaultdict(int)
-    for reservation_id, line_id, sku, qty, took in shorts:
-        s = qty - took
-        short_by_line[line_id] += s
-        moves.append(
-            Movement(
-                location_code,
-                sku,
-                "pick",
-                -s,
-                -s,
-                order_id=order_id,
-                line_id=line_id,
-                reservation_id=reservation_id,
-                reference=f"pick:{pick_id}",
-                reason=reasons.get(line_id) or "short pick",
-            )
-        )
-    # Shrink (or close) the reservations first so Σ active reservations follows stock.reserved.
-    conn.execute(
-        """UPDATE oms.reservations r
-           SET qty = CASE WHEN t.took > 0 THEN t.took ELSE r.qty END,
-               state = CASE WHEN t.took > 0 THEN r.state ELSE 'released' END,
-               closed_at = CASE WHEN t.took > 0 THEN r.closed_at ELSE now() END
-           FROM unnest(%s::int8[], %s::int4[]) AS t(id, took) WHERE r.reservation_id = t.id""",
-        ([r[0] for r in shorts], [r[4] for r in shorts]),
+    for _, line_id, _, qty, took in shorts:
+        short_by_line[line_id] += qty - took
+    # the reservations shrink to what was picked (or close when nothing was); the missing units leave
+    # on_hand and reserved together (ledger 'pick'), so Σ active reservations keeps following stock.reserved
+    release_quantities(
+        conn,
+        reservation_qty=[(rid, qty - took) for rid, _, _, qty, took in shorts],
+        actor=actor,
+        reason="short pick",
+        missing=True,
+        reference=f"pick:{pick_id}",
+        reasons={rid: reasons[lid] for rid, lid, *_ in shorts if reasons.get(lid)},
     )
-    apply_movements(conn, moves, actor=actor)
     lines = sorted(short_by_line)
     conn.execute(
         """UPDATE oms.order_lines l SET qty_cancelled = l.qty_cancelled + t.s, updated_at = now()

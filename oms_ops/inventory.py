@@ -14,7 +14,8 @@ allocated / partially_allocated), whole orders at a time, through B's ``release_
 go back to 'new' with an order event (reason 'stock_shortage' naming the snapshot, location and SKUs) so the
 allocator re-routes them. If releasing every such order still cannot bring reserved down to the count
 (reservations of orders already being picked), that SKU's row is NOT applied and goes to raw.quarantine
-with the numbers; the other rows of the snapshot are applied.
+with the numbers; the other rows of the snapshot are applied. Like cancellations and the allocator, the
+snapshot locks those orders BEFORE any stock row (see ``_lock_snapshot``), so it cannot deadlock with them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
-from oms_ops.db import run_in_transaction
+from oms_ops.db import RetryTransaction, run_in_transaction
 from oms_ops.errors import ValidationFailed
 from oms_ops.outbox import jsonb
 from oms_ops.quarantine import quarantine_many
@@ -37,6 +39,8 @@ LEDGER_KINDS = frozenset(
 )
 #: Order states whose reservations a WMS shortage may take back (nothing physical has happened yet).
 RELEASABLE_ORDER_STATES = ("allocated", "partially_allocated")
+#: Looks at the stock before a snapshot gives up (RetryTransaction: the whole snapshot starts over).
+SNAPSHOT_LOCK_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,143 @@ class SnapshotResult:
     quarantine_ids: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _SnapshotLocks:
+    """What a snapshot holds once its locks are taken: the locked stock figures, the orders that give up
+    their reservations, the SKUs whose deficit they cover, and the SKUs that no release can cover
+    (sku → units releasable)."""
+
+    locked: dict[Key, list[int]]
+    victims: list[int]
+    short_skus: list[str]
+    hopeless: dict[str, int]
+
+
+def _releasable_orders(
+    conn: psycopg.Connection, location_code: str
+) -> tuple[list[int], dict[int, dict[str, int]]]:
+    """Orders not yet in picking holding active reservations at the location, newest first, and what each
+    holds there per SKU."""
+    rows = conn.execute(
+        """SELECT r.order_id, r.sku, sum(r.qty)::int
+           FROM oms.reservations r JOIN oms.orders o ON o.order_id = r.order_id
+           WHERE r.state = 'active' AND r.location_code = %s AND o.state = ANY(%s)
+           GROUP BY r.order_id, r.sku, o.placed_at
+           ORDER BY o.placed_at DESC, r.order_id DESC""",
+        (location_code, list(RELEASABLE_ORDER_STATES)),
+    ).fetchall()
+    by_order: dict[int, dict[str, int]] = {}
+    newest_first: list[int] = []
+    for order_id, sku, qty in rows:
+        if order_id not in by_order:
+            by_order[order_id] = {}
+            newest_first.append(order_id)
+        by_order[order_id][sku] = qty
+    return newest_first, by_order
+
+
+def _choose_victims(
+    deficits: Mapping[str, int], newest_first: Sequence[int], by_order: Mapping[int, Mapping[str, int]]
+) -> tuple[list[int], dict[str, int]]:
+    """Pure: the newest orders whose reservations cover ``deficits`` (sku → units), whole orders at a time.
+    Returns the chosen orders (in the order chosen) and what stays uncovered (sku → units > 0)."""
+    chosen: set[int] = set()
+    victims: list[int] = []
+    need = dict(deficits)
+    for sku in sorted(need):
+        for order_id in newest_first:
+            if need[sku] <= 0:
+                break
+            if order_id in chosen or sku not in by_order[order_id]:
+                continue
+            chosen.add(order_id)
+            victims.append(order_id)
+            for s2, q2 in by_order[order_id].items():
+                if s2 in need:
+                    need[s2] -= q2
+    return victims, {s: n for s, n in need.items() if n > 0}
+
+
+def _lock_snapshot(
+    conn: psycopg.Connection, location_code: str, target: Mapping[str, int], busy: set[int], *, last: bool
+) -> _SnapshotLocks | None:
+    """Take the snapshot's locks in the global order — the orders that will give way (by id), then every
+    stock row needed (the snapshot's and those the victims' reservations sit on) in one sorted statement —
+    and decide on the locked figures (call INSIDE a savepoint).
+
+    Which orders give way depends on stock figures we may only read *after* locking those orders, so they
+    are chosen from an unlocked look first. An order locked by another transaction (being cancelled,
+    picked, allocated) is skipped (SKIP LOCKED), added to ``busy`` and passed over by the next attempt:
+    waiting for it while its owner waits for our stock rows is the deadlock this avoids. The ``last``
+    attempt takes every order that could help and waits for them in id order (safe: nothing else is
+    locked yet). Returns None when the locked figures need orders that were not locked (an allocator
+    reserved in between, or an order was skipped); the caller rolls the savepoint back — releasing every
+    lock taken here — and looks again.
+    """
+    keys = [(location_code, s) for s in target]
+    look = {
+        sku: reserved
+        for sku, reserved in conn.execute(
+            "SELECT sku, reserved FROM oms.stock WHERE location_code = %s AND sku = ANY(%s)",
+            (location_code, sorted(target)),
+        ).fetchall()
+    }
+    deficits = {s: look[s] - q for s, q in target.items() if q < look.get(s, 0)}
+    wanted: list[int] = []
+    if deficits:
+        newest_first, by_order = _releasable_orders(conn, location_code)
+        if last:
+            wanted = [o for o in newest_first if not by_order[o].keys().isdisjoint(deficits)]
+        else:
+            wanted, _ = _choose_victims(deficits, [o for o in newest_first if o not in busy], by_order)
+    mine: list[int] = []
+    if wanted:
+        mine = [
+            r[0]
+            for r in conn.execute(
+                sql.SQL(
+                    """SELECT order_id FROM oms.orders WHERE order_id = ANY(%s) AND state = ANY(%s)
+                       ORDER BY order_id FOR UPDATE{}"""
+                ).format(sql.SQL("" if last else " SKIP LOCKED")),
+                (sorted(wanted), list(RELEASABLE_ORDER_STATES)),
+            ).fetchall()
+        ]
+        if not last:
+            # not locked: busy elsewhere, or no longer releasable (picking, cancelled …) — either way skip it
+            busy.update(set(wanted) - set(mine))
+    extra: list[Key] = []
+    if mine:
+        # the victims are ours now: nothing can add or close their reservations until we commit
+        extra = [
+            (r[0], r[1])
+            for r in conn.execute(
+                """SELECT DISTINCT location_code, sku FROM oms.reservations
+                   WHERE order_id = ANY(%s) AND state = 'active'""",
+                (mine,),
+            ).fetchall()
+        ]
+    locked = lock_stock(conn, keys + extra)
+    deficits = {
+        s: locked[(location_code, s)][1] - q for s, q in target.items() if q < locked[(location_code, s)][1]
+    }
+    if not deficits:
+        return _SnapshotLocks(locked, [], [], {})
+    # reservations on the locked rows cannot change now; order states may (picking only locks the order),
+    # which at worst overstates what is releasable and costs one more attempt
+    newest_first, by_order = _releasable_orders(conn, location_code)
+    releasable: dict[str, int] = defaultdict(int)
+    for held in by_order.values():
+        for sku, qty in held.items():
+            releasable[sku] += qty
+    hopeless = {s: releasable[s] for s in deficits if deficits[s] > releasable[s]}
+    coverable = {s: d for s, d in deficits.items() if s not in hopeless}
+    ours = set(mine)
+    victims, uncovered = _choose_victims(coverable, [o for o in newest_first if o in ours], by_order)
+    if uncovered:
+        return None
+    return _SnapshotLocks(locked, victims, sorted(coverable), hopeless)
+
+
 def _as_pairs(counts: Mapping[str, int] | Sequence[tuple[str, int]]) -> list[tuple[object, object]]:
     return list(counts.items()) if isinstance(counts, Mapping) else [tuple(r) for r in counts]
 
@@ -290,62 +431,37 @@ def _apply_snapshot(conn, location_code, counts, snapshot_id, taken_at, full, ac
             if sku not in listed:
                 target[sku] = 0
 
-    locked = lock_stock(conn, [(location_code, s) for s in target])
-
-    # ---- counts below reserved: decide which SKUs can be applied and which orders give up reservations
-    deficits = {
-        s: locked[(location_code, s)][1] - q for s, q in target.items() if q < locked[(location_code, s)][1]
-    }
-    victims: list[int] = []
-    if deficits:
-        rows = conn.execute(
-            """SELECT r.order_id, r.sku, sum(r.qty)::int
-               FROM oms.reservations r JOIN oms.orders o ON o.order_id = r.order_id
-               WHERE r.state = 'active' AND r.location_code = %s AND o.state = ANY(%s)
-               GROUP BY r.order_id, r.sku, o.placed_at
-               ORDER BY o.placed_at DESC, r.order_id DESC""",
-            (location_code, list(RELEASABLE_ORDER_STATES)),
-        ).fetchall()
-        by_order: dict[int, dict[str, int]] = {}
-        newest_first: list[int] = []
-        for order_id, sku, qty in rows:
-            if order_id not in by_order:
-                by_order[order_id] = {}
-                newest_first.append(order_id)
-            by_order[order_id][sku] = qty
-        releasable = defaultdict(int)
-        for held in by_order.values():
-            for sku, qty in held.items():
-                releasable[sku] += qty
-        for sku in sorted(deficits):
-            if deficits[sku] > releasable[sku]:
-                on_hand, reserved = locked[(location_code, sku)]
-                bad.append(
-                    (
-                        sku,
-                        f"count {target[sku]} is below reserved {reserved} (on_hand {on_hand}); only "
-                        f"{releasable[sku]} reserved by orders not yet in picking can be released",
-                    )
-                )
-                del target[sku]
-                del deficits[sku]
-        chosen: set[int] = set()
-        need = dict(deficits)
-        for sku in sorted(need):
-            for order_id in newest_first:
-                if need[sku] <= 0:
-                    break
-                if order_id in chosen or sku not in by_order[order_id]:
-                    continue
-                chosen.add(order_id)
-                victims.append(order_id)
-                for s2, q2 in by_order[order_id].items():
-                    if s2 in need:
-                        need[s2] -= q2
+    # ---- counts below reserved: lock the orders that give way, then every stock row, then decide
+    busy: set[int] = set()  # orders found locked by another transaction: passed over next time
+    for attempt in range(1, SNAPSHOT_LOCK_ATTEMPTS + 1):
+        with conn.transaction() as savepoint:
+            plan = _lock_snapshot(conn, location_code, target, busy, last=attempt == SNAPSHOT_LOCK_ATTEMPTS)
+            if plan is None:
+                # the figures moved between the look and the lock: let go of everything and look again
+                raise psycopg.Rollback(savepoint)
+        if plan is not None:
+            break
+    else:
+        raise RetryTransaction(
+            f"wms snapshot {snapshot_id}: reservations at {location_code} kept changing while choosing "
+            "the orders that give way"
+        )
+    locked = plan.locked
+    for sku, releasable in sorted(plan.hopeless.items()):
+        on_hand, reserved = locked[(location_code, sku)]
+        bad.append(
+            (
+                sku,
+                f"count {target[sku]} is below reserved {reserved} (on_hand {on_hand}); only "
+                f"{releasable} reserved by orders not yet in picking can be released",
+            )
+        )
+        del target[sku]
+    victims = plan.victims
     if victims:
         from oms_ops.reservations import release_reservations
 
-        short = sorted(deficits)
+        short = plan.short_skus
         reason = f"wms snapshot {snapshot_id}: {location_code} counted below reserved for {', '.join(short)}"
         release_reservations(conn, order_ids=victims, actor=actor, reason=reason)
         data = {"snapshot_id": snapshot_id, "location_code": location_code, "skus": short}
@@ -359,7 +475,7 @@ def _apply_snapshot(conn, location_code, counts, snapshot_id, taken_at, full, ac
         apply_transitions(
             conn, "order_line", [Change(r[0], "new", "stock_shortage") for r in lines], actor=actor
         )
-        locked = lock_stock(conn, [(location_code, s) for s in target], create=False)
+        # releasing changed `reserved` only; the on_hand figures in `locked` are still current
         result.released_orders = sorted(victims)
 
     # ---- the adjustments

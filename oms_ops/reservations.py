@@ -1,6 +1,7 @@
-"""Closing reservations: release (cancel, hold, reroute, expiry, WMS shortage) and consume (shipping).
+"""Closing reservations: release (cancel, hold, reroute, expiry, WMS shortage), partial release (short
+pick) and consume (shipping) — every change to a reservation row after the allocator made it lives here.
 
-Both are called INSIDE the caller's transaction, after the caller has locked the orders concerned (A's
+All are called INSIDE the caller's transaction, after the caller has locked the orders concerned (A's
 cancel / ship lock ``oms.orders`` rows first), so no allocator can add a reservation to those orders
 meanwhile — the allocator skips locked orders. Stock rows are locked in (location_code, sku) order before
 any reservation row is touched, the one global lock order every stock writer follows, and the stock change
@@ -11,7 +12,7 @@ INSERT), so ``stock.reserved = Σ active reservations`` and ``stock = Σ ledger`
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import psycopg
 
@@ -167,6 +168,89 @@ def consume_reservations(
                 Movement(loc, sku, "ship", -take, -take, oid, lid, new_id[(lid, loc)], reason=reason)
             )
     apply_movements(conn, moves, actor=actor)
+
+
+def release_quantities(
+    conn: psycopg.Connection,
+    *,
+    reservation_qty: Sequence[tuple[int, int]],
+    actor: str,
+    reason: str,
+    missing: bool = False,
+    reference: str | None = None,
+    reasons: Mapping[int, str] | None = None,
+) -> int:
+    """Give back part of reservations (call INSIDE a transaction, after locking their orders).
+
+    ``reservation_qty`` holds ``(reservation_id, qty)``: ``qty`` units of that active reservation are let
+    go — the reservation shrinks, or is closed as 'released' when nothing is left. stock.reserved -= qty
+    with one ledger entry per reservation: 'release', or with ``missing`` (a short pick: the units were
+    never on the shelf) 'pick' with on_hand -= qty too. Ledger ``reference`` is common, the ledger reason is
+    ``reasons[reservation_id]`` or ``reason``. Stock rows are locked in (location, sku) order before the
+    reservation rows. Every problem (unknown or closed reservation, qty <= 0, more than it holds) is
+    collected into one ValidationFailed; nothing changes. Returns the number of reservations changed.
+    """
+    wanted: dict[int, int] = defaultdict(int)
+    problems = []
+    for reservation_id, qty in reservation_qty:
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
+            problems.append(f"reservation {reservation_id}: quantity must be an integer > 0, got {qty!r}")
+        else:
+            wanted[reservation_id] += qty
+    if problems:
+        raise ValidationFailed(problems)
+    if not wanted:
+        return 0
+    ids = sorted(wanted)
+    keys = conn.execute(
+        "SELECT DISTINCT location_code, sku FROM oms.reservations WHERE reservation_id = ANY(%s)", (ids,)
+    ).fetchall()
+    lock_stock(conn, [(k[0], k[1]) for k in keys], create=False)
+    rows = conn.execute(
+        """SELECT reservation_id, order_id, line_id, location_code, sku, qty, state FROM oms.reservations
+           WHERE reservation_id = ANY(%s) ORDER BY reservation_id FOR UPDATE""",
+        (ids,),
+    ).fetchall()
+    found = {r[0]: r for r in rows}
+    for rid in ids:
+        row = found.get(rid)
+        if row is None:
+            problems.append(f"reservation {rid}: not found")
+        elif row[6] != "active":
+            problems.append(f"reservation {rid}: is {row[6]}, not active")
+        elif wanted[rid] > row[5]:
+            problems.append(f"reservation {rid}: release {wanted[rid]}, only {row[5]} reserved")
+    if problems:
+        raise ValidationFailed(problems)
+    conn.execute(
+        """UPDATE oms.reservations r
+           SET qty = CASE WHEN r.qty > t.q THEN r.qty - t.q ELSE r.qty END,
+               state = CASE WHEN r.qty > t.q THEN r.state ELSE 'released' END,
+               closed_at = CASE WHEN r.qty > t.q THEN r.closed_at ELSE now() END
+           FROM unnest(%s::int8[], %s::int4[]) AS t(id, q) WHERE r.reservation_id = t.id""",
+        (ids, [wanted[rid] for rid in ids]),
+    )
+    reasons = reasons or {}
+    apply_movements(
+        conn,
+        [
+            Movement(
+                found[rid][3],
+                found[rid][4],
+                "pick" if missing else "release",
+                on_hand_delta=-wanted[rid] if missing else 0,
+                reserved_delta=-wanted[rid],
+                order_id=found[rid][1],
+                line_id=found[rid][2],
+                reservation_id=rid,
+                reference=reference,
+                reason=reasons.get(rid) or reason,
+            )
+            for rid in ids
+        ],
+        actor=actor,
+    )
+    return len(ids)
 
 
 def clear_expiry(conn: psycopg.Connection, *, order_ids: Sequence[int]) -> int:

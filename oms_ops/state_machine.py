@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from oms_ops.errors import IllegalTransition, NotFound, ValidationFailed
-from oms_ops.outbox import jsonb
+from oms_ops.outbox import dumps
 
 
 def _t(**edges: str) -> dict[str, frozenset[str]]:
@@ -204,7 +204,7 @@ def _stamp_assignments(entity: str) -> sql.Composable:
             by_column.setdefault(col, []).append(state)
     parts = [
         sql.SQL(
-            "{col} = CASE WHEN v.to_state = ANY({states}) THEN COALESCE(t.{col}, v.at, now()) ELSE t.{col} END"
+            "{col} = CASE WHEN v.s = ANY({states}) THEN COALESCE(t.{col}, v.at, now()) ELSE t.{col} END"
         ).format(col=sql.Identifier(col), states=sql.Literal(sorted(sts)))
         for col, sts in sorted(by_column.items())
     ]
@@ -218,7 +218,8 @@ def apply_transitions(
 
     Locks the rows in id order (FOR UPDATE), checks every change against ``TRANSITIONS`` and raises
     IllegalTransition listing ALL refused changes before writing anything. Otherwise updates state (+
-    updated_at, KPI stamps) with one UPDATE and appends one order_events row per change with one INSERT.
+    updated_at, KPI stamps) and appends one order_events row per change in ONE statement (the changes travel
+    as one JSON document, read server-side with ``json_to_recordset``).
     A same-state change is a no-op that records nothing. Returns ``(id, from, to)`` for the applied changes.
     """
     if entity not in TABLES:
@@ -253,29 +254,35 @@ def apply_transitions(
     effective = [c for c in changes if c.to_state != current[c.entity_id][0]]
     if not effective:
         return []
-    conn.execute(
-        sql.SQL(
-            """UPDATE {t} AS t SET state = v.to_state, updated_at = now(){stamps}
-               FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[]) AS v(id, to_state, at)
-               WHERE t.{id} = v.id"""
-        ).format(t=tbl, id=idc, stamps=_stamp_assignments(entity)),
-        ([c.entity_id for c in effective], [c.to_state for c in effective], [c.at for c in effective]),
+    # one statement, one JSON document: psycopg adapts text[]/jsonb[] array parameters element by element
+    # in Python, which for a batch of changes costs more than the UPDATE and INSERT themselves
+    doc = dumps(
+        [
+            {
+                "id": c.entity_id,
+                "o": current[c.entity_id][1],
+                "f": current[c.entity_id][0],
+                "s": c.to_state,
+                "r": c.reason,
+                "d": c.data,
+                "at": c.at,
+            }
+            for c in effective
+        ]
     )
     conn.execute(
-        """INSERT INTO oms.order_events (order_id, entity, entity_id, from_state, to_state, actor, reason, data)
-           SELECT o, %s, i, f, s, %s, r, d
-           FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::jsonb[])
-                AS v(o, i, f, s, r, d)""",
-        (
-            entity,
-            actor,
-            [current[c.entity_id][1] for c in effective],
-            [c.entity_id for c in effective],
-            [current[c.entity_id][0] for c in effective],
-            [c.to_state for c in effective],
-            [c.reason for c in effective],
-            [jsonb(c.data) for c in effective],
-        ),
+        sql.SQL(
+            """WITH v AS (
+                   SELECT * FROM ROWS FROM (json_to_recordset(%(doc)s::json) AS (
+                       id bigint, o bigint, f text, s text, r text, d jsonb, at timestamptz)) WITH ORDINALITY
+                   AS v(id, o, f, s, r, d, at, n)),
+               u AS (
+                   UPDATE {t} AS t SET state = v.s, updated_at = now(){stamps}
+                   FROM v WHERE t.{id} = v.id)
+               INSERT INTO oms.order_events (order_id, entity, entity_id, from_state, to_state, actor, reason, data)
+               SELECT v.o, %(entity)s, v.id, v.f, v.s, %(actor)s, v.r, v.d FROM v ORDER BY v.n"""
+        ).format(t=tbl, id=idc, stamps=_stamp_assignments(entity)),
+        {"doc": doc, "entity": entity, "actor": actor},
     )
     return [(c.entity_id, current[c.entity_id][0], c.to_state) for c in effective]
 
@@ -290,23 +297,19 @@ def record_creations(
     data: Sequence[dict | None] | None = None,
 ) -> None:
     """Append creation events (from NULL) for new entities ``(order_id, entity_id, state)`` in one INSERT
-    (inside a transaction). The state must be an initial state of the entity."""
+    from one JSON document (inside a transaction). The state must be an initial state of the entity."""
     if not rows:
         return
     bad = [(entity, eid, "(none)", st) for _, eid, st in rows if st not in INITIAL_STATES[entity]]
     if bad:
         raise IllegalTransition(bad)
+    datas = data if data is not None else [None] * len(rows)
+    doc = dumps([{"o": o, "i": i, "s": st, "d": d} for (o, i, st), d in zip(rows, datas, strict=True)])
     conn.execute(
         """INSERT INTO oms.order_events (order_id, entity, entity_id, from_state, to_state, actor, reason, data)
-           SELECT o, %s, i, NULL, s, %s, %s, d
-           FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[]) AS v(o, i, s, d)""",
-        (
-            entity,
-            actor,
-            reason,
-            [r[0] for r in rows],
-            [r[1] for r in rows],
-            [r[2] for r in rows],
-            [jsonb(d) for d in (data if data is not None else [None] * len(rows))],
-        ),
+           SELECT v.o, %(entity)s, v.i, NULL, v.s, %(actor)s, %(reason)s, v.d
+           FROM ROWS FROM (json_to_recordset(%(doc)s::json) AS (o bigint, i bigint, s text, d jsonb))
+                WITH ORDINALITY AS v(o, i, s, d, n)
+           ORDER BY v.n""",
+        {"doc": doc, "entity": entity, "actor": actor, "reason": reason},
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 
 from oms_ops import inventory
+from oms_ops.db import connect
 from oms_ops.errors import ValidationFailed
 from oms_ops.fulfillment import start_picking
 from oms_ops.invariants import check_invariants
@@ -190,6 +193,52 @@ def test_snapshot_below_reserved_of_orders_in_picking_quarantines_that_sku(conn0
     assert res.quarantined[0][0] == "SKU-1" and "below reserved 5" in res.quarantined[0][1]
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (10, 5)
     assert f.order_state(conn, oid) == "picking"
+    assert check_invariants(conn) == []
+
+
+def test_snapshot_passes_over_an_order_another_transaction_holds(conn0, db_url):
+    """The snapshot locks the orders that give way BEFORE any stock row, and skips one that is busy: the old
+    order (stock rows, then victims) waited here for a transaction that might be waiting for those rows."""
+    conn = conn0
+    f.stock(conn, "WH-MSK", {"SKU-1": 10})
+    old = f.allocated_order(conn, [("SKU-1", 3)])
+    new = f.allocated_order(conn, [("SKU-1", 3)])
+    conn.execute("SET lock_timeout = '500ms'")  # waiting for the busy order fails the test instead of hanging
+    with connect(db_url) as other, other.transaction():
+        other.execute("SELECT 1 FROM oms.orders WHERE order_id = %s FOR UPDATE", (new,))  # e.g. a cancel
+        res = inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 4}, snapshot_id="S1")
+    assert res.status == "applied" and res.released_orders == [old]
+    assert f.order_state(conn, new) == "allocated" and f.order_state(conn, old) == "new"
+    assert f.stock_row(conn, "WH-MSK", "SKU-1") == (4, 3)
+    assert check_invariants(conn) == []
+
+
+def test_snapshot_waits_for_a_busy_order_when_no_other_can_give_way(conn0, db_url):
+    conn = conn0
+    f.stock(conn, "WH-MSK", {"SKU-1": 10})
+    oid = f.allocated_order(conn, [("SKU-1", 5)])
+    pid = conn.info.backend_pid
+    done: dict = {}
+    with connect(db_url) as other, connect(db_url) as watch:
+        with other.transaction():
+            other.execute("SELECT 1 FROM oms.orders WHERE order_id = %s FOR UPDATE", (oid,))
+            worker = threading.Thread(
+                target=lambda: done.update(
+                    res=inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 2}, snapshot_id="S1")
+                )
+            )
+            worker.start()
+            # the last attempt waits for the order (holding no stock row yet); let it go once it does
+            for _ in range(3000):
+                waiting = watch.execute(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()[0]
+                if waiting or not worker.is_alive():
+                    break
+                time.sleep(0.01)
+        worker.join(timeout=30)
+    assert done["res"].released_orders == [oid]
+    assert f.stock_row(conn, "WH-MSK", "SKU-1") == (2, 0) and f.order_state(conn, oid) == "new"
     assert check_invariants(conn) == []
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from oms_ops import orders
@@ -173,6 +175,76 @@ def test_bulk_accept_thousands_in_one_call(world):
     assert conn.execute("SELECT count(*) FROM oms.order_events").fetchone()[0] == 2999 + 1
     again = accept_orders(conn, batch, actor="bulk")
     assert again.counts == {"accepted": 0, "on_hold": 0, "duplicates": 2999, "quarantined": 1}
+
+
+def statements(monkeypatch) -> list[str]:
+    """Record every statement the code under test sends through ``Connection.execute``."""
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def spy(self, query, params=None, **kwargs):
+        sent.append(query.as_string(self) if isinstance(query, psycopg.sql.Composable) else str(query))
+        return execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", spy)
+    return sent
+
+
+@pytest.mark.parametrize("n", [1, 400])
+def test_accept_costs_the_same_four_statements_whatever_the_batch_size(world, monkeypatch, n):
+    """Orders, lines and creation events go in ONE statement fed by one JSON document (no per-row array
+    parameters to adapt in Python): channels, pickup locations, known SKUs, then the insert."""
+    conn = world
+    batch = [f.order_dict([("SKU-1", 1), ("SKU-2", 2), ("SKU-3", 1)]) for _ in range(n)]
+    sent = statements(monkeypatch)
+    res = accept_orders(conn, batch, actor="bulk")
+    assert len(res.ids) == n
+    assert len(sent) == 4 and "json_to_recordset" in sent[-1]
+
+
+def test_accept_keeps_every_value_exactly(world):
+    conn = world
+    d = f.order_dict(
+        [("SKU-2", 1), ("SKU-1", 3)],
+        customer_name='Анна "Ли" \\ O\'Brien\nвторая строка',
+        address="ул. Льва Толстого, 16; кв. 5 — «подъезд 2»",
+        placed_at=datetime(2025, 11, 26, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=3))),
+        promised_at=datetime(2025, 11, 28, 23, 59, tzinfo=UTC),
+        lat=55.733842,
+        lon=37.588144,
+        shipping_amount=Decimal("199.99"),
+        channel_order_number=None,
+    )
+    d["lines"] = [
+        {"sku": "SKU-2", "qty": 1, "unit_price": Decimal("0.01"), "line_no": 7, "name": "Ёлка ✓"},
+        {"sku": "SKU-1", "qty": 3, "unit_price": Decimal("1234.56"), "line_no": 2},
+    ]
+    oid = accept_orders(conn, [d], actor="test").accepted[0]
+    row = conn.execute(
+        """SELECT customer_name, address, placed_at, promised_at, latest_promised_at, lat, lon,
+                  shipping_amount, total_amount, channel_order_number
+           FROM oms.orders WHERE order_id = %s""",
+        (oid,),
+    ).fetchone()
+    assert row == (
+        d["customer_name"],
+        d["address"],
+        d["placed_at"],
+        d["promised_at"],
+        d["promised_at"],
+        55.733842,
+        37.588144,
+        Decimal("199.99"),
+        Decimal("3903.68"),
+        None,
+    )
+    lines = conn.execute(
+        "SELECT line_no, sku, qty, unit_price, name FROM oms.order_lines WHERE order_id = %s ORDER BY line_id",
+        (oid,),
+    ).fetchall()
+    assert lines == [(7, "SKU-2", 1, Decimal("0.01"), "Ёлка ✓"), (2, "SKU-1", 3, Decimal("1234.56"), None)]
+    data = conn.execute("SELECT data FROM oms.order_events WHERE order_id = %s", (oid,)).fetchone()[0]
+    assert data == {"channel_code": "webstore", "external_id": d["external_id"], "lines": 2}
 
 
 def test_raw_orders_are_idempotent_on_payload_hash(world):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -107,6 +108,37 @@ def test_kpi_stamps_are_set_once_with_the_given_time(orders3):
         apply_transitions(conn, "order", [Change(a, "new")], actor="t")
         apply_transitions(conn, "order", [Change(a, "allocated")], actor="t")
     assert conn.execute("SELECT allocated_at FROM oms.orders WHERE order_id = %s", (a,)).fetchone()[0] == t1
+
+
+def test_a_batch_of_changes_is_one_lock_and_one_write_statement(orders3, monkeypatch):
+    """State, stamps and events are written by ONE statement from one JSON document, whatever the batch."""
+    import psycopg
+
+    conn, ids = orders3
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def spy(self, query, params=None, **kwargs):
+        sent.append(query.as_string(self) if isinstance(query, sql.Composable) else str(query))
+        return execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", spy)
+    t1 = f.T0 + timedelta(hours=2)
+    with conn.transaction():
+        apply_transitions(
+            conn,
+            "order",
+            [Change(i, "allocated", "why", {"n": i, "price": Decimal("9.90"), "at": t1}, at=t1) for i in ids],
+            actor="t",
+        )
+    assert len(sent) == 2 and "FOR UPDATE" in sent[0] and "json_to_recordset" in sent[1]
+    monkeypatch.undo()
+    rows = conn.execute(
+        """SELECT e.entity_id, e.data, o.allocated_at FROM oms.order_events e
+           JOIN oms.orders o ON o.order_id = e.entity_id
+           WHERE e.to_state = 'allocated' ORDER BY e.event_id"""
+    ).fetchall()
+    assert rows == [(i, {"n": i, "price": "9.90", "at": t1.isoformat()}, t1) for i in ids]
 
 
 def test_order_events_are_append_only(orders3):
