@@ -29,6 +29,15 @@ def _parse_faults(value: str | None) -> dict:
     return data
 
 
+def _parse_json_arg(raw: str) -> dict:
+    """JSON given inline or as @path."""
+    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise SystemExit("--options: expected a JSON object keyed by simulator name")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m simulators", description="Run the external-system simulators."
@@ -47,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", choices=SIMULATOR_NAMES, help="run only these simulators")
     p.add_argument(
         "--faults", help='initial faults as JSON or @file: {"ozon": [{"kind": "rate_limit", ...}]}'
+    )
+    p.add_argument(
+        "--options",
+        help='constructor options per simulator as JSON or @file, e.g. {"cdek": {"transit_scale": 0.01}}',
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -75,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         only=args.only,
         faults=_parse_faults(args.faults),
+        options=_parse_json_arg(args.options) if args.options else None,
     )
     manifest = args.state_dir / MANIFEST_NAME
     try:

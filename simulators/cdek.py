@@ -155,6 +155,7 @@ class CdekSimulator(Simulator):
         registration_delay_s: float = 5.0,
         print_delay_s: float = 3.0,
         not_delivered_share: float = 0.05,
+        transit_scale: float = 1.0,
         faults=(),
     ) -> None:
         super().__init__(ctx, faults=faults)
@@ -163,6 +164,11 @@ class CdekSimulator(Simulator):
         self.registration_delay = timedelta(seconds=registration_delay_s)
         self.print_delay = timedelta(seconds=print_delay_s)
         self.not_delivered_share = not_delivered_share
+        #: multiplies every leg of a parcel's journey: a live demo compresses days of transit into minutes
+        #: while the order stream keeps real time (so placed/shipped/delivered stay on one clock)
+        if transit_scale <= 0:
+            raise ValueError("transit_scale must be > 0")
+        self.transit_scale = transit_scale
         self.tokens: dict[str, float] = {}
         self.orders: dict[str, CdekOrder] = {}
         self.prints: dict[str, PrintForm] = {}
@@ -283,7 +289,7 @@ class CdekSimulator(Simulator):
         )
         t = at
         for code, hours in steps:
-            t = t + timedelta(hours=hours)
+            t = t + timedelta(hours=hours * self.transit_scale)
             self._schedule(t, "status", order.uuid, code)
 
     # -- protocol -----------------------------------------------------------------------------------------

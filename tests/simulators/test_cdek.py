@@ -196,3 +196,19 @@ def test_print_form_for_unregistered_orders_is_invalid(cdek, client):
     view = client.get(f"{url}/v2/print/orders/{form}", headers=headers).json()
     assert view["entity"]["statuses"][0]["code"] == "INVALID" and "url" not in view["entity"]
     assert view["requests"][0]["errors"][0]["code"] == "v2_entity_empty"
+
+
+def test_transit_scale_compresses_the_journey(make_stack, fake_time, client):
+    """A demo compresses transit: with transit_scale 1/100 a parcel is delivered within hours, not days."""
+
+    def final_code_after(scale: float, hours: float) -> str:
+        stack = make_stack(only=["cdek"], protocol_time=fake_time, options={"cdek": {"transit_scale": scale}})
+        url, creds = stack.urls["cdek"], stack.credentials["cdek"]
+        token = client.post(url + "/v2/oauth/token", data={"grant_type": "client_credentials", **creds})
+        headers = {"Authorization": "Bearer " + token.json()["access_token"]}
+        uuid = client.post(url + "/v2/orders", headers=headers, json=order_body()).json()["entity"]["uuid"]
+        stack.advance(hours * 3600)
+        return client.get(f"{url}/v2/orders/{uuid}", headers=headers).json()["entity"]["statuses"][0]["code"]
+
+    assert final_code_after(1.0, 3) not in ("DELIVERED", "NOT_DELIVERED")
+    assert final_code_after(0.01, 3) in ("DELIVERED", "NOT_DELIVERED")
