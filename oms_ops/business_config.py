@@ -585,11 +585,16 @@ def parse_business_config(data: Any, *, source: str | None = None) -> BusinessCo
     return cfg
 
 
-def load_business_config(path: str | Path = DEFAULT_PATH) -> BusinessConfig:
-    """Read and validate the YAML file; errors name the file and each field path."""
-    path = Path(path)
+def load_business_config(path: str | Path | None = None) -> BusinessConfig:
+    """Read and validate the YAML file (``path``, else ``$OMS_BUSINESS_CONFIG``, else the shipped sample);
+    errors name the file and each field path."""
+    import os
+
+    path = Path(path or os.environ.get("OMS_BUSINESS_CONFIG") or DEFAULT_PATH)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BusinessConfigError([f"(file): {exc.strerror or exc}"], str(path)) from None
     except yaml.YAMLError as exc:
         raise BusinessConfigError([f"(yaml): {exc}"], str(path)) from None
     return parse_business_config(data, source=str(path))

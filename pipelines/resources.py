@@ -7,7 +7,9 @@ single way to find the stores: the environment. That is the "one function decide
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import clickhouse_connect
 import dagster as dg
@@ -54,5 +56,10 @@ def store_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "postgres": PostgresResource(database_url=dg.EnvVar("OMS_DATABASE_URL")),
         "clickhouse": ClickHouseResource(url=dg.EnvVar("OMS_CLICKHOUSE_URL")),
-        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR)),
+        "dbt": DbtCliResource(
+            project_dir=str(DBT_PROJECT_DIR),
+            profiles_dir=str(DBT_PROJECT_DIR),
+            # the dbt of this environment, whatever PATH the Dagster process was started with
+            dbt_executable=str(Path(sys.executable).parent / "dbt"),
+        ),
     }

@@ -121,3 +121,15 @@ def test_bad_port_variable_is_rejected():
 
     with pytest.raises(ConfigError, match="OMS_PG_PORT"):
         load_settings({"OMS_PG_PORT": "abc"})
+
+
+def test_invalid_business_config_stops_start_up_naming_the_field(oms_env, tmp_path):
+    bad = tmp_path / "business.yaml"
+    from oms_ops.business_config import DEFAULT_PATH
+
+    bad.write_text(DEFAULT_PATH.read_text().replace("capacity_per_day: 8000", "capacity_per_day: -5", 1))
+    oms_env["OMS_BUSINESS_CONFIG"] = str(bad)
+    res = run_oms(["up", "--services", "postgres"], oms_env, timeout=120)
+    assert res.returncode == 2
+    assert "OMS_BUSINESS_CONFIG" in res.stderr and "capacity_per_day" in res.stderr
+    assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()

@@ -31,6 +31,17 @@ from oms_ops.platform.settings import ConfigError, Settings, redact
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALL_SERVICES = ("postgres", "clickhouse", "dagster-webserver", "dagster-daemon", "streamlit")
+#: the live demo adds the simulated outside world (channels, carrier, WMS) and the web store's webhook receiver
+DEMO_SERVICES = (
+    "postgres",
+    "clickhouse",
+    "simulators",
+    "webhooks",
+    "dagster-webserver",
+    "dagster-daemon",
+    "streamlit",
+)
+KNOWN_SERVICES = frozenset(DEMO_SERVICES)
 DAGSTER_DB = "dagster"
 
 
@@ -198,8 +209,14 @@ def stop_pid(pid: int | None, timeout: float = 15) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def simulators_manifest(settings: Settings) -> Path:
+    return settings.home / "simulators" / "simulators.json"
+
+
 def child_env(settings: Settings, state: StackState) -> dict[str, str]:
     env = dict(os.environ)
+    if "simulators" in state.services:
+        env.setdefault("OMS_SIMULATORS_MANIFEST", str(simulators_manifest(settings)))
     env["OMS_HOME"] = str(settings.home)
     if state.database_url:
         env["OMS_DATABASE_URL"] = state.database_url
@@ -207,6 +224,9 @@ def child_env(settings: Settings, state: StackState) -> dict[str, str]:
     if state.clickhouse_url:
         env["OMS_CLICKHOUSE_URL"] = state.clickhouse_url
     env["DAGSTER_HOME"] = str(settings.dagster_home)
+    # the children (Dagster runs dbt, Streamlit…) must find this environment's executables even when
+    # `oms` was started by path rather than through `uv run`
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -269,6 +289,83 @@ def start_stores(settings: Settings, state: StackState) -> None:
     _write_state(settings, state)
 
 
+def demo_stream_settings() -> dict[str, str]:
+    """How busy the simulated world is (environment overrides for a bigger or smaller demo)."""
+    return {
+        "seed": os.environ.get("OMS_DEMO_SEED", "42"),
+        # orders per minute per channel; the simulated clock runs in real time so that placed, shipped and
+        # delivered timestamps stay on one clock …
+        "rate": os.environ.get("OMS_DEMO_RATE", "3"),
+        # … while the carrier compresses transit (1/240: a day in the network takes six minutes)
+        "transit_scale": os.environ.get("OMS_DEMO_TRANSIT_SCALE", str(1 / 240)),
+    }
+
+
+def start_outside_world(settings: Settings, state: StackState, services: Iterable[str]) -> None:
+    """The simulators (marketplaces, web store, POS, WMS, CDEK) and the webhook receiver, then seed the
+    OMS's catalog, channel listings and initial stock from them so the first scheduled ingest finds work."""
+    services = set(services)
+    if not services & {"simulators", "webhooks"}:
+        return
+    env = child_env(settings, state)
+    manifest = simulators_manifest(settings)
+    webhook_port = choose_port(0)
+    if "simulators" in services:
+        demo = demo_stream_settings()
+        manifest.unlink(missing_ok=True)
+        args = [
+            sys.executable, "-m", "simulators",
+            "--seed", demo["seed"], "--rate", demo["rate"], "--speed", "1",
+            "--state-dir", str(manifest.parent),
+            "--options", json.dumps({"cdek": {"transit_scale": float(demo["transit_scale"])}}),
+        ]  # fmt: skip
+        if "webhooks" in services:
+            args += ["--webhook-url", f"http://127.0.0.1:{webhook_port}/webhooks/shopify"]
+        proc = _spawn("simulators", args, settings, env)
+        log = settings.log_dir / "simulators.log"
+        state.services["simulators"] = ServiceInfo("simulators", str(manifest), proc.pid, True, str(log))
+        _write_state(settings, state)
+        deadline = time.monotonic() + 90
+        while not manifest.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                raise StackError(f"simulators did not start; log {log}:\n{tail}")
+            time.sleep(0.2)
+        env = child_env(settings, state)
+        seed_demo(state.database_url, manifest)
+    if "webhooks" in services:
+        proc = _spawn(
+            "webhooks",
+            [
+                sys.executable,
+                "-m",
+                "oms_ops.connectors.webhooks",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(webhook_port),
+            ],
+            settings,
+            env,
+        )
+        url = f"http://127.0.0.1:{webhook_port}"
+        log = settings.log_dir / "webhooks.log"
+        state.services["webhooks"] = ServiceInfo(
+            "webhooks", url + "/webhooks/shopify", proc.pid, True, str(log)
+        )
+        _write_state(settings, state)
+        _wait_http(url + "/health", proc, "webhooks", log, timeout=60)
+
+
+def seed_demo(database_url: str | None, manifest: Path) -> None:
+    """Business configuration, products, channel listings and initial stock (idempotent)."""
+    from oms_ops.business_config import load_business_config
+    from oms_ops.connectors.seed import seed_from_simulators
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed_from_simulators(conn, manifest, load_business_config())
+
+
 def _prepare_dagster_home(settings: Settings) -> None:
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
@@ -324,20 +421,32 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
         _wait_http(url + "/_stcore/health", proc, "streamlit", log, timeout=120)
 
 
+def check_business_config() -> None:
+    """Invalid business configuration stops start-up, naming every wrong field (before anything starts)."""
+    from oms_ops.business_config import BusinessConfigError, load_business_config
+
+    try:
+        load_business_config()
+    except BusinessConfigError as exc:
+        raise ConfigError("OMS_BUSINESS_CONFIG: " + str(exc)) from None
+
+
 def up(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> tuple[StackState, bool]:
     """Start the stack. Returns (state, already_running). A running stack is reported, not duplicated."""
     services = tuple(services)
-    unknown = set(services) - set(ALL_SERVICES)
+    unknown = set(services) - KNOWN_SERVICES
     if unknown:
         raise ConfigError(
-            f"--services: unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_SERVICES)}"
+            f"--services: unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(DEMO_SERVICES)}"
         )
     running = running_services(settings)
     if running and any(info.embedded for info in running.values()):
         return read_state(settings), True  # type: ignore[return-value]
+    check_business_config()
     state = StackState(started_at=time.time())
     try:
         start_stores(settings, state)
+        start_outside_world(settings, state, services)
         start_apps(settings, state, services)
     except BaseException:
         down(settings)
@@ -351,7 +460,7 @@ def down(settings: Settings) -> list[str]:
     stopped: list[str] = []
     if state is None:
         return stopped
-    for name in ("streamlit", "dagster-daemon", "dagster-webserver", "simulators"):
+    for name in ("streamlit", "dagster-daemon", "dagster-webserver", "webhooks", "simulators"):
         info = state.services.get(name)
         if info and pid_alive(info.pid):
             stop_pid(info.pid)
