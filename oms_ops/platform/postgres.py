@@ -88,7 +88,8 @@ class EmbeddedPostgres:
             return None
         lines = pid_file.read_text().splitlines()
         try:
-            pid, port = int(lines[0]), int(lines[3])
+            # a negative pid marks a standalone backend (single-user mode); the process is the same
+            pid, port = abs(int(lines[0])), int(lines[3])
         except (IndexError, ValueError):
             return None
         # liveness by pid (not by probing the port, which can time out on a loaded machine)
@@ -104,7 +105,10 @@ class EmbeddedPostgres:
         pid_file = self.data_dir / "postmaster.pid"
         if self.running_port() is None:
             return None
-        return int(pid_file.read_text().splitlines()[0])
+        try:
+            return abs(int(pid_file.read_text().splitlines()[0]))
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
 
     def url(self, database: str = "oms") -> str:
         port = self.running_port()
