@@ -1,4 +1,5 @@
--- The KPI glossary, one row per KPI, for dashboards to show definitions next to the numbers.
+-- The KPI glossary, one row per KPI, for dashboards to show definitions next to the numbers
+-- (mart_column: the agg_kpi_daily column(s) holding the KPI).
 select
     kpi_code,
     kpi_name,
@@ -6,5 +7,6 @@ select
     denominator,
     grain,
     unit,
-    source
+    source,
+    mart_column
 from {{ ref('kpi_glossary') }}

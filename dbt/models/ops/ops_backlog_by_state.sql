@@ -1,0 +1,48 @@
+-- Live backlog: open orders (not delivered, picked up, returned to sender or cancelled) by state, channel and
+-- age since they were placed, with their open units and the oldest order of each bucket.
+with open_orders as (
+    select
+        o.order_id,
+        o.state,
+        o.channel_code,
+        o.placed_at,
+        extract(epoch from (now() - o.placed_at)) / 3600.0 as age_hours
+    from {{ source('oms_live', 'orders') }} as o
+    where o.state not in ('delivered', 'picked_up', 'returned_to_sender', 'cancelled')
+),
+
+open_units as (
+    select l.order_id, sum(l.qty - l.qty_shipped - l.qty_cancelled) as units
+    from {{ source('oms_live', 'order_lines') }} as l
+    where l.order_id in (select order_id from open_orders)
+    group by l.order_id
+),
+
+bucketed as (
+    select
+        open_orders.*,
+        coalesce(open_units.units, 0) as units,
+        case
+            when age_hours < 1 then 1
+            when age_hours < 4 then 2
+            when age_hours < 24 then 3
+            when age_hours < 72 then 4
+            else 5
+        end as age_bucket_rank
+    from open_orders
+    left join open_units on open_units.order_id = open_orders.order_id
+)
+
+select
+    state as order_status,
+    channel_code,
+    age_bucket_rank,
+    case age_bucket_rank
+        when 1 then '< 1h' when 2 then '1-4h' when 3 then '4-24h' when 4 then '1-3d' else '> 3d'
+    end as age_bucket,
+    count(*) as orders,
+    sum(units) as open_units,
+    min(placed_at) as oldest_placed_at,
+    round(cast(max(age_hours) as numeric), 1) as max_age_hours
+from bucketed
+group by state, channel_code, age_bucket_rank

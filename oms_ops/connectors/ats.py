@@ -1,0 +1,320 @@
+"""Available-to-sell (ATS) pushed back to the channels: Ozon, Wildberries and the web store.
+
+ATS per (channel, location, SKU) = ``on_hand − reserved − safety stock`` (never below 0), over the locations
+of the channel's pool (business config ``ats_pool``) that the channel knows (``connectors.channel_locations``)
+for the SKUs it lists (``connectors.channel_listings``); safety stock from ``BusinessConfig.safety_stock_for``.
+
+Only values that changed since the last successful push are sent (``connectors.ats_push_state``), batched to
+each API's limits and verified from the answer:
+
+* **Ozon** ``/v2/products/stocks``: ≤ 100 pairs per request; each pair is accepted at most once per 30 s —
+  an item answered ``TOO_MANY_REQUESTS`` (inside a 200) is marked ``throttled`` and pushed again by a later
+  run once 30 s have passed. ``updated: true`` is the proof (status ``pushed``, verified).
+* **Wildberries** ``PUT /api/v3/stocks/{warehouseId}``: per warehouse, ≤ 1000 items. A 204 proves nothing
+  (misnamed fields are ignored silently), so the amounts are read back with ``POST /api/v3/stocks/{id}`` and
+  compared: equal → verified; different → ``failed``; read-back impossible → ``unverified`` (pushed, no proof).
+  Items listed in a 409 are ``failed``.
+* **Web store** ``inventory_levels/set.json``: one call per (inventory item, location); the returned
+  ``available`` is the proof.
+
+Failed items are retried with back-off (1 min × 2^attempts, capped at 1 h). ATS is not sent through the outbox:
+it is state (an absolute number per key), not an event — a later value supersedes an earlier one, so the
+state table coalesces changes and a re-push is always safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import psycopg
+
+from oms_ops.business_config import BusinessConfig
+from oms_ops.connectors.http import ConnectorError
+
+log = logging.getLogger("oms.connectors.ats")
+OZON_BATCH = 100
+WB_BATCH = 1000
+OZON_THROTTLE_S = 30
+
+
+@dataclass(frozen=True)
+class AtsItem:
+    channel: str
+    location: str
+    sku: str
+    qty: int
+    external_location: str  # warehouse id / Shopify location id
+    offer_id: str | None = None
+    product_id: int | None = None
+    chrt_id: int | None = None
+    inventory_item_id: int | None = None
+
+
+@dataclass
+class PushResult:
+    channel: str
+    considered: int = 0
+    changed: int = 0
+    pushed: int = 0
+    verified: int = 0
+    unverified: int = 0
+    throttled: int = 0
+    failed: int = 0
+    requests: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "considered",
+                "changed",
+                "pushed",
+                "verified",
+                "unverified",
+                "throttled",
+                "failed",
+                "requests",
+            )
+        }
+
+
+def desired_ats(conn: psycopg.Connection, channel: str, config: BusinessConfig) -> list[AtsItem]:
+    """ATS for every listed SKU at every mapped location of the channel's pool."""
+    pool = config.channel_pool(channel) if channel in config.channel_by_code else []
+    rows = conn.execute(
+        """SELECT cl.location_code, l.sku, coalesce(s.on_hand, 0), coalesce(s.reserved, 0), cl.external_id,
+                  l.offer_id, l.product_id, l.chrt_id, l.inventory_item_id
+           FROM connectors.channel_listings l
+           JOIN connectors.channel_locations cl ON cl.system = l.channel_code AND cl.active
+           LEFT JOIN oms.stock s ON s.location_code = cl.location_code AND s.sku = l.sku
+           WHERE l.channel_code = %s AND l.active AND cl.location_code = ANY(%s)
+           ORDER BY cl.location_code, l.sku""",
+        (channel, pool),
+    ).fetchall()
+    out = []
+    for loc, sku, on_hand, reserved, ext, offer, product, chrt, item in rows:
+        qty = max(0, on_hand - reserved - config.safety_stock_for(channel, loc, sku))
+        out.append(AtsItem(channel, loc, sku, qty, ext, offer, product, chrt, item))
+    return out
+
+
+def changed_items(conn: psycopg.Connection, items: list[AtsItem]) -> list[AtsItem]:
+    """Items whose value differs from the last successful push, or that are due for a retry."""
+    if not items:
+        return []
+    state = {
+        (r[0], r[1]): (r[2], r[3], r[4])
+        for r in conn.execute(
+            """SELECT location_code, sku, pushed_qty, status, next_attempt_at <= now()
+               FROM connectors.ats_push_state WHERE channel_code = %s""",
+            (items[0].channel,),
+        ).fetchall()
+    }
+    out = []
+    for it in items:
+        prev = state.get((it.location, it.sku))
+        if prev is None:
+            out.append(it)
+            continue
+        pushed_qty, status, due = prev
+        if status in ("pushed", "unverified"):
+            if pushed_qty != it.qty:
+                out.append(it)
+        elif due is None or due:
+            out.append(it)
+    return out
+
+
+def _record(
+    conn: psycopg.Connection, channel: str, outcomes: Iterable[tuple[AtsItem, str, bool, str | None]]
+) -> None:
+    """Upsert push outcomes ``(item, status, verified, error)`` in one statement."""
+    rows = list(outcomes)
+    if not rows:
+        return
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO connectors.ats_push_state AS a (channel_code, location_code, sku, desired_qty, pushed_qty,
+                       status, verified, attempts, next_attempt_at, last_error, pushed_at, updated_at)
+               SELECT %s, t.loc, t.sku, t.qty,
+                      CASE WHEN t.status IN ('pushed', 'unverified') THEN t.qty END,
+                      t.status, t.verified, CASE WHEN t.status IN ('pushed', 'unverified') THEN 0 ELSE 1 END,
+                      CASE t.status WHEN 'throttled' THEN now() + make_interval(secs => %s)
+                                    WHEN 'failed' THEN now() + interval '1 minute' END,
+                      t.err, CASE WHEN t.status IN ('pushed', 'unverified') THEN now() END, now()
+               FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::bool[], %s::text[])
+                    AS t(loc, sku, qty, status, verified, err)
+               ON CONFLICT (channel_code, location_code, sku) DO UPDATE SET
+                   desired_qty = excluded.desired_qty,
+                   pushed_qty = CASE WHEN excluded.status IN ('pushed', 'unverified') THEN excluded.desired_qty
+                                     ELSE a.pushed_qty END,
+                   status = excluded.status, verified = excluded.verified,
+                   attempts = CASE WHEN excluded.status IN ('pushed', 'unverified') THEN 0 ELSE a.attempts + 1 END,
+                   next_attempt_at = CASE excluded.status
+                       WHEN 'throttled' THEN now() + make_interval(secs => %s)
+                       WHEN 'failed' THEN now() + make_interval(secs => least(3600, 60 * power(2, a.attempts))) END,
+                   last_error = excluded.last_error,
+                   pushed_at = CASE WHEN excluded.status IN ('pushed', 'unverified') THEN now() ELSE a.pushed_at END,
+                   updated_at = now()""",
+            (
+                channel,
+                OZON_THROTTLE_S,
+                [r[0].location for r in rows],
+                [r[0].sku for r in rows],
+                [r[0].qty for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+                OZON_THROTTLE_S,
+            ),
+        )
+
+
+def _lock_key(channel: str) -> int:
+    return zlib.crc32(f"ats:{channel}".encode())
+
+
+def push_ats(
+    conn: psycopg.Connection, channel: str, client, config: BusinessConfig, *, max_items: int | None = None
+) -> PushResult:
+    """Compute, diff and push one channel's ATS (at most ``max_items`` changed values per run — the web
+    store takes one call per value at 2 calls/s; the rest go next run). Concurrent runs for the same
+    channel: the second skips."""
+    res = PushResult(channel)
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(channel),)).fetchone()[0]
+    if not got:
+        res.errors.append("another ATS push for this channel is running")
+        return res
+    try:
+        items = desired_ats(conn, channel, config)
+        res.considered = len(items)
+        todo = changed_items(conn, items)
+        res.changed = len(todo)
+        if max_items is not None:
+            todo = todo[:max_items]
+        if not todo:
+            return res
+        pusher = {"ozon": _push_ozon, "wildberries": _push_wb, "webstore": _push_shopify}[channel]
+        outcomes = pusher(client, todo, res)
+        _record(conn, channel, outcomes)
+        for _, status, verified, _ in outcomes:
+            if status in ("pushed", "unverified"):
+                res.pushed += 1
+            res.verified += verified
+            res.unverified += status == "unverified"
+            res.throttled += status == "throttled"
+            res.failed += status == "failed"
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(channel),))
+    return res
+
+
+def _push_ozon(client, items: list[AtsItem], res: PushResult) -> list[tuple[AtsItem, str, bool, str | None]]:
+    out = []
+    for i in range(0, len(items), OZON_BATCH):
+        batch = items[i : i + OZON_BATCH]
+        payload = [
+            {
+                "offer_id": it.offer_id,
+                "product_id": it.product_id,
+                "stock": it.qty,
+                "warehouse_id": int(it.external_location),
+            }
+            for it in batch
+        ]
+        res.requests += 1
+        res.batch_sizes.append(len(batch))
+        try:
+            answer = client.update_stocks(payload)
+        except ConnectorError as exc:
+            res.errors.append(str(exc))
+            out += [(it, "failed", False, str(exc)[:500]) for it in batch]
+            continue
+        by_key = {(str(r.get("offer_id")), str(r.get("warehouse_id"))): r for r in answer}
+        for it in batch:
+            r = by_key.get((str(it.offer_id), str(it.external_location)))
+            if r is None:
+                out.append((it, "unverified", False, "item missing from the answer"))
+            elif r.get("updated"):
+                out.append((it, "pushed", True, None))
+            else:
+                codes = [e.get("code") for e in r.get("errors") or []]
+                text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in r.get("errors") or [])
+                out.append(
+                    (it, "throttled" if "TOO_MANY_REQUESTS" in codes else "failed", False, text or None)
+                )
+    return out
+
+
+def _push_wb(client, items: list[AtsItem], res: PushResult) -> list[tuple[AtsItem, str, bool, str | None]]:
+    out = []
+    by_wh: dict[str, list[AtsItem]] = defaultdict(list)
+    for it in items:
+        by_wh[it.external_location].append(it)
+    for wh, wh_items in sorted(by_wh.items()):
+        for i in range(0, len(wh_items), WB_BATCH):
+            batch = wh_items[i : i + WB_BATCH]
+            res.requests += 1
+            res.batch_sizes.append(len(batch))
+            try:
+                refused = client.put_stocks(
+                    int(wh), [{"chrtId": it.chrt_id, "amount": it.qty} for it in batch]
+                )
+            except ConnectorError as exc:
+                res.errors.append(str(exc))
+                out += [(it, "failed", False, str(exc)[:500]) for it in batch]
+                continue
+            refused_chrt = {int(r["chrtId"]) for r in refused if str(r.get("chrtId", "")).isdigit()}
+            sent = [it for it in batch if it.chrt_id not in refused_chrt]
+            out += [
+                (it, "failed", False, "refused by WB (409)") for it in batch if it.chrt_id in refused_chrt
+            ]
+            try:
+                res.requests += 1
+                actual = client.get_stocks(int(wh), [it.chrt_id for it in sent])
+            except ConnectorError as exc:
+                res.errors.append(f"read-back: {exc}")
+                out += [(it, "unverified", False, "accepted (204); read-back failed") for it in sent]
+                continue
+            for it in sent:
+                got = actual.get(int(it.chrt_id))
+                if got == it.qty:
+                    out.append((it, "pushed", True, None))
+                else:
+                    out.append((it, "failed", False, f"read back {got!r} after setting {it.qty}"))
+    return out
+
+
+def _push_shopify(
+    client, items: list[AtsItem], res: PushResult
+) -> list[tuple[AtsItem, str, bool, str | None]]:
+    out = []
+    for it in items:
+        res.requests += 1
+        res.batch_sizes.append(1)
+        try:
+            level = client.set_inventory(
+                inventory_item_id=int(it.inventory_item_id),
+                location_id=int(it.external_location),
+                available=it.qty,
+            )
+        except ConnectorError as exc:
+            res.errors.append(str(exc))
+            out.append((it, "failed", False, str(exc)[:500]))
+            continue
+        ok = level.get("available") == it.qty
+        out.append(
+            (
+                it,
+                "pushed" if ok else "failed",
+                ok,
+                None if ok else f"store answered {level.get('available')!r}",
+            )
+        )
+    return out

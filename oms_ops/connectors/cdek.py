@@ -1,0 +1,455 @@
+"""CDEK API v2: book shipments, fetch their label and waybill PDFs, poll tracking into the OMS.
+
+* **OAuth**: ``POST /v2/oauth/token`` (client credentials); the token is cached until shortly before
+  ``expires_in`` runs out, and a 401 (``v2_token_expired``) refreshes it once.
+* **Booking** (outbox effect ``carrier.create_shipment``): ``POST /v2/orders`` with ``number`` = our shipment
+  number — CDEK's natural idempotency key. A retry after a timeout (the first attempt may have been taken)
+  meets ``v2_im_number_already_used``; we then look the order up with ``GET /v2/orders?im_number=`` and keep
+  its uuid, so one shipment is booked once. Registration is asynchronous: :func:`sync_bookings` polls
+  ``GET /v2/orders/{uuid}`` until the request is ``SUCCESSFUL`` (tracking number → ``record_carrier_booking``)
+  or ``INVALID`` (the errors are kept and the shipment is quarantined for ops).
+* **Documents**: for every registered booking a waybill (``POST /v2/print/orders``) and a barcode label
+  (``POST /v2/print/barcodes``) are requested, polled until ``READY`` and downloaded into
+  ``connectors.shipment_documents`` (bytea); storing the label moves the shipment to ``label_printed``.
+  Nothing blocks: each step advances what is ready and leaves the rest for the next run.
+* **Tracking**: :func:`poll_tracking` reads the statuses of open bookings and feeds them to
+  ``fulfillment.record_tracking_events`` (idempotent by shipment, code and time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from oms_ops import fulfillment
+from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
+from oms_ops.outbox import jsonb
+from oms_ops.quarantine import quarantine_many
+
+log = logging.getLogger("oms.connectors.cdek")
+CARRIER = "cdek"
+TOKEN_MARGIN_S = 60.0
+DEFAULT_TARIFF = {"courier": 137, "pickup_point": 136, "store_pickup": 136}
+FINAL_CODES = frozenset({"DELIVERED", "REMOVED", "RETURNED_TO_SENDER"})
+FINAL_SHIPMENT_STATES = ("delivered", "picked_up", "returned_to_sender")
+
+
+class CdekClient(ApiClient):
+    api = "CDEK API"
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        policy: RetryPolicy | None = None,
+        rate: float | None = 20.0,
+        **kw: Any,
+    ) -> None:
+        super().__init__(base_url, policy=policy, rate=rate, **kw)
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self._token: str | None = None
+        self._expires: float = 0.0
+        self._in_token = False
+        self.token_requests = 0
+
+    @classmethod
+    def from_endpoint(cls, ep, **kw) -> CdekClient:
+        return cls(ep.base_url, ep.get("client_id"), ep.get("client_secret"), **kw)
+
+    # -- auth -------------------------------------------------------------------------------------------
+    def token(self) -> str:
+        now = self.policy.clock()
+        if self._token and now < self._expires:
+            return self._token
+        self._token = None
+        r = self.request(
+            "POST",
+            "/v2/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+            },
+            idempotent=True,
+        )
+        body = r.json()
+        self.token_requests += 1
+        self._token = body["access_token"]
+        self._expires = now + max(float(body.get("expires_in", 3599)) - TOKEN_MARGIN_S, 1.0)
+        return self._token
+
+    def auth_headers(self) -> dict[str, str]:
+        if self._in_token:  # the token request itself carries no bearer
+            return {}
+        self._in_token = True
+        try:
+            return {"Authorization": f"Bearer {self.token()}"}
+        finally:
+            self._in_token = False
+
+    def on_unauthorized(self, response) -> bool:
+        if self._token is None:
+            return False
+        self._token = None  # expired or revoked: get a new one and retry once
+        return True
+
+    # -- orders -----------------------------------------------------------------------------------------
+    def create_order(self, payload: dict) -> tuple[str, bool]:
+        """Register an order. Returns (uuid, duplicate) — duplicate when ``number`` was already booked."""
+        try:
+            r = self.request("POST", "/v2/orders", json=payload, expect=(200, 201, 202), idempotent=True)
+        except ApiError as exc:
+            codes = _error_codes(exc.body)
+            if exc.status == 400 and "v2_im_number_already_used" in codes:
+                found = self.find_by_number(payload["number"])
+                if found is not None:
+                    return found["entity"]["uuid"], True
+            raise
+        return r.json()["entity"]["uuid"], False
+
+    def get_order(self, uuid: str) -> dict:
+        return self.request("GET", f"/v2/orders/{uuid}").json()
+
+    def find_by_number(self, number: str) -> dict | None:
+        r = self.request("GET", "/v2/orders", params={"im_number": number}, allow=(404,))
+        return None if r.status_code == 404 else r.json()
+
+    # -- print forms ------------------------------------------------------------------------------------
+    def request_print(
+        self, kind: str, order_uuids: list[str], *, copy_count: int = 1, page_format: str = "A6"
+    ) -> str:
+        """kind 'label' (``/v2/print/barcodes``) or 'waybill' (``/v2/print/orders``) → print form uuid."""
+        body: dict[str, Any] = {"orders": [{"order_uuid": u} for u in order_uuids], "copy_count": copy_count}
+        if kind == "label":
+            body["format"] = page_format
+        r = self.request(
+            "POST", f"/v2/print/{_print_path(kind)}", json=body, expect=(200, 202), idempotent=True
+        )
+        return r.json()["entity"]["uuid"]
+
+    def get_print(self, kind: str, uuid: str) -> dict:
+        return self.request("GET", f"/v2/print/{_print_path(kind)}/{uuid}").json()["entity"]
+
+    def download(self, url: str) -> bytes:
+        return self.request("GET", url, expect=(200,)).content
+
+
+def _print_path(kind: str) -> str:
+    return {"label": "barcodes", "waybill": "orders"}[kind]
+
+
+def _error_codes(body: Any) -> set[str]:
+    codes = set()
+    if isinstance(body, dict):
+        for req in body.get("requests") or []:
+            for err in req.get("errors") or []:
+                if isinstance(err, dict) and err.get("code"):
+                    codes.add(err["code"])
+    return codes
+
+
+def _create_request(order: dict) -> dict:
+    for req in order.get("requests") or []:
+        if req.get("type") == "CREATE":
+            return req
+    return {}
+
+
+# -- booking --------------------------------------------------------------------------------------------------
+def build_order_request(conn: psycopg.Connection, payload: dict, *, fallback_phone: str) -> dict:
+    """CDEK ``POST /v2/orders`` body for an outbox ``carrier.create_shipment`` payload."""
+    origin = payload["from_location_code"]
+    point = conn.execute(
+        "SELECT external_id FROM connectors.channel_locations WHERE system = 'cdek' AND location_code = %s AND active",
+        (origin,),
+    ).fetchone()
+    loc = conn.execute("SELECT name, city FROM oms.locations WHERE location_code = %s", (origin,)).fetchone()
+    skus = [i["sku"] for i in payload.get("items") or []]
+    products = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT sku, name, weight_g, price FROM oms.products WHERE sku = ANY(%s)", (skus,)
+        ).fetchall()
+    }
+    cod = Decimal(str(payload.get("cod_amount") or 0)) > 0
+    items = []
+    for i in payload.get("items") or []:
+        name, weight, price = products.get(i["sku"], (i["sku"], 100, Decimal(0)))
+        items.append(
+            {
+                "name": name,
+                "ware_key": i["sku"],
+                "amount": int(i["qty"]),
+                "weight": max(int(weight or 1), 1),
+                "cost": float(price),
+                "payment": {"value": float(price) if cod else 0},
+            }
+        )
+    weight = int(payload.get("weight_g") or sum(it["weight"] * it["amount"] for it in items) or 100)
+    method = payload.get("delivery_method") or "courier"
+    service = str(payload.get("service_code") or "")
+    tariff = int(service) if service.isdigit() else DEFAULT_TARIFF.get(method, 137)
+    recipient = payload.get("recipient") or {}
+    to = payload.get("to") or {}
+    if method != "courier" and payload.get("pickup_location_code"):
+        pp = conn.execute(
+            "SELECT name, city FROM oms.locations WHERE location_code = %s",
+            (payload["pickup_location_code"],),
+        ).fetchone()
+        if pp:
+            to = {"city": pp[1], "address": f"{pp[0]}, {pp[1]}"}
+    to_location = {
+        k: v for k, v in {"city": to.get("city"), "address": to.get("address") or to.get("city")}.items() if v
+    }
+    body: dict[str, Any] = {
+        "type": 1,
+        "number": payload["shipment_number"],
+        "tariff_code": tariff,
+        "comment": f"OMS {payload.get('order_number')}",
+        "recipient": {
+            "name": recipient.get("name") or f"Покупатель {payload.get('order_number')}",
+            "phones": [{"number": recipient.get("phone") or fallback_phone}],
+            **({"email": recipient["email"]} if recipient.get("email") else {}),
+        },
+        "to_location": to_location or {"address": to.get("region") or ""},
+        "packages": [{"number": f"{payload['shipment_number']}-1", "weight": weight, "items": items}],
+    }
+    if point:
+        body["shipment_point"] = point[0]
+    else:
+        body["from_location"] = {
+            "address": f"{loc[0]}, {loc[1]}" if loc else origin,
+            "city": loc[1] if loc else None,
+        }
+    return body
+
+
+def book_shipment(
+    conn: psycopg.Connection,
+    client: CdekClient,
+    payload: dict,
+    *,
+    fallback_phone: str,
+    actor: str = "connector:cdek",
+) -> dict:
+    """Book one shipment (idempotent: a shipment with a booking row is not booked again)."""
+    sid = int(payload["shipment_id"])
+    row = conn.execute(
+        "SELECT carrier_uuid FROM connectors.carrier_bookings WHERE shipment_id = %s", (sid,)
+    ).fetchone()
+    if row:
+        return {"uuid": row[0], "duplicate": True}
+    request = build_order_request(conn, payload, fallback_phone=fallback_phone)
+    uuid, duplicate = client.create_order(request)
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO connectors.carrier_bookings (shipment_id, carrier_code, carrier_uuid, request_state)
+               VALUES (%s, %s, %s, 'ACCEPTED') ON CONFLICT (shipment_id) DO NOTHING""",
+            (sid, CARRIER, uuid),
+        )
+        fulfillment.record_carrier_booking(conn, sid, actor=actor, carrier_shipment_id=uuid)
+    return {"uuid": uuid, "duplicate": duplicate}
+
+
+# -- registration, documents ----------------------------------------------------------------------------------
+def sync_bookings(
+    conn: psycopg.Connection,
+    client: CdekClient,
+    *,
+    label_format: str = "A6",
+    actor: str = "connector:cdek",
+    limit: int = 500,
+) -> dict[str, int]:
+    """Advance every open booking one step: registration → print requests → PDFs stored → label_printed."""
+    counts = {"registered": 0, "invalid": 0, "prints_requested": 0, "documents": 0, "labels_printed": 0}
+    pending = conn.execute(
+        """SELECT shipment_id, carrier_uuid FROM connectors.carrier_bookings
+           WHERE carrier_code = %s AND request_state IN ('ACCEPTED', 'WAITING') ORDER BY shipment_id LIMIT %s""",
+        (CARRIER, limit),
+    ).fetchall()
+    for sid, uuid in pending:
+        order = client.get_order(uuid)
+        req = _create_request(order)
+        state = req.get("state") or "ACCEPTED"
+        if state == "SUCCESSFUL":
+            number = (order.get("entity") or {}).get("cdek_number")
+            with conn.transaction():
+                conn.execute(
+                    """UPDATE connectors.carrier_bookings SET request_state = 'SUCCESSFUL', tracking_number = %s,
+                              updated_at = now() WHERE shipment_id = %s""",
+                    (number, sid),
+                )
+                fulfillment.record_carrier_booking(conn, sid, actor=actor, tracking_number=number)
+            counts["registered"] += 1
+        elif state == "INVALID":
+            errors = req.get("errors") or []
+            with conn.transaction():
+                conn.execute(
+                    """UPDATE connectors.carrier_bookings SET request_state = 'INVALID', errors = %s, final = true,
+                              updated_at = now() WHERE shipment_id = %s""",
+                    (jsonb(errors), sid),
+                )
+                quarantine_many(
+                    conn,
+                    [
+                        (
+                            f"carrier:{CARRIER}",
+                            str(sid),
+                            {"shipment_id": sid, "uuid": uuid, "errors": errors},
+                            "carrier refused the booking: "
+                            + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors),
+                        )
+                    ],
+                )
+            counts["invalid"] += 1
+        else:  # still ACCEPTED / WAITING
+            conn.execute(
+                "UPDATE connectors.carrier_bookings SET request_state = %s, updated_at = now() "
+                "WHERE shipment_id = %s AND request_state <> %s",
+                (state, sid, state),
+            )
+    # print forms for registered bookings
+    need = conn.execute(
+        """SELECT b.shipment_id, b.carrier_uuid, b.waybill_print_uuid, b.label_print_uuid,
+                  (SELECT array_agg(kind) FROM connectors.shipment_documents d WHERE d.shipment_id = b.shipment_id)
+           FROM connectors.carrier_bookings b
+           WHERE b.carrier_code = %s AND b.request_state = 'SUCCESSFUL'
+             AND (SELECT count(*) FROM connectors.shipment_documents d WHERE d.shipment_id = b.shipment_id) < 2
+           ORDER BY b.shipment_id LIMIT %s""",
+        (CARRIER, limit),
+    ).fetchall()
+    for sid, uuid, waybill_uuid, label_uuid, have in need:
+        have = set(have or ())
+        for kind, print_uuid, column in (
+            ("waybill", waybill_uuid, "waybill_print_uuid"),
+            ("label", label_uuid, "label_print_uuid"),
+        ):
+            if kind in have:
+                continue
+            if print_uuid is None:
+                print_uuid = client.request_print(
+                    kind, [uuid], page_format=label_format, copy_count=2 if kind == "waybill" else 1
+                )
+                _set_print_uuid(conn, sid, column, print_uuid)
+                counts["prints_requested"] += 1
+                continue
+            entity = client.get_print(kind, print_uuid)
+            status = (entity.get("statuses") or [{}])[0].get("code")
+            if entity.get("url"):
+                pdf = client.download(entity["url"])
+                if _store_document(conn, sid, kind, print_uuid, pdf, actor):
+                    counts["documents"] += 1
+                    counts["labels_printed"] += kind == "label"
+            elif status == "INVALID":  # ask again next run
+                _set_print_uuid(conn, sid, column, None)
+    return counts
+
+
+def _set_print_uuid(conn: psycopg.Connection, sid: int, column: str, value: str | None) -> None:
+    conn.execute(
+        sql.SQL(
+            "UPDATE connectors.carrier_bookings SET {} = %s, updated_at = now() WHERE shipment_id = %s"
+        ).format(sql.Identifier(column)),
+        (value, sid),
+    )
+
+
+def _store_document(
+    conn: psycopg.Connection, sid: int, kind: str, print_uuid: str, pdf: bytes, actor: str
+) -> bool:
+    if not pdf.startswith(b"%PDF"):
+        raise ApiError(CdekClient.api, f"download {kind} {print_uuid}", "not a PDF")
+    with conn.transaction():
+        row = conn.execute(
+            """INSERT INTO connectors.shipment_documents (shipment_id, kind, carrier_code, print_uuid, content,
+                                                         sha256, size_bytes)
+               VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (shipment_id, kind) DO NOTHING RETURNING document_id""",
+            (sid, kind, CARRIER, print_uuid, pdf, hashlib.sha256(pdf).hexdigest(), len(pdf)),
+        ).fetchone()
+        if row and kind == "label":
+            state = conn.execute("SELECT state FROM oms.shipments WHERE shipment_id = %s", (sid,)).fetchone()[
+                0
+            ]
+            if state == "created":
+                fulfillment.mark_label_printed(conn, [sid], actor=actor)
+    return row is not None
+
+
+def document(conn: psycopg.Connection, shipment_id: int, kind: str = "label") -> bytes | None:
+    """The stored PDF of a shipment (for dashboards: ``st.download_button(data=document(...))``)."""
+    row = conn.execute(
+        "SELECT content FROM connectors.shipment_documents WHERE shipment_id = %s AND kind = %s",
+        (shipment_id, kind),
+    ).fetchone()
+    return bytes(row[0]) if row else None
+
+
+# -- tracking -------------------------------------------------------------------------------------------------
+def _parse_cdek_time(value: str) -> datetime:
+    # CDEK: 2025-03-03T08:00:00+0000
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
+
+
+def poll_tracking(
+    conn: psycopg.Connection, client: CdekClient, *, actor: str = "carrier:cdek", limit: int = 1000
+) -> fulfillment.TrackingResult:
+    """Read the statuses of open, registered bookings and record them as tracking events."""
+    rows = conn.execute(
+        """SELECT b.shipment_id, b.carrier_uuid, b.tracking_number FROM connectors.carrier_bookings b
+           JOIN oms.shipments s USING (shipment_id)
+           WHERE b.carrier_code = %s AND b.request_state = 'SUCCESSFUL' AND NOT b.final
+           ORDER BY b.shipment_id LIMIT %s""",
+        (CARRIER, limit),
+    ).fetchall()
+    events: list[fulfillment.TrackingEvent] = []
+    last: dict[int, tuple[str, datetime]] = {}
+    for sid, uuid, tracking in rows:
+        entity = client.get_order(uuid).get("entity") or {}
+        for st in entity.get("statuses") or []:
+            try:
+                at = _parse_cdek_time(st["date_time"])
+            except (KeyError, ValueError):
+                continue
+            events.append(
+                fulfillment.TrackingEvent(
+                    CARRIER,
+                    st["code"],
+                    at,
+                    tracking_number=tracking,
+                    shipment_id=sid,
+                    status_name=st.get("name"),
+                    city=st.get("city"),
+                )
+            )
+            if sid not in last or at >= last[sid][1]:
+                last[sid] = (st["code"], at)
+    result = (
+        fulfillment.record_tracking_events(conn, events, actor=actor)
+        if events
+        else fulfillment.TrackingResult()
+    )
+    if last:
+        with conn.transaction():
+            conn.execute(
+                """UPDATE connectors.carrier_bookings b SET last_status_code = t.code, last_status_at = t.at,
+                          final = t.code = ANY(%s) OR s.state = ANY(%s), updated_at = now()
+                   FROM unnest(%s::int8[], %s::text[], %s::timestamptz[]) AS t(id, code, at), oms.shipments s
+                   WHERE b.shipment_id = t.id AND s.shipment_id = t.id""",
+                (
+                    list(FINAL_CODES),
+                    list(FINAL_SHIPMENT_STATES),
+                    list(last),
+                    [v[0] for v in last.values()],
+                    [v[1] for v in last.values()],
+                ),
+            )
+    return result

@@ -1,0 +1,50 @@
+"""What an ingestion run reports, and the hooks tests use to simulate a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from oms_ops.connectors.normalize import NormalizeResult, normalize_pending
+
+
+@dataclass
+class IngestResult:
+    """One run of a channel connector: what came over the wire and what the OMS made of it."""
+
+    channel: str
+    pages: int = 0
+    fetched: int = 0  # records received (duplicates inside pages included)
+    new_raw: int = 0  # raw rows that were new
+    rejected: int = 0  # records unusable at fetch time (no id): quarantined with the page
+    cursor: dict | None = None
+    normalized: NormalizeResult = field(default_factory=NormalizeResult)
+    notes: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "pages": self.pages,
+            "fetched": self.fetched,
+            "new_raw": self.new_raw,
+            "rejected_at_fetch": self.rejected,
+            **{f"normalized_{k}": v for k, v in self.normalized.as_dict().items()},
+        }
+
+
+#: Called after a page was fetched and before it is stored; tests raise in it to simulate a crash there.
+PageHook = Callable[[int, list], None]
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def normalize_stored(conn, channel: str, page, res: IngestResult) -> None:
+    """Count what the page's own transaction normalised; when it could not (older rows pending, or the
+    normaliser failed on it), sweep the pending rows now."""
+    if page.normalized is not None:
+        res.normalized.add(page.normalized)
+    elif page.rows:
+        res.normalized.add(normalize_pending(conn, channel))

@@ -1,0 +1,373 @@
+"""From raw channel payloads to A's NormalizedOrder, in one transaction per batch.
+
+``normalize_pending`` takes the oldest raw rows of a channel that were not normalised yet (``FOR UPDATE SKIP
+LOCKED``, so two runs never take the same rows), maps each with the channel's mapper (pydantic models of the
+channel shape → a NormalizedOrder mapping), hands the orders to ``oms_ops.orders.accept_orders``, applies
+channel cancellations through ``cancel_orders``, quarantines what cannot be mapped (with the reason and the
+payload as received) and marks every row it took as normalised — all in the same transaction, so a row is
+either fully handled or not at all.
+
+Several raw rows of one order (the channel said different things over time, e.g. a posting and later its
+cancellation) are folded: the order is created from the first usable version, and the latest version
+decides whether it is cancelled. A channel order first seen already cancelled is not created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from oms_ops.orders import NormalizedOrder, accept_orders, cancel_orders
+from oms_ops.quarantine import quarantine_many
+
+#: Order states in which a channel cancellation still cancels the order (later, it has shipped).
+CANCELLABLE_STATES = (
+    "new",
+    "on_hold",
+    "backordered",
+    "partially_allocated",
+    "allocated",
+    "picking",
+    "packed",
+)
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """What a channel mapper made of one payload."""
+
+    external_id: str | None
+    order: dict | None = None  # a NormalizedOrder-shaped mapping (validated by accept_orders' model)
+    cancelled: bool = False  # the channel says the order is cancelled
+    skip: str | None = None  # not an order (e.g. a POS return receipt): kept raw, nothing created
+    error: str | None = None  # cannot be mapped: quarantined with this reason
+
+
+@dataclass
+class MappingContext:
+    """Lookups a mapper needs, read once per batch from the connectors' mapping tables."""
+
+    locations: dict[str, dict[str, str]] = field(default_factory=dict)  # system → external id → location
+    hubs: dict[str, str] = field(default_factory=dict)  # pickup point hub → own pickup point
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection) -> MappingContext:
+        ctx = cls()
+        for system, loc, ext in conn.execute(
+            "SELECT system, location_code, external_id FROM connectors.channel_locations WHERE active"
+        ).fetchall():
+            ctx.locations.setdefault(system, {})[str(ext)] = loc
+        ctx.hubs = dict(
+            conn.execute("SELECT hub, location_code FROM connectors.pickup_point_hubs").fetchall()
+        )
+        return ctx
+
+    def location(self, system: str, external_id: Any) -> str | None:
+        return self.locations.get(system, {}).get(str(external_id))
+
+    def pickup_point(self, code: str | None) -> str | None:
+        """The own pickup point standing in for a carrier pickup point code ("MSK123" → hub MSK)."""
+        if not code:
+            return None
+        hub = "".join(ch for ch in code if ch.isalpha())[:3].upper()
+        return self.hubs.get(hub)
+
+
+Mapper = Callable[[Mapping[str, Any], MappingContext], Mapped]
+
+
+def validation_text(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+
+
+def normalize_phone(raw: str | None) -> str | None:
+    """Russian phone numbers typed any way (8 (916) 123-45-67, +7(916)1234567, 9161234567) → +79161234567.
+    Anything that is not 10 national digits is kept as typed (a human will look at it)."""
+    if not raw:
+        return None
+    digits = re.sub(r"\D", "", raw)
+    if len(digits) == 11 and digits[0] in "78":
+        digits = digits[1:]
+    if len(digits) == 10:
+        return "+7" + digits
+    return raw.strip() or None
+
+
+def delivery_fields(
+    ctx: MappingContext,
+    method: str,
+    *,
+    pickup_point_code: str | None,
+    store_code: str | None,
+    address: str | None,
+) -> dict[str, Any]:
+    """Delivery method and pickup location in the OMS's terms.
+
+    store_pickup: the store (POS/WMS store code → OMS location). pickup_point: the seller's own pickup point
+    of the carrier point's city (``connectors.pickup_point_hubs``); a city without one becomes a courier
+    delivery to the pickup point's address, which is what the parcel physically is.
+    """
+    if method == "store_pickup":
+        loc = ctx.location("pos", store_code) or ctx.location("wms", store_code)
+        if loc:
+            return {"delivery_method": "store_pickup", "pickup_location_code": loc}
+        return {
+            "delivery_method": "store_pickup",
+            "pickup_location_code": store_code,
+        }  # accept_orders says why
+    if method == "pickup_point":
+        loc = ctx.pickup_point(pickup_point_code)
+        if loc:
+            return {"delivery_method": "pickup_point", "pickup_location_code": loc}
+        where = f"пункт выдачи {pickup_point_code}" if pickup_point_code else "пункт выдачи"
+        return {"delivery_method": "courier", "address": f"{where}; {address}" if address else where}
+    return {"delivery_method": "courier"}
+
+
+# -- the batch ------------------------------------------------------------------------------------------------
+@dataclass
+class NormalizeResult:
+    rows: int = 0
+    accepted: int = 0
+    on_hold: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+    order_ids: list[int] = field(default_factory=list, repr=False)
+
+    def add(self, other: NormalizeResult) -> None:
+        for name in ("rows", "accepted", "on_hold", "duplicates", "quarantined", "cancelled", "skipped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.order_ids.extend(other.order_ids)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k)
+            for k in ("rows", "accepted", "on_hold", "duplicates", "quarantined", "cancelled", "skipped")
+        }
+
+
+def mapper_for(channel: str) -> Mapper:
+    from oms_ops.connectors import callcentre, ozon, pos, webstore, wildberries
+
+    return {
+        "ozon": ozon.map_posting,
+        "wildberries": wildberries.map_order,
+        "webstore": webstore.map_order,
+        "offline": pos.map_receipt,
+        "callcentre": callcentre.map_order,
+    }[channel]
+
+
+def normalize_pending(
+    conn: psycopg.Connection,
+    channel: str,
+    *,
+    mapper: Mapper | None = None,
+    batch_size: int = 5000,
+    max_batches: int | None = None,
+    actor: str | None = None,
+) -> NormalizeResult:
+    """Normalise every pending raw row of ``channel``, ``batch_size`` rows per transaction."""
+    mapper = mapper or mapper_for(channel)
+    total = NormalizeResult()
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        res = _normalize_batch(conn, channel, mapper, batch_size, actor or f"connector:{channel}")
+        batches += 1
+        total.add(res)
+        if res.rows < batch_size:
+            break
+    return total
+
+
+def _lock_channel(conn: psycopg.Connection, channel: str) -> None:
+    """One normaliser per channel at a time (transaction-scoped): versions of an order are then handled in
+    the order they were received, so a cancellation can never be overtaken by the version it cancels."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('oms.normalize'), hashtext(%s))", (channel,))
+
+
+def unused_fields(channel: str) -> list[str]:
+    """Top-level payload keys the channel's mapper never reads: left in Postgres when reading back."""
+    from oms_ops.connectors import ozon, webstore, wildberries
+
+    return list(
+        {
+            "ozon": ozon.UNUSED_FIELDS,
+            "wildberries": wildberries.UNUSED_FIELDS,
+            "webstore": webstore.UNUSED_FIELDS,
+        }.get(channel, ())
+    )
+
+
+def _normalize_batch(conn, channel, mapper, batch_size, actor) -> NormalizeResult:
+    with conn.transaction():
+        # the channel lock makes row locks unnecessary: only normalisers write normalized_at
+        _lock_channel(conn, channel)
+        rows = conn.execute(
+            """SELECT raw_id, external_id, payload - %s::text[] FROM raw.channel_orders
+               WHERE channel_code = %s AND normalized_at IS NULL
+               ORDER BY raw_id LIMIT %s""",
+            (unused_fields(channel), channel, batch_size),
+        ).fetchall()
+        return _process(conn, channel, mapper, rows, actor, projected=True)
+
+
+def lock_for_inline(conn: psycopg.Connection, channel: str) -> bool:
+    """Take the channel's normaliser lock (inside a transaction); True when no older row of the channel is
+    pending, i.e. a page being stored may be normalised right away without overtaking anything."""
+    _lock_channel(conn, channel)
+    older = conn.execute(
+        "SELECT 1 FROM raw.channel_orders WHERE channel_code = %s AND normalized_at IS NULL LIMIT 1",
+        (channel,),
+    ).fetchone()
+    return older is None
+
+
+def process_stored(
+    conn: psycopg.Connection, channel: str, rows: Sequence[tuple[int, str, Any]], *, actor: str | None = None
+) -> NormalizeResult:
+    """Normalise rows being stored in this transaction (already marked normalised on insert), from the
+    payloads in memory — no read-back. Call after :func:`lock_for_inline` returned True."""
+    return _process(
+        conn, channel, mapper_for(channel), list(rows), actor or f"connector:{channel}", mark=False
+    )
+
+
+def _process(
+    conn, channel, mapper, rows, actor, *, mark: bool = True, projected: bool = False
+) -> NormalizeResult:
+    """Map, accept, quarantine, cancel and mark ``rows`` (inside the caller's transaction)."""
+    res = NormalizeResult()
+    if not rows:
+        return res
+    res.rows = len(rows)
+    ctx = MappingContext.load(conn)
+    first_open: dict[str, NormalizedOrder] = {}
+    latest_cancelled: dict[str, bool] = {}
+    bad: list[tuple[int, str | None, Any, str]] = []  # (raw_id, external id, payload, reason)
+    for raw_id, ext, payload in rows:
+        try:
+            m = mapper(payload, ctx)
+        except ValidationError as exc:
+            m = Mapped(ext, error=validation_text(exc))
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            m = Mapped(ext, error=f"cannot map payload: {type(exc).__name__}: {exc}")
+        key = m.external_id or ext
+        if m.error:
+            bad.append((raw_id, key, payload, m.error))
+            continue
+        if m.skip:
+            res.skipped += 1
+            continue
+        latest_cancelled[key] = m.cancelled
+        if m.order is None or key in first_open:
+            continue
+        if m.cancelled:
+            continue  # first seen cancelled: nothing to create (a later open version may still come)
+        try:
+            first_open[key] = NormalizedOrder.model_validate({**m.order, "raw_id": raw_id})
+        except ValidationError as exc:
+            bad.append((raw_id, key, payload, validation_text(exc)))
+    if first_open:
+        accepted = accept_orders(conn, list(first_open.values()), actor=actor, source=channel)
+        res.accepted = len(accepted.ids)
+        res.on_hold = len(accepted.on_hold)
+        res.duplicates = len(accepted.duplicates)
+        res.quarantined += len(accepted.quarantined)
+        res.order_ids = accepted.accepted
+    if bad:
+        full = {}
+        if projected:  # quarantine keeps the payload as received, not the projection we mapped
+            full = dict(
+                conn.execute(
+                    "SELECT raw_id, payload FROM raw.channel_orders WHERE raw_id = ANY(%s)",
+                    ([b[0] for b in bad],),
+                ).fetchall()
+            )
+        quarantine_many(conn, [(channel, key, full.get(rid, payload), why) for rid, key, payload, why in bad])
+        res.quarantined += len(bad)
+    to_cancel = sorted(k for k, c in latest_cancelled.items() if c)
+    if to_cancel:
+        res.cancelled = cancel_channel_orders(conn, channel, to_cancel, actor=actor)
+    if mark:
+        conn.execute(
+            "UPDATE raw.channel_orders SET normalized_at = now() WHERE raw_id = ANY(%s) AND normalized_at IS NULL",
+            ([r[0] for r in rows],),
+        )
+    return res
+
+
+def cancel_channel_orders(
+    conn: psycopg.Connection,
+    channel: str,
+    external_ids: Sequence[str],
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> int:
+    """Cancel the OMS orders of channel orders the channel cancelled, where that is still possible (inside or
+    outside a transaction). Orders already shipped / cancelled are left alone. Returns how many."""
+    rows = conn.execute(
+        """SELECT order_id FROM oms.orders WHERE channel_code = %s AND external_id = ANY(%s)
+           AND state = ANY(%s) ORDER BY order_id""",
+        (channel, list(external_ids), list(CANCELLABLE_STATES)),
+    ).fetchall()
+    ids = [r[0] for r in rows]
+    if not ids:
+        return 0
+    cancel_orders(conn, ids, reason=reason or f"cancelled in {channel}", actor=actor)
+    return len(ids)
+
+
+def replay_quarantined(
+    conn: psycopg.Connection, quarantine_ids: Sequence[int], *, actor: str
+) -> NormalizeResult:
+    """Re-run open quarantined channel payloads (source = a channel code) through their mapper after a fix
+    (a mapping row, a catalog entry, a mapper bug fixed). Rows whose order now exists (or existed) are
+    closed as 'replayed'; rows that still fail stay open with their reason (no new quarantine rows)."""
+    from oms_ops.connectors.state import canonical_json, payload_sha256
+    from oms_ops.quarantine import resolve
+
+    rows = conn.execute(
+        """SELECT quarantine_id, source, external_id, payload FROM raw.quarantine
+           WHERE quarantine_id = ANY(%s) AND state = 'open' ORDER BY quarantine_id""",
+        (list(quarantine_ids),),
+    ).fetchall()
+    res = NormalizeResult(rows=len(rows))
+    ctx = MappingContext.load(conn)
+    known_channels = {r[0] for r in conn.execute("SELECT channel_code FROM oms.channels WHERE active")}
+    known_locations = {r[0] for r in conn.execute("SELECT location_code FROM oms.locations")}
+    orders: dict[int, NormalizedOrder] = {}
+    for qid, source, _ext, payload in rows:
+        try:
+            m = mapper_for(source)(payload, ctx)
+            if m.error or m.order is None:
+                continue
+            raw = conn.execute(
+                "SELECT raw_id FROM raw.channel_orders WHERE channel_code = %s AND payload_hash = %s LIMIT 1",
+                (source, payload_sha256(canonical_json(payload))),
+            ).fetchone()
+            order = NormalizedOrder.model_validate({**m.order, "raw_id": raw[0] if raw else None})
+        except (KeyError, ValidationError, TypeError, ValueError, ArithmeticError):
+            continue
+        if order.channel_code in known_channels and (
+            not order.pickup_location_code or order.pickup_location_code in known_locations
+        ):
+            orders[qid] = order
+    if orders:
+        with conn.transaction():
+            accepted = accept_orders(conn, list(orders.values()), actor=actor, source="replay")
+            res.accepted = len(accepted.ids)
+            res.duplicates = len(accepted.duplicates)
+            res.order_ids = accepted.accepted
+            resolve(conn, sorted(orders), state="replayed", actor=actor)
+    return res

@@ -1,0 +1,233 @@
+"""The outbox drain: deliver the effects the domain wrote to ``oms.outbox``, exactly once in effect.
+
+Claimed with A's ``outbox.claim`` (``FOR UPDATE SKIP LOCKED`` + a lease, so parallel drains never take the
+same row and a dead drain's rows come back), dispatched by effect, then:
+
+* success → the outcome is written to ``connectors.effect_log`` (keyed by the idempotency key) and the outbox
+  row completed, in one transaction;
+* failure → ``outbox.fail``: retried later with exponential back-off, ``dead`` after ``max_attempts`` (ops see
+  it with its last error).
+
+Exactly once: before calling out, the drain looks for the key in ``effect_log`` (a drain that died after the
+call but before completing the row does not call again); and every call is itself idempotent on the far side
+for the window in between — CDEK dedupes by ``number`` (= our shipment number), WB cancels / supply moves
+are no-ops the second time, refunds are recorded by their idempotency key.
+
+Effects handled:
+
+| effect | what happens |
+|---|---|
+| ``carrier.create_shipment`` | carrier ``cdek``: ``cdek.book_shipment``; another carrier (own courier): no API, recorded as skipped |
+| ``channel.order_status`` | Wildberries: ``cancelled`` → cancel the assembly task; ``shipped`` → add it to today's supply. Other channels have no status call in this integration (Ozon ship/label and Shopify fulfilments are not simulated): marked done with a note |
+| ``payment.refund`` | no payment provider is integrated: the refund is recorded (``effect_log``) and reported succeeded through ``payments.record_refund_status``, so the order's payment status follows |
+| ``notify.customer`` | recorded (``effect_log``) and logged; a mail/SMS gateway plugs in here |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from oms_ops import outbox
+from oms_ops.connectors.config import ConnectorSettings, NotConfigured
+from oms_ops.connectors.http import ConnectorError
+from oms_ops.connectors.state import get_cursor, set_cursor
+from oms_ops.errors import OmsError
+from oms_ops.outbox import jsonb
+
+log = logging.getLogger("oms.connectors.outbox")
+HANDLED = ("carrier.create_shipment", "channel.order_status", "payment.refund", "notify.customer")
+DEFAULT_FALLBACK_PHONE = "+70000000000"
+
+
+@dataclass
+class DrainResult:
+    claimed: int = 0
+    done: int = 0
+    already_done: int = 0
+    failed: int = 0
+    dead: int = 0
+    by_effect: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "claimed": self.claimed,
+            "done": self.done,
+            "already_done": self.already_done,
+            "failed": self.failed,
+            "dead": self.dead,
+            "by_effect": dict(self.by_effect),
+        }
+
+
+class Clients:
+    """External clients built on first use from the connector settings (closed by :meth:`close`)."""
+
+    def __init__(self, settings: ConnectorSettings, **client_kw: Any) -> None:
+        self.settings = settings
+        self.client_kw = client_kw
+        self._made: dict[str, Any] = {}
+
+    def get(self, system: str):
+        if system not in self._made:
+            from oms_ops.connectors.cdek import CdekClient
+            from oms_ops.connectors.ozon import OzonClient
+            from oms_ops.connectors.webstore import ShopifyClient
+            from oms_ops.connectors.wildberries import WildberriesClient
+            from oms_ops.connectors.wms import WmsClient
+
+            cls = {
+                "cdek": CdekClient,
+                "wildberries": WildberriesClient,
+                "ozon": OzonClient,
+                "shopify": ShopifyClient,
+                "wms": WmsClient,
+            }[system]
+            self._made[system] = cls.from_endpoint(self.settings.endpoint(system), **self.client_kw)
+        return self._made[system]
+
+    def put(self, system: str, client: Any) -> None:
+        self._made[system] = client
+
+    def close(self) -> None:
+        for c in self._made.values():
+            c.close()
+        self._made.clear()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def drain_outbox(
+    conn: psycopg.Connection,
+    clients: Clients,
+    *,
+    effects: tuple[str, ...] = HANDLED,
+    limit: int = 1000,
+    batch: int = 100,
+    max_attempts: int = 8,
+    backoff_seconds: float = 30.0,
+    fallback_phone: str = DEFAULT_FALLBACK_PHONE,
+    actor: str = "outbox",
+) -> DrainResult:
+    """Deliver up to ``limit`` due effects."""
+    res = DrainResult()
+    while res.claimed < limit:
+        items = outbox.claim(conn, effects=list(effects), limit=min(batch, limit - res.claimed))
+        if not items:
+            break
+        res.claimed += len(items)
+        for item in items:
+            if conn.execute(
+                "SELECT 1 FROM connectors.effect_log WHERE idempotency_key = %s", (item.idempotency_key,)
+            ).fetchone():
+                outbox.complete(conn, [item.outbox_id])
+                res.already_done += 1
+                continue
+            try:
+                outcome, note, result = _dispatch(
+                    conn, clients, item, fallback_phone=fallback_phone, actor=actor
+                )
+            except (ConnectorError, NotConfigured, OmsError, KeyError, ValueError, TypeError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                state = outbox.fail(
+                    conn, item.outbox_id, error, max_attempts=max_attempts, backoff_seconds=backoff_seconds
+                )
+                res.errors.append(f"{item.effect} {item.idempotency_key}: {error}")
+                if state == "dead":
+                    res.dead += 1
+                    log.error(
+                        "outbox %s (%s) is dead after %d attempts: %s",
+                        item.outbox_id,
+                        item.effect,
+                        item.attempts,
+                        error,
+                    )
+                else:
+                    res.failed += 1
+                continue
+            with conn.transaction():
+                conn.execute(
+                    """INSERT INTO connectors.effect_log (idempotency_key, effect, outbox_id, outcome, note, result)
+                       VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING""",
+                    (item.idempotency_key, item.effect, item.outbox_id, outcome, note, jsonb(result)),
+                )
+                outbox.complete(conn, [item.outbox_id])
+            res.done += 1
+            res.by_effect[item.effect] += 1
+    return res
+
+
+def _dispatch(conn, clients: Clients, item: outbox.OutboxItem, *, fallback_phone: str, actor: str):
+    p = item.payload
+    if item.effect == "carrier.create_shipment":
+        carrier = p.get("carrier_code")
+        if carrier == "cdek":
+            from oms_ops.connectors.cdek import book_shipment
+
+            result = book_shipment(conn, clients.get("cdek"), p, fallback_phone=fallback_phone)
+            return "sent", "duplicate booking found by number" if result["duplicate"] else None, result
+        return "skipped", f"no API for carrier {carrier!r}: booked by the carrier's own process", None
+    if item.effect == "channel.order_status":
+        return _channel_status(conn, clients, p)
+    if item.effect == "payment.refund":
+        from oms_ops.payments import RefundReport, record_refund_status
+
+        report = RefundReport(
+            status="succeeded",
+            idempotency_key=item.idempotency_key,
+            provider="manual",
+            provider_refund_id=item.idempotency_key,
+            occurred_at=datetime.now(UTC),
+        )
+        r = record_refund_status(conn, [report], actor=actor)
+        if r.quarantined:
+            raise ValueError(f"refund {item.idempotency_key} not found")
+        return (
+            "recorded",
+            "no payment provider integrated: refund recorded as succeeded",
+            {"refund_id": p.get("refund_id"), "amount": str(p.get("amount"))},
+        )
+    if item.effect == "notify.customer":
+        log.info("notify customer: order %s template %s", p.get("order_id"), p.get("template"))
+        return "recorded", "no notification gateway integrated: recorded", p
+    raise ValueError(f"effect {item.effect!r} is not handled by this drain")
+
+
+def _channel_status(conn, clients: Clients, p: dict):
+    channel, status = p.get("channel_code"), p.get("status")
+    if channel != "wildberries":
+        return "skipped", f"no order-status call for channel {channel!r} in this integration", None
+    if status == "cancelled" and p.get("reason") == f"cancelled in {channel}":
+        return "skipped", "cancelled by the channel itself: nothing to tell it", None
+    wb = clients.get("wildberries")
+    order_id = int(p["external_id"])
+    if status == "cancelled":
+        ok = wb.cancel(order_id)
+        return "sent", None if ok else "WB: not cancellable in its current status", {"cancelled": ok}
+    if status == "shipped":
+        supply = _todays_supply(conn, wb)
+        ok = wb.add_to_supply(supply, order_id)
+        return "sent", None if ok else "WB: could not add to supply in its current status", {"supply": supply}
+    return "skipped", f"WB has no call for status {status!r}", None
+
+
+def _todays_supply(conn: psycopg.Connection, wb) -> str:
+    name = f"wildberries:supply:{datetime.now(UTC):%Y-%m-%d}"
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+        found = get_cursor(conn, name)
+        if found:
+            return found["id"]
+        supply = wb.create_supply(f"OMS {datetime.now(UTC):%Y-%m-%d}")
+        set_cursor(conn, name, {"id": supply})
+    return supply

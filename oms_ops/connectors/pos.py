@@ -1,0 +1,267 @@
+"""Offline stores: end-of-day sales CSVs from the POS drop folder become orders of the ``offline`` channel.
+
+A file (``sales_<store>_<YYYY-MM-DD>.csv``; dot-files are half-written and ignored) is read with polars, every
+row is validated (pydantic), rows are grouped into receipts (sorted by ``line_no``; exact duplicate rows are
+dropped), and in ONE transaction: each receipt is stored raw (external id = ``receipt_id``), each receipt with
+a bad row is quarantined whole with the reasons of its bad rows (a receipt missing a line must not become a
+smaller order), and the file is recorded in ``connectors.processed_files`` — so a re-run skips it, and a
+crash before the commit leaves it unprocessed. Then the pending receipts are normalised.
+
+A sale receipt becomes an order picked up at the till: ``store_pickup`` at the store's OMS location, paid.
+Return receipts carry no reference to the original sale, so they are kept raw but create nothing (the WMS
+stock snapshot accounts for the returned unit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import psycopg
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending, validation_text
+from oms_ops.connectors.state import record_success, store_payloads
+
+CHANNEL = "offline"
+SOURCE = "pos"
+PATTERN = "sales_*.csv"
+COLUMNS = (
+    "receipt_id", "store_code", "business_date", "sold_at", "line_no", "sku", "barcode", "name", "qty", "price",
+    "discount", "amount", "payment_method", "operation", "cashier_id", "currency",
+)  # fmt: skip
+
+
+class PosRow(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    receipt_id: str = Field(min_length=1)
+    store_code: str = Field(min_length=1)
+    business_date: date
+    sold_at: AwareDatetime
+    line_no: int = Field(ge=1)
+    sku: str = Field(min_length=1)
+    barcode: str | None = None
+    name: str | None = None
+    qty: int = Field(gt=0)
+    price: Decimal = Field(ge=0)
+    discount: Decimal = Field(ge=0)
+    amount: Decimal = Field(ge=0)
+    payment_method: str
+    operation: Literal["sale", "return"]
+    cashier_id: str | None = None
+    currency: str = "RUB"
+
+
+@dataclass
+class FileResult:
+    file_name: str
+    rows: int = 0
+    receipts: int = 0
+    quarantined: int = 0
+    duplicate_rows: int = 0
+    skipped: bool = False  # processed before
+
+
+@dataclass
+class PosResult:
+    files: list[FileResult] = field(default_factory=list)
+    normalized: Any = None
+
+    @property
+    def processed(self) -> list[str]:
+        return [f.file_name for f in self.files if not f.skipped]
+
+
+def pending_files(conn: psycopg.Connection, drop_dir: Path) -> list[Path]:
+    """Files in the drop folder not processed yet (oldest name first; dot-files ignored)."""
+    drop_dir = Path(drop_dir)
+    if not drop_dir.is_dir():
+        return []
+    names = sorted(p for p in drop_dir.glob(PATTERN) if not p.name.startswith("."))
+    done = {
+        r[0]
+        for r in conn.execute(
+            "SELECT file_name FROM connectors.processed_files WHERE source = %s AND file_name = ANY(%s)",
+            (SOURCE, [p.name for p in names]),
+        ).fetchall()
+    }
+    return [p for p in names if p.name not in done]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The CSV as strings (validation is ours, not the CSV reader's guesses)."""
+    df = pl.read_csv(path, infer_schema=False)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path.name}: missing columns {missing}")
+    return df.select(COLUMNS).to_dicts()
+
+
+def process_file(conn: psycopg.Connection, path: Path, *, before_commit=None) -> FileResult:
+    """Store one file's receipts (and quarantine its bad receipts) and record it, in one transaction."""
+    data = path.read_bytes()
+    result = FileResult(path.name)
+    try:
+        rows = read_rows(path)
+    except (ValueError, pl.exceptions.PolarsError) as exc:
+        rows, file_error = [], f"unreadable file: {exc}"
+    else:
+        file_error = None
+    result.rows = len(rows)
+    receipts: dict[str, list[tuple[int, dict, PosRow | None, str | None]]] = defaultdict(list)
+    for n, raw in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            row, err = PosRow.model_validate(raw), None
+        except ValidationError as exc:
+            row, err = None, f"line {n}: {validation_text(exc)}"
+        receipts[raw.get("receipt_id") or f"{path.name}:line{n}"].append((n, raw, row, err))
+    items: list[tuple[str, dict]] = []
+    bad: list[tuple[str, str | None, Any, str]] = []
+    for rid, entries in receipts.items():
+        errors = [e for _, _, _, e in entries if e]
+        good = [r for _, _, r, _ in entries if r is not None]
+        uniq: dict[int, PosRow] = {}
+        for r in good:
+            prev = uniq.get(r.line_no)
+            if prev is None:
+                uniq[r.line_no] = r
+            elif prev == r:
+                result.duplicate_rows += 1
+            else:
+                errors.append(f"line_no {r.line_no} appears twice with different content")
+        if not errors and len({(r.store_code, r.operation, r.sold_at) for r in uniq.values()}) != 1:
+            errors.append("rows of one receipt disagree on store, operation or time")
+        if errors:
+            bad.append(
+                (
+                    SOURCE,
+                    rid,
+                    {"file": path.name, "receipt_id": rid, "rows": [raw for _, raw, _, _ in entries]},
+                    "; ".join(errors),
+                )
+            )
+            continue
+        lines = [uniq[k] for k in sorted(uniq)]
+        head = lines[0]
+        items.append(
+            (
+                rid,
+                {
+                    "file": path.name,
+                    "receipt_id": rid,
+                    "store_code": head.store_code,
+                    "business_date": head.business_date.isoformat(),
+                    "sold_at": head.sold_at.isoformat(),
+                    "operation": head.operation,
+                    "payment_method": head.payment_method,
+                    "cashier_id": head.cashier_id,
+                    "currency": head.currency,
+                    "lines": [
+                        {
+                            "line_no": r.line_no,
+                            "sku": r.sku,
+                            "barcode": r.barcode,
+                            "name": r.name,
+                            "qty": r.qty,
+                            "price": str(r.price),
+                            "discount": str(r.discount),
+                            "amount": str(r.amount),
+                        }
+                        for r in lines
+                    ],
+                },
+            )
+        )
+    if file_error:
+        bad.append((SOURCE, path.name, {"file": path.name}, file_error))
+    result.receipts = len(items)
+    result.quarantined = len(bad)
+    from oms_ops.quarantine import quarantine_many
+
+    with conn.transaction():
+        inserted = conn.execute(
+            """INSERT INTO connectors.processed_files (source, file_name, sha256, size_bytes, rows, receipts,
+                                                      quarantined, summary)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING RETURNING file_name""",
+            (
+                SOURCE,
+                path.name,
+                hashlib.sha256(data).hexdigest(),
+                len(data),
+                result.rows,
+                result.receipts,
+                result.quarantined,
+                f'{{"duplicate_rows": {result.duplicate_rows}}}',
+            ),
+        ).fetchone()
+        if inserted is None:  # a concurrent run took it
+            result.skipped = True
+            return result
+        store_payloads(conn, CHANNEL, items)
+        if bad:
+            quarantine_many(conn, bad)
+        if before_commit:
+            before_commit()
+    return result
+
+
+def ingest_pos(
+    conn: psycopg.Connection,
+    drop_dir: Path,
+    *,
+    normalize: bool = True,
+    max_files: int | None = None,
+    before_commit=None,
+) -> PosResult:
+    res = PosResult()
+    for path in pending_files(conn, drop_dir)[:max_files]:
+        res.files.append(process_file(conn, path, before_commit=before_commit))
+    record_success(conn, CHANNEL, sum(f.receipts for f in res.files))
+    if normalize:
+        res.normalized = normalize_pending(conn, CHANNEL)
+    return res
+
+
+# -- mapping --------------------------------------------------------------------------------------------------
+def map_receipt(payload: dict, ctx: MappingContext) -> Mapped:
+    rid = str(payload["receipt_id"])
+    if payload.get("operation") == "return":
+        return Mapped(rid, skip="POS return receipt: no reference to the original sale")
+    store = ctx.location("pos", payload["store_code"]) or ctx.location("wms", payload["store_code"])
+    if store is None:
+        return Mapped(
+            rid, error=f"unknown store {payload['store_code']!r} (no connectors.channel_locations row)"
+        )
+    lines = []
+    for ln in payload["lines"]:
+        qty = int(ln["qty"])
+        unit = (Decimal(ln["amount"]) / qty).quantize(Decimal("0.01"))
+        lines.append(
+            {
+                "sku": ln["sku"],
+                "qty": qty,
+                "unit_price": unit,
+                "name": ln.get("name"),
+                "line_no": int(ln["line_no"]),
+            }
+        )
+    order = {
+        "channel_code": CHANNEL,
+        "external_id": rid,
+        "channel_order_number": rid,
+        "placed_at": payload["sold_at"],
+        "delivery_method": "store_pickup",
+        "pickup_location_code": store,
+        "payment_method": "prepaid",
+        "payment_status": "paid",
+        "currency": payload.get("currency") or "RUB",
+        "lines": lines,
+    }
+    return Mapped(rid, order)

@@ -1,0 +1,167 @@
+"""The operational steps as assets: allocate → ship → deliver effects (outbox) → carrier documents → tracking →
+returns, and the ATS pushes. Each is one ``oms_ops`` call; its metadata says what moved.
+
+They are assets (not bare ops) so the Dagster UI shows the flow as lineage from the channel feeds, and so the
+invariant checks hang off the step that could break them.
+"""
+
+import dagster as dg
+
+from oms_ops.connectors import ats, cdek, flow
+from oms_ops.connectors.config import NotConfigured
+from oms_ops.connectors.http import ConnectorError
+from oms_ops.connectors.outbox_worker import drain_outbox
+from pipelines.defs.channels.resources import ChannelConnectorsResource
+from pipelines.resources import PostgresResource
+
+GROUP = "operations"
+ORDER_FEEDS = ["ozon_orders", "wildberries_orders", "webstore_orders", "offline_orders", "callcentre_orders"]
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=ORDER_FEEDS,
+    description="Expire unpaid reservations, release resolved holds, allocate new orders and backorders.",
+)
+def allocation(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    with postgres.connection() as conn:
+        res = flow.allocate(conn, channels.business_config())
+    return dg.MaterializeResult(metadata=res.metadata())
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[allocation],
+    description="Pick, pack and ship what is reserved (carrier and tariff from the allocation decision); "
+    "carrier bookings go to the outbox.",
+)
+def shipments(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    with postgres.connection() as conn:
+        res = flow.ship_allocated(conn)
+    for e in res.errors[:20]:
+        context.log.warning(e)
+    return dg.MaterializeResult(
+        metadata={**res.metadata(), "error_sample": dg.MetadataValue.json(res.errors[:20])}
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[shipments],
+    description="Drain the outbox: carrier bookings (CDEK), channel order statuses, refunds, notifications.",
+)
+def outbox_delivery(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    with channels.clients() as clients, postgres.connection() as conn:
+        res = drain_outbox(conn, clients, fallback_phone=channels.cdek_fallback_phone)
+    for e in res.errors[:20]:
+        context.log.warning(e)
+    return dg.MaterializeResult(
+        metadata={**res.metadata(), "error_sample": dg.MetadataValue.json(res.errors[:20])}
+    )
+
+
+def _carrier_step(context, postgres, channels, fn) -> dg.MaterializeResult:
+    try:
+        with channels.client("cdek") as client, postgres.connection() as conn:
+            out = fn(conn, client)
+    except NotConfigured as exc:
+        context.log.warning(str(exc))
+        return dg.MaterializeResult(metadata={"skipped": str(exc)})
+    except ConnectorError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return dg.MaterializeResult(metadata=out)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[outbox_delivery],
+    description="CDEK bookings: registration state, waybill and label PDFs stored; label → label_printed.",
+)
+def carrier_documents(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    return _carrier_step(context, postgres, channels, lambda c, cl: cdek.sync_bookings(c, cl))
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[carrier_documents],
+    description="CDEK statuses of open shipments → tracking events → shipment and order states.",
+)
+def carrier_tracking(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    def run(conn, client):
+        r = cdek.poll_tracking(conn, client)
+        return {
+            "events_new": r.inserted,
+            "events_duplicate": r.duplicates,
+            "transitions": len(r.applied),
+            "ignored": len(r.ignored),
+            "quarantined": len(r.quarantined),
+        }
+
+    return _carrier_step(context, postgres, channels, run)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[carrier_tracking],
+    description="Refund and close inspected returns, then deliver the refunds and customer notices from "
+    "the outbox.",
+)
+def returns(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    with postgres.connection() as conn:
+        res = flow.refund_inspected_returns(conn)
+        with channels.clients() as clients:
+            drained = drain_outbox(conn, clients, effects=("payment.refund", "notify.customer"))
+    return dg.MaterializeResult(
+        metadata={
+            "refunded": res.refunded,
+            "refunds_delivered": drained.by_effect["payment.refund"],
+            "notices_delivered": drained.by_effect["notify.customer"],
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[allocation],
+    description="Available-to-sell (on hand − reserved − safety stock) pushed to Ozon, Wildberries and the "
+    "web store: changed values only, batched to each API's limits, verified.",
+)
+def ats_pushes(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    config = channels.business_config()
+    meta: dict = {}
+    failures = []
+    for channel, system in (("ozon", "ozon"), ("wildberries", "wildberries"), ("webstore", "shopify")):
+        limit = channels.webstore_ats_max_items if channel == "webstore" else None
+        try:
+            with channels.client(system) as client, postgres.connection() as conn:
+                res = ats.push_ats(conn, channel, client, config, max_items=limit)
+        except NotConfigured as exc:
+            meta[channel] = dg.MetadataValue.json({"skipped": str(exc)})
+            continue
+        meta[channel] = dg.MetadataValue.json(res.metadata())
+        failures += res.errors
+    for e in failures[:20]:
+        context.log.warning(e)
+    return dg.MaterializeResult(metadata={**meta, "errors": dg.MetadataValue.json(failures[:20])})
+
+
+ASSETS = [allocation, shipments, outbox_delivery, carrier_documents, carrier_tracking, returns, ats_pushes]
