@@ -208,5 +208,14 @@ def users_list() -> None:
         typer.echo(f"  {user.username:<16} {user.role}")
 
 
+def _mount_callcentre() -> None:
+    """`oms callcentre submit FILE|-` and `--generate N`: operator-entered orders into the OMS."""
+    from oms_ops.connectors.callcentre import callcentre_app
+
+    app.add_typer(callcentre_app, name="callcentre", help="Call-centre orders entered by operators.")
+
+
+_mount_callcentre()
+
 if __name__ == "__main__":
     app()

@@ -153,6 +153,8 @@ _ERR_BAD_ARGUMENTS = (36, "BAD_ARGUMENTS")
 _ERR_READONLY = (164, "READONLY")
 _ERR_SESSION_NOT_FOUND = (372, "SESSION_NOT_FOUND")
 _ERR_SESSION_LOCKED = (373, "SESSION_IS_LOCKED")
+#: how long a request waits for its session to be free before answering SESSION_IS_LOCKED
+SESSION_LOCK_WAIT_S = 10.0
 _ERR_UNKNOWN_FORMAT = (73, "UNKNOWN_FORMAT")
 _ERR_SHUTDOWN = (210, "NETWORK_ERROR")
 _ERR_STD = (1001, "STD_EXCEPTION")
@@ -576,12 +578,17 @@ class Engine:
                     raise ClickHouseError.of(_ERR_SESSION_NOT_FOUND, f"Session {session_id} not found")
                 session = Session(session_id, self.connect())
                 self._sessions[session_id] = session
-            if not session.lock.acquire(blocking=False):
-                raise ClickHouseError.of(
-                    _ERR_SESSION_LOCKED, f"Session {session_id} is locked by a concurrent client"
-                )
-            session.timeout = timeout
-            return session
+            # a client (dbt) may send its next query before the previous response's final bytes were
+            # written and the lock released: keep the session from being reaped and wait a moment
+            session.expires_at = float("inf")
+        if not session.lock.acquire(timeout=SESSION_LOCK_WAIT_S):
+            with self._sessions_lock:
+                session.expires_at = time.monotonic() + session.timeout
+            raise ClickHouseError.of(
+                _ERR_SESSION_LOCKED, f"Session {session_id} is locked by a concurrent client"
+            )
+        session.timeout = timeout
+        return session
 
     def release_session(self, session: Session) -> None:
         session.expires_at = time.monotonic() + session.timeout

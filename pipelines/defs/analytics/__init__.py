@@ -7,6 +7,7 @@ from pipelines.defs.analytics.assets import oms_dbt_assets, ops_dbt_views
 from pipelines.defs.analytics.checks import freshness_checks, freshness_sensor
 from pipelines.defs.analytics.replication import replication_assets
 from pipelines.defs.analytics.schedules import (
+    analytics_first_build_sensor,
     analytics_job,
     analytics_schedule,
     ops_views_job,
@@ -18,5 +19,5 @@ defs = dg.Definitions(
     asset_checks=freshness_checks,
     jobs=[analytics_job, ops_views_job],
     schedules=[analytics_schedule, ops_views_schedule],
-    sensors=[freshness_sensor],
+    sensors=[freshness_sensor, analytics_first_build_sensor],
 )

@@ -12,6 +12,7 @@ import dagster as dg
 
 from pipelines.defs.analytics.assets import oms_dbt_assets, ops_dbt_views
 from pipelines.defs.analytics.replication import replication_assets
+from pipelines.resources import PostgresResource
 
 analytics_job = dg.define_asset_job(
     "analytics_dbt_build",
@@ -50,3 +51,25 @@ def analytics_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 )
 def ops_views_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=_run_key(context))
+
+
+@dg.sensor(
+    name="analytics_first_build_sensor",
+    jobs=[analytics_job, ops_views_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Builds the marts and ops views as soon as the first order has shipped, instead of waiting "
+    "for the schedules' next tick (a new installation shows KPIs within minutes). Once per instance.",
+)
+def analytics_first_build_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+    if context.cursor == "done":
+        return dg.SkipReason("the first build was requested already; the schedules keep the marts fresh")
+    with postgres.connection() as conn:
+        shipped = conn.execute("SELECT EXISTS (SELECT 1 FROM oms.shipments)").fetchone()[0]
+    if not shipped:
+        return dg.SkipReason("no shipment yet: nothing for the KPI marts to show")
+    context.update_cursor("done")
+    return [
+        dg.RunRequest(run_key="first-build", job_name=analytics_job.name),
+        dg.RunRequest(run_key="first-build", job_name=ops_views_job.name),
+    ]
