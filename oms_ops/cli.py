@@ -74,7 +74,11 @@ def up(
 def down() -> None:
     """Stop every service that `oms up` or `oms demo` started."""
     settings = _settings()
-    stopped = stack.down(settings)
+    try:
+        stopped = stack.down(settings)
+    except stack.StackError as exc:
+        _fail(str(exc), code=1)
+        return
     typer.echo("Stopped: " + ", ".join(stopped) if stopped else "Nothing was running.")
 
 
@@ -141,6 +145,7 @@ def demo(
     signal.signal(signal.SIGTERM, _stop)
     from oms_ops.users import ensure_demo_users, users_file
 
+    exit_code = 0
     try:
         ensure_demo_users(users_file())
         state, _ = stack.up(settings, _services(services) if services else stack.DEMO_SERVICES)
@@ -171,12 +176,16 @@ def demo(
         typer.echo("\nStopping…")
     except (ConfigError, stack.StackError, MigrationError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        stack.down(settings)
-        sys.exit(2)
+        exit_code = 2
     finally:
+        # A terminal's Ctrl-C reaches make, uv and us, and uv forwards it once more: a second interrupt
+        # must not abort the shutdown half-way and leave services running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stopped = stack.down(settings)
         if stopped:
             typer.echo("Stopped: " + ", ".join(stopped))
+    sys.exit(exit_code)
 
 
 users_app = typer.Typer(help="Dashboard users (stored hashed in $OMS_HOME/users.yaml or OMS_USERS_FILE).")

@@ -455,26 +455,45 @@ def up(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> tuple[Stac
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop every service recorded in the state file (apps first, stores last). Returns what was stopped."""
+    """Stop every service recorded in the state file (apps first, stores last). Returns what was stopped.
+
+    One service failing to stop does not keep the others running; the state file is kept in that case so a
+    second ``oms down`` can finish the job.
+    """
     state = read_state(settings)
     stopped: list[str] = []
     if state is None:
         return stopped
-    for name in ("streamlit", "dagster-daemon", "dagster-webserver", "webhooks", "simulators"):
-        info = state.services.get(name)
-        if info and pid_alive(info.pid):
+    failures: list[str] = []
+
+    def _stop(name: str, fn) -> None:
+        try:
+            if fn():
+                stopped.append(name)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other services
+            failures.append(f"{name}: {exc}")
+
+    def _stop_process(info: ServiceInfo | None) -> bool:
+        if info and info.embedded and pid_alive(info.pid):
             stop_pid(info.pid)
-            stopped.append(name)
-    ch = state.services.get("clickhouse")
-    if ch and ch.embedded and pid_alive(ch.pid):
-        stop_pid(ch.pid)
-        stopped.append("clickhouse")
-    pg = state.services.get("postgres")
-    if pg and pg.embedded:
+            return True
+        return False
+
+    def _stop_postgres() -> bool:
+        pg = state.services.get("postgres")
+        if not (pg and pg.embedded):
+            return False
         server = EmbeddedPostgres(settings.pg_data_dir)
-        if server.running_port() is not None:
-            server.stop()
-            stopped.append("postgres")
+        if server.running_port() is None:
+            return False
+        server.stop()
+        return True
+
+    for name in ("streamlit", "dagster-daemon", "dagster-webserver", "webhooks", "simulators", "clickhouse"):
+        _stop(name, lambda name=name: _stop_process(state.services.get(name)))
+    _stop("postgres", _stop_postgres)
+    if failures:
+        raise StackError("could not stop " + "; ".join(failures))
     _state_path(settings).unlink(missing_ok=True)
     return stopped
 
