@@ -137,6 +137,33 @@ def check_clickhouse(url: str, var: str = "OMS_CLICKHOUSE_URL") -> None:
         raise ConfigError(f"{var}: {redact(url)}/ping answered HTTP {resp.status_code}")
 
 
+DASHBOARD_LOGIN = "oms_dashboard_app"
+
+
+def ensure_dashboard_login(conn: psycopg.Connection) -> None:
+    """On the embedded server (loopback only, trust authentication) the dashboards log in as a member of
+    the least-privilege role ``oms_dashboard`` instead of the superuser. With a real server the operator
+    creates that login with a password and sets OMS_DASHBOARD_DATABASE_URL (docs/dashboards.md)."""
+    from psycopg import sql
+
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DASHBOARD_LOGIN,)).fetchone()
+    if not exists:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE oms_dashboard").format(sql.Identifier(DASHBOARD_LOGIN))
+        )
+
+
+def dashboard_database_url(settings: Settings, state: StackState) -> str | None:
+    explicit = os.environ.get("OMS_DASHBOARD_DATABASE_URL")
+    if explicit or settings.database_url or not state.database_url:
+        return explicit
+    return (
+        urlsplit(state.database_url)
+        ._replace(netloc=f"{DASHBOARD_LOGIN}@" + urlsplit(state.database_url).netloc.split("@")[-1])
+        .geturl()
+    )
+
+
 def with_database(url: str, database: str) -> str:
     return urlsplit(url)._replace(path="/" + database).geturl()
 
@@ -224,6 +251,9 @@ def child_env(settings: Settings, state: StackState) -> dict[str, str]:
     if state.clickhouse_url:
         env["OMS_CLICKHOUSE_URL"] = state.clickhouse_url
     env["DAGSTER_HOME"] = str(settings.dagster_home)
+    dashboard_url = dashboard_database_url(settings, state)
+    if dashboard_url:
+        env["OMS_DASHBOARD_DATABASE_URL"] = dashboard_url
     # the children (Dagster runs dbt, Streamlit…) must find this environment's executables even when
     # `oms` was started by path rather than through `uv run`
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -257,6 +287,8 @@ def start_stores(settings: Settings, state: StackState) -> None:
     _write_state(settings, state)
     with psycopg.connect(state.database_url, autocommit=True) as conn:
         migrate(conn)
+        if not settings.database_url:
+            ensure_dashboard_login(conn)
     if settings.database_url and not os.environ.get("OMS_DAGSTER_DATABASE_URL"):
         try:
             ensure_database(settings.database_url, DAGSTER_DB)
