@@ -93,3 +93,8 @@ def order_timeline(conn: psycopg.Connection, order_id: int) -> OrderTimeline:
 def lookup_timeline(conn: psycopg.Connection, **criteria: Any) -> list[OrderTimeline]:
     """``find_orders(**criteria)`` then the timeline of each (order number / channel id / phone / tracking)."""
     return [order_timeline(conn, oid) for oid in find_orders(conn, **criteria)]
+
+
+def any_shipment(conn: psycopg.Connection) -> bool:
+    """Has anything ever shipped? (Nothing for the KPI marts to show before that.)"""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM oms.shipments)").fetchone()[0]

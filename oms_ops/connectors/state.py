@@ -172,3 +172,24 @@ def store_page(
         if before_commit is not None:
             before_commit()
     return StoredPage(len(items), len(new), rows, result)
+
+
+def external_location_id(conn: psycopg.Connection, system: str, location_code: str) -> str | None:
+    """The id an external system (e.g. the WMS) uses for one of our locations, if mapped."""
+    row = conn.execute(
+        "SELECT external_id FROM connectors.channel_locations WHERE system = %s AND location_code = %s",
+        (system, location_code),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def pending_raw_orders(
+    conn: psycopg.Connection, channel: str, *, after_raw_id: int
+) -> tuple[int | None, int]:
+    """(newest raw_id, count) of a channel's stored payloads not normalised yet, after ``after_raw_id``."""
+    row = conn.execute(
+        """SELECT max(raw_id), count(*) FROM raw.channel_orders
+           WHERE channel_code = %s AND normalized_at IS NULL AND raw_id > %s""",
+        (channel, after_raw_id),
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, 0)

@@ -10,6 +10,7 @@ Each run gets a ``run_key`` from its scheduled time, so a replayed tick never st
 
 import dagster as dg
 
+from oms_ops.queries import any_shipment
 from pipelines.defs.analytics.assets import oms_dbt_assets, ops_dbt_views
 from pipelines.defs.analytics.replication import replication_assets
 from pipelines.resources import PostgresResource
@@ -65,7 +66,7 @@ def analytics_first_build_sensor(context: dg.SensorEvaluationContext, postgres: 
     if context.cursor == "done":
         return dg.SkipReason("the first build was requested already; the schedules keep the marts fresh")
     with postgres.connection() as conn:
-        shipped = conn.execute("SELECT EXISTS (SELECT 1 FROM oms.shipments)").fetchone()[0]
+        shipped = any_shipment(conn)
     if not shipped:
         return dg.SkipReason("no shipment yet: nothing for the KPI marts to show")
     context.update_cursor("done")

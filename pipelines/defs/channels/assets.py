@@ -9,7 +9,7 @@ import re
 
 import dagster as dg
 
-from oms_ops.connectors import callcentre, ozon, pos, webstore, wildberries, wms
+from oms_ops.connectors import callcentre, ozon, pos, state, webstore, wildberries, wms
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
 from oms_ops.connectors.normalize import normalize_pending
@@ -187,11 +187,8 @@ def stock_asset(wms_code: str, location_code: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         try:
             with channels.client("wms") as client, postgres.connection() as conn:
-                mapped = conn.execute(
-                    "SELECT external_id FROM connectors.channel_locations WHERE system = 'wms' AND location_code = %s",
-                    (location_code,),
-                ).fetchone()
-                result = wms.sync_location(conn, client, mapped[0] if mapped else wms_code, location_code)
+                mapped = state.external_location_id(conn, "wms", location_code)
+                result = wms.sync_location(conn, client, mapped or wms_code, location_code)
         except NotConfigured as exc:
             return _skipped(context, exc)
         except ConnectorError as exc:

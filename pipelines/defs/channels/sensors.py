@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from oms_ops.connectors import state
 from oms_ops.connectors.config import NotConfigured
 from pipelines.defs.channels.assets import STOCK_ASSETS, channel_mappings, offline_orders, webstore_orders
 from pipelines.defs.channels.resources import ChannelConnectorsResource
@@ -80,15 +81,11 @@ def pos_drop_folder_sensor(context: dg.SensorEvaluationContext, channels: Channe
 def webstore_webhook_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     after = int(context.cursor or 0)
     with postgres.connection() as conn:
-        row = conn.execute(
-            """SELECT max(raw_id), count(*) FROM raw.channel_orders
-               WHERE channel_code = 'webstore' AND normalized_at IS NULL AND raw_id > %s""",
-            (after,),
-        ).fetchone()
-    if not row or row[0] is None:
+        newest, pending = state.pending_raw_orders(conn, "webstore", after_raw_id=after)
+    if newest is None:
         return dg.SkipReason("no new webhook deliveries")
-    context.update_cursor(str(row[0]))
-    return dg.RunRequest(run_key=f"webhooks:{row[0]}", tags={"oms/pending": str(row[1])})
+    context.update_cursor(str(newest))
+    return dg.RunRequest(run_key=f"webhooks:{newest}", tags={"oms/pending": str(pending)})
 
 
 @dg.sensor(
