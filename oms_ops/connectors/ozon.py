@@ -24,7 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from oms_ops.connectors.http import ApiClient, RetryPolicy
 from oms_ops.connectors.ingest import IngestResult, PageHook, iso, normalize_stored
 from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending
-from oms_ops.connectors.state import get_cursor, record_success, store_page
+from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
 
 CHANNEL = "ozon"
 CURSOR = "ozon:postings"
@@ -123,7 +123,7 @@ def ingest_ozon(
         postings = body.get("postings") or []
         res.pages += 1
         res.fetched += len(postings)
-        items, rejects = _split(postings)
+        items, rejects = split_by_id(postings, "posting_number", what="posting")
         for _, p in items:
             t = _parse_time(p.get("in_process_at"))
             if t is not None and t > watermark:
@@ -156,17 +156,6 @@ def ingest_ozon(
     return res
 
 
-def _split(postings: list[dict]) -> tuple[list[tuple[str, dict]], list[tuple[str | None, Any, str]]]:
-    items, rejects = [], []
-    for p in postings:
-        number = p.get("posting_number") if isinstance(p, dict) else None
-        if not number:
-            rejects.append((None, p, "posting without posting_number: cannot be identified"))
-        else:
-            items.append((str(number), p))
-    return items, rejects
-
-
 def _refresh_cancelled(conn, client: OzonClient, since: datetime, page_limit: int, res: IngestResult) -> None:
     cursor = ""
     to = since + MAX_PERIOD
@@ -174,7 +163,7 @@ def _refresh_cancelled(conn, client: OzonClient, since: datetime, page_limit: in
         body = client.list_postings(
             since=since, to=to, cursor=cursor, limit=page_limit, statuses=["cancelled"]
         )
-        items, rejects = _split(body.get("postings") or [])
+        items, rejects = split_by_id(body.get("postings") or [], "posting_number", what="posting")
         page = store_page(conn, CHANNEL, items, rejects=rejects)
         res.new_raw += page.new
         res.rejected += len(rejects)

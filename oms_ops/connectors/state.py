@@ -193,3 +193,18 @@ def pending_raw_orders(
         (channel, after_raw_id),
     ).fetchone()
     return (row[0], row[1]) if row else (None, 0)
+
+
+def split_by_id(
+    records: list, id_field: str, *, what: str = "order"
+) -> tuple[list[tuple[str, dict]], list[tuple[str | None, Any, str]]]:
+    """Records that carry their channel id → ``(id, record)``; the rest → quarantine rows with the reason
+    (a record without an id cannot be stored idempotently, so it must not be stored as received)."""
+    items, rejects = [], []
+    for rec in records:
+        rid = rec.get(id_field) if isinstance(rec, dict) else None
+        if rid in (None, ""):
+            rejects.append((None, rec, f"{what} without {id_field}: cannot be identified"))
+        else:
+            items.append((str(rid), rec))
+    return items, rejects

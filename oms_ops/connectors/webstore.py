@@ -34,7 +34,7 @@ from oms_ops.connectors.normalize import (
     normalize_pending,
     normalize_phone,
 )
-from oms_ops.connectors.state import get_cursor, record_success, store_page
+from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
 
 CHANNEL = "webstore"
 CURSOR = "webstore:orders"
@@ -108,17 +108,6 @@ def _parse_time(value: Any) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _split(orders: list[dict]) -> tuple[list[tuple[str, dict]], list[tuple[str | None, Any, str]]]:
-    items, rejects = [], []
-    for o in orders:
-        oid = o.get("id") if isinstance(o, dict) else None
-        if oid in (None, ""):
-            rejects.append((None, o, "order without id: cannot be identified"))
-        else:
-            items.append((str(oid), o))
-    return items, rejects
-
-
 def ingest_webstore(
     conn: psycopg.Connection,
     client: ShopifyClient,
@@ -165,7 +154,7 @@ def ingest_webstore(
             raise
         res.pages += 1
         res.fetched += len(orders)
-        items, rejects = _split(orders)
+        items, rejects = split_by_id(orders, "id")
         if on_fetched:
             on_fetched(res.pages, orders)
         if nxt:

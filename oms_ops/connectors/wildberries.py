@@ -31,7 +31,7 @@ from oms_ops.connectors.normalize import (
     cancel_channel_orders,
     normalize_pending,
 )
-from oms_ops.connectors.state import get_cursor, record_success, store_page
+from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
 
 CHANNEL = "wildberries"
 CURSOR = "wildberries:orders"
@@ -123,17 +123,6 @@ class WildberriesClient(ApiClient):
         return {int(s["chrtId"]): int(s["amount"]) for s in body.get("stocks") or []}
 
 
-def _split(orders: list[dict]) -> tuple[list[tuple[str, dict]], list[tuple[str | None, Any, str]]]:
-    items, rejects = [], []
-    for o in orders:
-        oid = o.get("id") if isinstance(o, dict) else None
-        if oid in (None, ""):
-            rejects.append((None, o, "order without id: cannot be identified"))
-        else:
-            items.append((str(oid), o))
-    return items, rejects
-
-
 def ingest_wildberries(
     conn: psycopg.Connection,
     client: WildberriesClient,
@@ -149,7 +138,7 @@ def ingest_wildberries(
     res = IngestResult(CHANNEL)
     if use_new:
         new = client.orders_new()
-        items, rejects = _split(new)
+        items, rejects = split_by_id(new, "id")
         res.fetched += len(new)
         page = store_page(conn, CHANNEL, items, rejects=rejects, normalize=normalize)
         res.new_raw += page.new
@@ -164,7 +153,7 @@ def ingest_wildberries(
         if not orders:
             break
         res.fetched += len(orders)
-        items, rejects = _split(orders)
+        items, rejects = split_by_id(orders, "id")
         if on_fetched:
             on_fetched(res.pages, orders)
         page = store_page(
