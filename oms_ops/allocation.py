@@ -292,7 +292,7 @@ def _run(conn, order_ids, config, actor, now, limit, chunk_size, states, kind) -
         result.extend(part)
         result.transactions += 1
         seen.update(o.order_id for o in part.outcomes)
-        if last is None:
+        if last is None or (ids is not None and len(seen) == len(ids)):
             break
         after = last
         if remaining is not None:
@@ -317,7 +317,7 @@ def _allocate_chunk(
     only_with_chance: bool = True,
 ) -> tuple[AllocationResult, tuple[datetime, int] | None]:
     """One transaction's worth (call INSIDE a transaction). Returns the result and the last (placed_at,
-    order_id) served, or None when the queue is exhausted."""
+    order_id) served, or None when the queue is exhausted (this chunk took fewer orders than ``size``)."""
     ctx = compile_config(config)
     picked = conn.execute(
         """SELECT o.order_id, o.placed_at FROM oms.orders o
@@ -343,31 +343,37 @@ def _allocate_chunk(
     if not picked:
         return AllocationResult(), None
     ids = [r[0] for r in picked]
-    last = (picked[-1][1], picked[-1][0])
+    # fewer rows than asked for: the queue is exhausted, no need for one more (empty) transaction
+    last = (picked[-1][1], picked[-1][0]) if len(picked) == size else None
 
     # -- what the orders still need ------------------------------------------------------------------------
+    # one read of the chunk's reservations, by the order_id index (a filter on state alone lets the planner
+    # pick the partial (location, sku) index and scan every active reservation): units already held per
+    # line (active + consumed) and the locations already holding an active reservation per order
+    held: dict[int, int] = defaultdict(int)
+    existing_sets: dict[int, set[str]] = defaultdict(set)
+    for oid, line_id, loc, qty, rstate in conn.execute(
+        "SELECT order_id, line_id, location_code, qty, state FROM oms.reservations WHERE order_id = ANY(%s)",
+        (ids,),
+    ):
+        if rstate == "active":
+            existing_sets[oid].add(loc)
+            held[line_id] += qty
+        elif rstate == "consumed":
+            held[line_id] += qty
+    existing = {oid: frozenset(locs) for oid, locs in existing_sets.items()}
+    # lines by ``l.order_id = ANY`` (index scan) rather than by the join alone (a hash join over every line)
     rows = conn.execute(
         """SELECT o.order_id, o.state, o.channel_code, o.delivery_method, o.pickup_location_code, o.region,
                   o.city, o.lat, o.lon, o.total_amount, o.placed_at, o.payment_method, o.payment_status,
-                  l.line_id, l.sku, l.state, l.qty - l.qty_cancelled - coalesce(h.held, 0), coalesce(p.weight_g, 0)
-           FROM oms.orders o
-           JOIN oms.order_lines l ON l.order_id = o.order_id
+                  l.line_id, l.sku, l.state, l.qty - l.qty_cancelled, coalesce(p.weight_g, 0)
+           FROM oms.order_lines l
+           JOIN oms.orders o ON o.order_id = l.order_id
            LEFT JOIN oms.products p ON p.sku = l.sku
-           LEFT JOIN (SELECT line_id, sum(qty)::int AS held FROM oms.reservations
-                      WHERE order_id = ANY(%(ids)s) AND state IN ('active', 'consumed')
-                      GROUP BY line_id) h ON h.line_id = l.line_id
-           WHERE o.order_id = ANY(%(ids)s) AND l.state <> 'cancelled'
+           WHERE l.order_id = ANY(%(ids)s) AND o.order_id = ANY(%(ids)s) AND l.state <> 'cancelled'
            ORDER BY o.placed_at, o.order_id, l.line_no""",
         {"ids": ids},
     ).fetchall()
-    existing: dict[int, frozenset[str]] = {
-        oid: frozenset(locs)
-        for oid, locs in conn.execute(
-            """SELECT order_id, array_agg(DISTINCT location_code) FROM oms.reservations
-               WHERE order_id = ANY(%s) AND state = 'active' GROUP BY order_id""",
-            (ids,),
-        ).fetchall()
-    }
     heads: dict[int, tuple] = {}
     lines: dict[int, list[LineDemand]] = defaultdict(list)
     line_state: dict[int, str] = {}
@@ -375,8 +381,9 @@ def _allocate_chunk(
         oid = r[0]
         heads.setdefault(oid, r[:13])
         line_state[r[13]] = r[15]
-        if r[16] > 0 and r[15] in ("new", "backordered"):
-            lines[oid].append(LineDemand(r[13], r[14], r[16], r[17]))
+        open_qty = r[16] - held.get(r[13], 0)
+        if open_qty > 0 and r[15] in ("new", "backordered"):
+            lines[oid].append(LineDemand(r[13], r[14], open_qty, r[17]))
     demands = []
     for oid in heads:
         h = heads[oid]
