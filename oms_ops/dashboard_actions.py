@@ -19,7 +19,7 @@ import psycopg
 
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
-from oms_ops.orders import AcceptResult, _accept
+from oms_ops.orders import AcceptResult, accept_orders_in_transaction
 
 RETRYABLE_OUTBOX_STATES = ("failed", "dead")
 
@@ -82,7 +82,7 @@ def replay_quarantined_order(
             raise NotFound("quarantine", [quarantine_id])
         if row[0] != "open":
             raise ValidationFailed(f"quarantine {quarantine_id} is {row[0]}, not open")
-        res = _accept(c, [dict(payload)], actor, quarantine_source=None)
+        res = accept_orders_in_transaction(c, [dict(payload)], actor=actor, quarantine_source=None)
         if res.rejected:
             raise ValidationFailed([reason for _, reason in res.rejected])
         c.execute(
