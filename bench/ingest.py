@@ -107,6 +107,7 @@ def _fetch(url: str, channel: str, manifest: dict, out) -> None:
     they come), in its own process (as three concurrent runs would be)."""
     try:
         client = _clients(settings_from_manifest(manifest))[channel]
+        norm.mapper_for(channel)  # its lazy imports (every channel module) are not part of the measurement
         with connect(url) as conn:
             out.send("ready")  # imports and connections are not part of the measurement
             out.recv()

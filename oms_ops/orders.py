@@ -1,9 +1,9 @@
 """Orders: bulk acceptance of normalised channel orders, holds and cancellation.
 
-``accept_orders`` is the single entry point every connector uses. It is set-based — the validated batch
-travels as one JSON document and one statement inserts the orders (ON CONFLICT (channel_code, external_id)
-DO NOTHING RETURNING), their lines and their creation events — so a batch of thousands of orders costs a
-handful of round trips.
+``accept_orders`` is the single entry point every connector uses. It is set-based — the validated batch is
+COPYed (binary) into two session staging tables and one statement inserts the orders (ON CONFLICT
+(channel_code, external_id) DO NOTHING RETURNING), their lines and their creation events — so a batch of
+thousands of orders costs a handful of round trips, and the server does no JSON parsing.
 Re-delivered or duplicated channel data changes nothing. Bad orders are quarantined with the reason and the
 rest of the batch is accepted; an order naming an unknown SKU is accepted on hold (the SKU may simply not be
 in the catalog yet) and released by ``release_resolved_unknown_sku_holds`` once the catalog knows it.
@@ -24,7 +24,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -143,9 +142,6 @@ def _payload(item: Any) -> Any:
     return item
 
 
-#: Every validated order at once (pydantic's serialiser runs in Rust: Decimal as text, datetimes as ISO 8601).
-_ORDERS_JSON = TypeAdapter(list[NormalizedOrder])
-
 #: Columns of oms.orders filled from a NormalizedOrder, with their SQL types (hold_* and latest_promised_at
 #: are derived).
 _ORDER_COLUMNS = (
@@ -173,45 +169,82 @@ _ORDER_COLUMNS = (
     ("raw_id", "int8"),
     ("parent_order_id", "int8"),
 )
+_ORDER_FIELDS = tuple(c for c, _ in _ORDER_COLUMNS)
+_LINE_COLUMNS = (
+    ("n", "int4"),
+    ("k", "int4"),
+    ("line_no", "int4"),
+    ("sku", "text"),
+    ("qty", "int4"),
+    ("unit_price", "numeric"),
+    ("name", "text"),
+)
+#: staging rows: batch position, the order's columns, its unknown-SKU hold reason and its number of lines
+_STAGED_ORDER_COLUMNS = (("n", "int4"), *_ORDER_COLUMNS, ("hold_reason", "text"), ("nlines", "int4"))
 
-#: One statement: insert the new orders (ON CONFLICT: duplicates change nothing) in document order, their
-#: lines (in the order given) and their creation events; returns (channel_code, external_id, order_id) of
-#: the inserted orders. %(holds)s maps a 1-based document position to the hold reason of an unknown SKU.
+
+def _ddl(table: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:
+    return sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns),
+    )
+
+
+def _copy(table: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns)
+    )
+
+
+_STAGE_ORDERS_DDL = _ddl("_accept_orders", _STAGED_ORDER_COLUMNS)
+_STAGE_LINES_DDL = _ddl("_accept_lines", _LINE_COLUMNS)
+_COPY_ORDERS = _copy("_accept_orders", _STAGED_ORDER_COLUMNS)
+_COPY_LINES = _copy("_accept_lines", _LINE_COLUMNS)
+
+#: One statement over the staged batch: insert the new orders (ON CONFLICT: duplicates change nothing) in
+#: batch order, their lines (in the order given) and their creation events; returns (n, order_id) of the
+#: inserted orders.
 _ACCEPT_SQL = sql.SQL(
-    """WITH d AS (
-           SELECT * FROM ROWS FROM (json_to_recordset(%(doc)s::json) AS ({typed}, lines json))
-               WITH ORDINALITY AS d({cols}, lines, n)),
-       o AS (
+    """WITH o AS (
            INSERT INTO oms.orders ({cols}, hold_code, hold_reason, latest_promised_at)
-           SELECT {d_cols}, CASE WHEN h.value IS NOT NULL THEN 'unknown_sku' END, h.value, d.promised_at
-           FROM d LEFT JOIN json_each_text(%(holds)s::json) AS h ON h.key::bigint = d.n
-           ORDER BY d.n
+           SELECT {cols}, CASE WHEN hold_reason IS NOT NULL THEN 'unknown_sku' END, hold_reason, promised_at
+           FROM _accept_orders ORDER BY n
            ON CONFLICT (channel_code, external_id) DO NOTHING
            RETURNING channel_code, external_id, order_id),
        od AS (
-           SELECT o.order_id, o.channel_code, o.external_id, d.lines
-           FROM o JOIN d USING (channel_code, external_id)),
+           SELECT o.order_id, s.n, s.channel_code, s.external_id, s.nlines
+           FROM o JOIN _accept_orders s USING (channel_code, external_id)),
        l AS (
            INSERT INTO oms.order_lines (order_id, line_no, sku, qty, unit_price, name)
            SELECT od.order_id, x.line_no, x.sku, x.qty, x.unit_price, x.name
-           FROM od CROSS JOIN LATERAL ROWS FROM (json_to_recordset(od.lines) AS (
-                    line_no int4, sku text, qty int4, unit_price numeric, name text)) WITH ORDINALITY
-                AS x(line_no, sku, qty, unit_price, name, k)
+           FROM od JOIN _accept_lines x USING (n)
            ORDER BY od.order_id, x.k),
        e AS (
            INSERT INTO oms.order_events (order_id, entity, entity_id, from_state, to_state, actor, reason, data)
            SELECT od.order_id, 'order', od.order_id, NULL, 'new', %(actor)s, 'accepted',
                   jsonb_build_object('channel_code', od.channel_code, 'external_id', od.external_id,
-                                     'lines', json_array_length(od.lines))
+                                     'lines', od.nlines)
            FROM od ORDER BY od.order_id)
-       SELECT channel_code, external_id, order_id FROM o"""
-).format(
-    typed=sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in _ORDER_COLUMNS
-    ),
-    cols=sql.SQL(", ").join(sql.Identifier(c) for c, _ in _ORDER_COLUMNS),
-    d_cols=sql.SQL(", ").join(sql.Identifier("d", c) for c, _ in _ORDER_COLUMNS),
-)
+       SELECT n, order_id FROM od"""
+).format(cols=sql.SQL(", ").join(sql.Identifier(c) for c in _ORDER_FIELDS))
+
+
+def _stage(conn: psycopg.Connection, todo: Sequence[NormalizedOrder], holds: Mapping[int, str]) -> None:
+    """COPY the batch (binary: no text formatting or parsing of numbers and times on either side) into the
+    session's staging tables; ``holds`` maps a batch position to its unknown-SKU hold reason."""
+    conn.execute(_STAGE_ORDERS_DDL)
+    conn.execute(_STAGE_LINES_DDL)
+    cur = conn.cursor()
+    with cur.copy(_COPY_ORDERS) as cp:
+        cp.set_types([t for _, t in _STAGED_ORDER_COLUMNS])
+        for n, o in enumerate(todo):
+            d = o.__dict__
+            cp.write_row((n, *[d[c] for c in _ORDER_FIELDS], holds.get(n), len(o.lines)))
+    with cur.copy(_COPY_LINES) as cp:
+        cp.set_types([t for _, t in _LINE_COLUMNS])
+        for n, o in enumerate(todo):
+            for k, ln in enumerate(o.lines):
+                cp.write_row((n, k, ln.line_no, ln.sku, ln.qty, ln.unit_price, ln.name))
 
 
 def accept_orders(
@@ -220,6 +253,7 @@ def accept_orders(
     *,
     actor: str,
     source: str = "accept_orders",
+    mark_raw: bool = True,
 ) -> AcceptResult:
     """Accept a batch of normalised orders in one transaction.
 
@@ -228,9 +262,13 @@ def accept_orders(
     'new'), accepted on hold (unknown SKU: state 'on_hold', hold_reason naming the SKUs, with an event),
     duplicate (already known or repeated in the batch: nothing changes) or quarantined (raw.quarantine with
     ``source`` and the reason: invalid field, unknown/inactive channel, unknown pickup location).
+    ``mark_raw=False``: the caller marks the orders' raw rows normalised itself (the connectors' normaliser
+    marks every row it took in one statement, so a second UPDATE here would only look them up again).
     """
     items = list(orders)
-    return run_in_transaction(conn, lambda c: _accept(c, items, actor, quarantine_source=source))
+    return run_in_transaction(
+        conn, lambda c: _accept(c, items, actor, quarantine_source=source, mark_raw=mark_raw)
+    )
 
 
 def accept_orders_in_transaction(
@@ -252,6 +290,7 @@ def _accept(
     actor: str,
     *,
     quarantine_source: str | None = "accept_orders",
+    mark_raw: bool = True,
 ) -> AcceptResult:
     """Acceptance inside the caller's transaction. ``quarantine_source=None`` reports rejects without
     quarantining them (replay keeps the original quarantine row; exchange raises)."""
@@ -304,25 +343,20 @@ def _accept(
         all_skus = sorted({ln.sku for o in todo for ln in o.lines})
         known = {r[0] for r in conn.execute("SELECT sku FROM oms.products WHERE sku = ANY(%s)", (all_skus,))}
         unknown: dict[int, list[str]] = {}  # position in todo → SKUs the catalog does not know
-        for n, o in enumerate(todo, start=1):
+        for n, o in enumerate(todo):
             missing = sorted({ln.sku for ln in o.lines} - known)
             if missing:
                 unknown[n] = missing
-        # Orders, lines and creation events in ONE statement from ONE JSON document (pydantic serialises the
-        # validated models in Rust; the server reads them with json_to_recordset): per-row adaptation of
-        # two dozen array parameters in Python used to cost more than the INSERTs themselves.
-        rows = conn.execute(
-            _ACCEPT_SQL,
-            {
-                "doc": _ORDERS_JSON.dump_json(todo).decode(),
-                "holds": dumps({str(n): f"unknown sku: {', '.join(skus)}" for n, skus in unknown.items()}),
-                "actor": actor,
-            },
-        ).fetchall()
-        inserted = {(r[0], r[1]): r[2] for r in rows}
+        # Orders, lines and creation events in ONE statement over the batch COPYed into staging tables:
+        # COPY is the cheapest way into the server, and the set-based INSERT … SELECT keeps ON CONFLICT
+        # (duplicates change nothing, also against a concurrent acceptance of the same order).
+        _stage(conn, todo, {n: f"unknown sku: {', '.join(skus)}" for n, skus in unknown.items()})
+        inserted = dict(conn.execute(_ACCEPT_SQL, {"actor": actor}).fetchall())
+        conn.execute("DELETE FROM _accept_orders")
+        conn.execute("DELETE FROM _accept_lines")
         holds: list[tuple[int, list[str]]] = []
-        for n, o in enumerate(todo, start=1):
-            oid = inserted.get((o.channel_code, o.external_id))
+        for n, o in enumerate(todo):
+            oid = inserted.get(n)
             if oid is None:
                 result.duplicates.append(o.key)
                 continue
@@ -346,7 +380,7 @@ def _accept(
             )
             result.on_hold = sorted(oid for oid, _ in holds)
         raw_ids = [o.raw_id for o in todo if o.raw_id is not None]
-        if raw_ids:
+        if raw_ids and mark_raw:
             conn.execute(
                 "UPDATE raw.channel_orders SET normalized_at = now() WHERE raw_id = ANY(%s) AND normalized_at IS NULL",
                 (raw_ids,),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +37,17 @@ class IngestResult:
 
 #: Called after a page was fetched and before it is stored; tests raise in it to simulate a crash there.
 PageHook = Callable[[int, list], None]
+
+
+@contextmanager
+def fetch_ahead() -> Iterator[ThreadPoolExecutor]:
+    """A one-thread pool for the next page's request, submitted as soon as the current page says where the
+    next one starts and running while the current page is stored and normalised: the channel renders and
+    sends while Postgres works (both are I/O for us, which releases the GIL). Only requests run ahead —
+    pages are stored strictly in order, each with its cursor, and a page fetched but never stored (a crash)
+    is fetched again by the next run, exactly as without the thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-ahead") as pool:
+        yield pool
 
 
 def iso(dt: datetime) -> str:

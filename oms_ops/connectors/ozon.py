@@ -22,7 +22,7 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from oms_ops.connectors.http import ApiClient, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, iso, normalize_stored
+from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, iso, normalize_stored
 from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending
 from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
 
@@ -117,36 +117,40 @@ def ingest_ozon(
     since = _parse_time(state.get("since")) or initial_since or datetime.now(UTC) - timedelta(days=30)
     watermark = since
     to = since + MAX_PERIOD
-    cursor = ""
-    while max_pages is None or res.pages < max_pages:
-        body = client.list_postings(since=since, to=to, cursor=cursor, limit=page_limit)
-        postings = body.get("postings") or []
-        res.pages += 1
-        res.fetched += len(postings)
-        items, rejects = split_by_id(postings, "posting_number", what="posting")
-        for _, p in items:
-            t = _parse_time(p.get("in_process_at"))
-            if t is not None and t > watermark:
-                watermark = t
-        if on_fetched:
-            on_fetched(res.pages, postings)
-        page = store_page(
-            conn,
-            CHANNEL,
-            items,
-            rejects=rejects,
-            cursor_name=CURSOR,
-            cursor_value={"since": iso(watermark)},
-            normalize=normalize,
-            before_commit=before_commit,
-        )
-        res.new_raw += page.new
-        res.rejected += len(rejects)
-        if normalize:
-            normalize_stored(conn, CHANNEL, page, res)
-        cursor = body.get("cursor") or ""
-        if not body.get("has_next") or not cursor:
-            break
+    with fetch_ahead() as ahead:
+        nxt = None
+        if max_pages is None or max_pages > 0:
+            nxt = ahead.submit(client.list_postings, since=since, to=to, cursor="", limit=page_limit)
+        while nxt is not None:
+            body = nxt.result()
+            nxt = None
+            postings = body.get("postings") or []
+            res.pages += 1
+            res.fetched += len(postings)
+            cursor = body.get("cursor") or ""
+            if body.get("has_next") and cursor and (max_pages is None or res.pages < max_pages):
+                nxt = ahead.submit(client.list_postings, since=since, to=to, cursor=cursor, limit=page_limit)
+            items, rejects = split_by_id(postings, "posting_number", what="posting")
+            for _, p in items:
+                t = _parse_time(p.get("in_process_at"))
+                if t is not None and t > watermark:
+                    watermark = t
+            if on_fetched:
+                on_fetched(res.pages, postings)
+            page = store_page(
+                conn,
+                CHANNEL,
+                items,
+                rejects=rejects,
+                cursor_name=CURSOR,
+                cursor_value={"since": iso(watermark)},
+                normalize=normalize,
+                before_commit=before_commit,
+            )
+            res.new_raw += page.new
+            res.rejected += len(rejects)
+            if normalize:
+                normalize_stored(conn, CHANNEL, page, res)
     res.cursor = {"since": iso(watermark)}
     if refresh_window and refresh_window > timedelta(0):
         _refresh_cancelled(conn, client, watermark - refresh_window, page_limit, res)

@@ -26,7 +26,7 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, iso, normalize_stored
+from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, iso, normalize_stored
 from oms_ops.connectors.normalize import (
     Mapped,
     MappingContext,
@@ -141,44 +141,54 @@ def ingest_webstore(
         "updated_at_max": iso(until),
     }
     done = False
-    while max_pages is None or res.pages < max_pages:
-        try:
-            orders, nxt = client.orders_page(
-                {"page_info": page_info, "limit": page_limit} if page_info else first
+
+    def page(info: str | None):
+        return client.orders_page({"page_info": info, "limit": page_limit} if info else first)
+
+    with fetch_ahead() as ahead:
+        fut = ahead.submit(page, page_info) if max_pages is None or max_pages > 0 else None
+        while fut is not None:
+            try:
+                orders, nxt = fut.result()
+            except ApiError as exc:
+                if (
+                    page_info and exc.status == 400
+                ):  # stale page_info: restart the window (re-fetch, never skip)
+                    res.notes.append(f"page_info refused ({exc.cause}); window restarted")
+                    page_info = None
+                    fut = ahead.submit(page, None)
+                    continue
+                raise
+            fut = None
+            res.pages += 1
+            if nxt and (max_pages is None or res.pages < max_pages):
+                fut = ahead.submit(page, nxt)
+            res.fetched += len(orders)
+            items, rejects = split_by_id(orders, "id")
+            if on_fetched:
+                on_fetched(res.pages, orders)
+            if nxt:
+                cursor = {"watermark": iso(watermark), "run": {"until": iso(until), "page_info": nxt}}
+            else:
+                cursor = {"watermark": iso(until), "run": None}
+            stored = store_page(
+                conn,
+                CHANNEL,
+                items,
+                rejects=rejects,
+                cursor_name=CURSOR,
+                cursor_value=cursor,
+                normalize=normalize,
+                before_commit=before_commit,
             )
-        except ApiError as exc:
-            if page_info and exc.status == 400:  # stale page_info: restart the window (re-fetch, never skip)
-                res.notes.append(f"page_info refused ({exc.cause}); window restarted")
-                page_info = None
-                continue
-            raise
-        res.pages += 1
-        res.fetched += len(orders)
-        items, rejects = split_by_id(orders, "id")
-        if on_fetched:
-            on_fetched(res.pages, orders)
-        if nxt:
-            cursor = {"watermark": iso(watermark), "run": {"until": iso(until), "page_info": nxt}}
-        else:
-            cursor = {"watermark": iso(until), "run": None}
-        page = store_page(
-            conn,
-            CHANNEL,
-            items,
-            rejects=rejects,
-            cursor_name=CURSOR,
-            cursor_value=cursor,
-            normalize=normalize,
-            before_commit=before_commit,
-        )
-        res.new_raw += page.new
-        res.rejected += len(rejects)
-        if normalize:
-            normalize_stored(conn, CHANNEL, page, res)
-        if not nxt:
-            done = True
-            break
-        page_info = nxt
+            res.new_raw += stored.new
+            res.rejected += len(rejects)
+            if normalize:
+                normalize_stored(conn, CHANNEL, stored, res)
+            if not nxt:
+                done = True
+                break
+            page_info = nxt
     res.cursor = {"watermark": iso(until if done else watermark), "complete": done}
     record_success(conn, CHANNEL, res.fetched)
     if normalize:

@@ -23,7 +23,7 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from oms_ops.connectors.http import ApiClient, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, normalize_stored
+from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, normalize_stored
 from oms_ops.connectors.normalize import (
     CANCELLABLE_STATES,
     Mapped,
@@ -147,33 +147,40 @@ def ingest_wildberries(
             normalize_stored(conn, CHANNEL, page, res)
     state = get_cursor(conn, CURSOR) or {}
     next_id = int(state.get("next") or 0)
-    while max_pages is None or res.pages < max_pages:
-        nxt, orders = client.orders(next_id=next_id, limit=page_limit)
-        res.pages += 1
-        if not orders:
-            break
-        res.fetched += len(orders)
-        items, rejects = split_by_id(orders, "id")
-        if on_fetched:
-            on_fetched(res.pages, orders)
-        page = store_page(
-            conn,
-            CHANNEL,
-            items,
-            rejects=rejects,
-            cursor_name=CURSOR,
-            cursor_value={"next": nxt},
-            normalize=normalize,
-            before_commit=before_commit,
-        )
-        res.new_raw += page.new
-        res.rejected += len(rejects)
-        if normalize:
-            normalize_stored(conn, CHANNEL, page, res)
-        if nxt <= next_id:
-            res.notes.append(f"next did not advance past {next_id}; stopping this run")
-            break
-        next_id = nxt
+    with fetch_ahead() as ahead:
+        fut = None
+        if max_pages is None or max_pages > 0:
+            fut = ahead.submit(client.orders, next_id=next_id, limit=page_limit)
+        while fut is not None:
+            nxt, orders = fut.result()
+            fut = None
+            res.pages += 1
+            if not orders:
+                break
+            if nxt > next_id and (max_pages is None or res.pages < max_pages):
+                fut = ahead.submit(client.orders, next_id=nxt, limit=page_limit)
+            res.fetched += len(orders)
+            items, rejects = split_by_id(orders, "id")
+            if on_fetched:
+                on_fetched(res.pages, orders)
+            page = store_page(
+                conn,
+                CHANNEL,
+                items,
+                rejects=rejects,
+                cursor_name=CURSOR,
+                cursor_value={"next": nxt},
+                normalize=normalize,
+                before_commit=before_commit,
+            )
+            res.new_raw += page.new
+            res.rejected += len(rejects)
+            if normalize:
+                normalize_stored(conn, CHANNEL, page, res)
+            if nxt <= next_id:
+                res.notes.append(f"next did not advance past {next_id}; stopping this run")
+                break
+            next_id = nxt
     res.cursor = {"next": next_id}
     record_success(conn, CHANNEL, res.fetched)
     if normalize:
