@@ -166,10 +166,18 @@ def reroute(
     excluded = frozenset(exclude_locations)
 
     def run(c: psycopg.Connection) -> AllocationResult:
-        row = c.execute("SELECT state FROM oms.orders WHERE order_id = %s FOR UPDATE", (order_id,)).fetchone()
+        row = c.execute(
+            "SELECT state, fulfilment_location_code FROM oms.orders WHERE order_id = %s FOR UPDATE",
+            (order_id,),
+        ).fetchone()
         if row is None:
             raise NotFound("order", [order_id])
-        state = row[0]
+        state, pinned = row
+        if pinned is not None and pinned in excluded:
+            raise ValidationFailed(
+                f"order {order_id} was assigned to {pinned} by its channel (marketplace FBS warehouse): "
+                "it ships from there and cannot be rerouted away from it"
+            )
         if state not in REROUTABLE_STATES:
             raise ValidationFailed(
                 f"order {order_id} is {state}: only orders in {', '.join(REROUTABLE_STATES)} can be rerouted"
@@ -366,7 +374,8 @@ def _allocate_chunk(
     rows = conn.execute(
         """SELECT o.order_id, o.state, o.channel_code, o.delivery_method, o.pickup_location_code, o.region,
                   o.city, o.lat, o.lon, o.total_amount, o.placed_at, o.payment_method, o.payment_status,
-                  l.line_id, l.sku, l.state, l.qty - l.qty_cancelled, coalesce(p.weight_g, 0)
+                  l.line_id, l.sku, l.state, l.qty - l.qty_cancelled, coalesce(p.weight_g, 0),
+                  o.fulfilment_location_code
            FROM oms.order_lines l
            JOIN oms.orders o ON o.order_id = l.order_id
            LEFT JOIN oms.products p ON p.sku = l.sku
@@ -377,9 +386,11 @@ def _allocate_chunk(
     heads: dict[int, tuple] = {}
     lines: dict[int, list[LineDemand]] = defaultdict(list)
     line_state: dict[int, str] = {}
+    pinned: dict[int, str | None] = {}
     for r in rows:
         oid = r[0]
         heads.setdefault(oid, r[:13])
+        pinned[oid] = r[18]
         line_state[r[13]] = r[15]
         open_qty = r[16] - held.get(r[13], 0)
         if open_qty > 0 and r[15] in ("new", "backordered"):
@@ -402,6 +413,7 @@ def _allocate_chunk(
                 lon=h[8],
                 existing_locations=existing.get(oid, frozenset()),
                 exclude_locations=exclude,
+                pinned_location=pinned[oid],
             )
         )
 

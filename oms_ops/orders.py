@@ -70,6 +70,8 @@ class NormalizedOrder(BaseModel):
     customer_phone: str | None = None
     customer_email: str | None = None
     pickup_location_code: str | None = None
+    #: the location the channel assigned the order to (marketplace FBS warehouse): it ships from there
+    fulfilment_location_code: str | None = None
     region: str | None = None
     city: str | None = None
     address: str | None = None
@@ -154,6 +156,7 @@ _ORDER_COLUMNS = (
     ("customer_email", "text"),
     ("delivery_method", "text"),
     ("pickup_location_code", "text"),
+    ("fulfilment_location_code", "text"),
     ("region", "text"),
     ("city", "text"),
     ("address", "text"),
@@ -314,11 +317,16 @@ def _accept(
             (sorted({o.channel_code for o in valid}),),
         ).fetchall()
     }
-    pickups = {
+    known_locations = {
         r[0]
         for r in conn.execute(
             "SELECT location_code FROM oms.locations WHERE location_code = ANY(%s)",
-            (sorted({o.pickup_location_code for o in valid if o.pickup_location_code}),),
+            (
+                sorted(
+                    {o.pickup_location_code for o in valid if o.pickup_location_code}
+                    | {o.fulfilment_location_code for o in valid if o.fulfilment_location_code}
+                ),
+            ),
         ).fetchall()
     }
     seen: set[tuple[str, str]] = set()
@@ -329,8 +337,10 @@ def _accept(
             problems.append(f"unknown channel {o.channel_code!r}")
         elif not channels[o.channel_code]:
             problems.append(f"channel {o.channel_code!r} is inactive")
-        if o.pickup_location_code and o.pickup_location_code not in pickups:
+        if o.pickup_location_code and o.pickup_location_code not in known_locations:
             problems.append(f"unknown pickup location {o.pickup_location_code!r}")
+        if o.fulfilment_location_code and o.fulfilment_location_code not in known_locations:
+            problems.append(f"unknown fulfilment location {o.fulfilment_location_code!r}")
         if problems:
             rejects.append((_payload(o), o.external_id, "; ".join(problems)))
         elif o.key in seen:

@@ -97,6 +97,8 @@ class OrderDemand:
     existing_locations: frozenset[str] = frozenset()
     #: never plan from these (reroute away from a location)
     exclude_locations: frozenset[str] = frozenset()
+    #: the channel assigned the order to this location (marketplace FBS warehouse): the only candidate
+    pinned_location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,7 +591,11 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
     avail: dict[str, list[int]] = {}
     dropped: dict[str, str] = {}
     stockless = 0
-    for gi, (kind, codes) in enumerate(ctx._rule_groups[rule_idx]):
+    groups = ctx._rule_groups[rule_idx]
+    if order.pinned_location is not None:
+        # the marketplace's courier collects at the warehouse it assigned: ship from there or wait for stock
+        groups = [("pinned", (order.pinned_location,))]
+    for gi, (kind, codes) in enumerate(groups):
         if kind == "pickup":
             codes = (order.pickup_location,) if is_pickup_order else ()
         elif kind == "region":
@@ -601,7 +607,7 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
             if loc is None:
                 dropped[code] = "inactive or unknown location"
                 continue
-            if code not in pool:
+            if code not in pool and kind != "pinned":
                 dropped[code] = f"not in the {order.channel} ATS pool"
                 continue
             if code in order.exclude_locations:

@@ -84,6 +84,13 @@ def nearest_warehouse(city: City) -> Location:
     return min(WAREHOUSES, key=lambda w: haversine_km(w.lat, w.lon, city.lat, city.lon))
 
 
+def warehouses_near(code: str) -> tuple[Location, ...]:
+    """Warehouses by distance from warehouse ``code`` (itself first): the order a marketplace falls back in
+    when the nearest warehouse has not published enough stock for a posting."""
+    here = LOCATION_BY_CODE[code]
+    return tuple(sorted(WAREHOUSES, key=lambda w: (haversine_km(w.lat, w.lon, here.lat, here.lon), w.code)))
+
+
 def stores_in(city_name: str) -> tuple[Location, ...]:
     return tuple(s for s in STORES if s.city == city_name)
 

@@ -42,7 +42,7 @@ from simulators.clock import iso_z, parse_rfc3339
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import TokenBucket
-from simulators.network import BY_OZON_WAREHOUSE, LOCATION_BY_CODE, WAREHOUSES, Location
+from simulators.network import BY_OZON_WAREHOUSE, LOCATION_BY_CODE, WAREHOUSES, Location, warehouses_near
 
 STATUSES = (
     "awaiting_registration", "acceptance_in_progress", "awaiting_approve", "awaiting_packaging",
@@ -164,7 +164,7 @@ class OzonSimulator(Simulator):
             order_id=30_000_000_000 + seq * 10 + order.entropy % 10,
             order_number=order_number,
             posting_number=f"{order_number}-1",
-            warehouse=LOCATION_BY_CODE[order.warehouse_code],
+            warehouse=self._assign_warehouse(order),
             status_changed_at=order.created_at,
             history=[(iso_z(order.created_at), "awaiting_packaging")],
         )
@@ -173,6 +173,21 @@ class OzonSimulator(Simulator):
         self.by_number[posting.posting_number] = posting
         if order.cancel_after_s is not None:
             self._schedule(order.created_at + timedelta(seconds=order.cancel_after_s), posting, "cancelled")
+
+    def _assign_warehouse(self, order: GeneratedOrder) -> Location:
+        """Ozon assigns an FBS posting to the seller warehouse nearest the buyer that has published stock for
+        every item; before any stock was published, or when none has enough, to the nearest one."""
+        if self.stocks:
+            for wh in warehouses_near(order.warehouse_code):
+                if wh.ozon_warehouse_id and all(
+                    self.stocks.get((self.ctx.products[line.sku].offer_id, wh.ozon_warehouse_id), {}).get(
+                        "stock", 0
+                    )
+                    >= line.qty
+                    for line in order.lines
+                ):
+                    return wh
+        return LOCATION_BY_CODE[order.warehouse_code]
 
     def _schedule(self, at: datetime, posting: Posting, status: str) -> None:
         self._event_seq += 1

@@ -44,7 +44,7 @@ from simulators.clock import iso_z
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import TokenBucket
-from simulators.network import BY_WB_WAREHOUSE, LOCATION_BY_CODE, WAREHOUSES
+from simulators.network import BY_WB_WAREHOUSE, LOCATION_BY_CODE, WAREHOUSES, warehouses_near
 
 MAX_WINDOW = timedelta(days=30)
 BURST = 20
@@ -64,6 +64,8 @@ class WbOrder:
     wb_status: str = "waiting"  # waiting | sorted | sold | canceled | canceled_by_client | ...
     supply_id: str | None = None
     status_changed_at: datetime | None = None
+    #: the seller warehouse WB assigned the order to (None: the generator's nearest one)
+    warehouse_code: str | None = None
 
 
 def _wb_error(status: int, code: str, message: str, data=None) -> ApiError:
@@ -136,6 +138,7 @@ class WildberriesSimulator(Simulator):
     def _add(self, order: GeneratedOrder) -> None:
         for line in order.lines:
             product = self.ctx.products[line.sku]
+            warehouse = self._assign_warehouse(order, product, line.qty)
             for unit in range(1, line.qty + 1):
                 wb = WbOrder(
                     id=5_100_000_000 + len(self.orders) + 1,
@@ -144,6 +147,7 @@ class WildberriesSimulator(Simulator):
                     unit=unit,
                     created_at=order.created_at,
                     status_changed_at=order.created_at,
+                    warehouse_code=warehouse,
                 )
                 self.orders.append(wb)
                 self.by_id[wb.id] = wb
@@ -154,10 +158,21 @@ class WildberriesSimulator(Simulator):
                 if self.confirm_deadline:
                     self._schedule(order.created_at + self.confirm_deadline, wb.id, "deadline")
 
+    def _assign_warehouse(self, order: GeneratedOrder, product: Product, qty: int) -> str:
+        """WB assigns an order to the seller warehouse nearest the buyer with enough published stock of the
+        item; before any stock was published, or when none has enough, to the nearest one."""
+        if self.stocks:
+            for wh in warehouses_near(order.warehouse_code):
+                if wh.wb_warehouse_id and (
+                    self.stocks.get((wh.wb_warehouse_id, product.wb_chrt_id), {}).get("amount", 0) >= qty
+                ):
+                    return wh.code
+        return order.warehouse_code
+
     # -- rendering ----------------------------------------------------------------------------------------
     def render(self, wb: WbOrder) -> dict:
         o, p = wb.order, wb.product
-        wh = LOCATION_BY_CODE[o.warehouse_code]
+        wh = LOCATION_BY_CODE[wb.warehouse_code or o.warehouse_code]
         price = _kop(p.price)
         sale = _kop((p.price * (100 - self._discount[p.sku]) / 100).quantize(Decimal("1")))
         user_id = 100_000_000 + o.entropy % 900_000_000

@@ -179,7 +179,6 @@ def _refresh_cancelled(conn, client: OzonClient, since: datetime, page_limit: in
 # -- mapping --------------------------------------------------------------------------------------------------
 #: top-level keys the mapper never reads (left in Postgres when normalising from stored payloads)
 UNUSED_FIELDS = (
-    "delivery_method",
     "tracking_number",
     "tpl_integration_type",
     "shipment_date",
@@ -216,6 +215,11 @@ class _Product(_Model):
     price: _Price
 
 
+class _DeliveryMethod(_Model):
+    warehouse_id: int | None = None
+    warehouse: str | None = None
+
+
 class _Analytics(_Model):
     region: str | None = None
     city: str | None = None
@@ -229,6 +233,7 @@ class _Posting(_Model):
     in_process_at: AwareDatetime
     products: list[_Product] = Field(min_length=1)
     analytics_data: _Analytics | None = None
+    delivery_method: _DeliveryMethod | None = None
 
 
 def map_posting(payload: dict, ctx: MappingContext) -> Mapped:
@@ -237,12 +242,25 @@ def map_posting(payload: dict, ctx: MappingContext) -> Mapped:
     if len(currencies) != 1:
         return Mapped(p.posting_number, error=f"products in several currencies: {sorted(currencies)}")
     a = p.analytics_data or _Analytics()
+    # the FBS warehouse Ozon assigned the posting to: its courier collects there, so the order ships from it
+    wh = p.delivery_method.warehouse_id if p.delivery_method else None
+    fulfilment = None
+    if wh is not None:
+        fulfilment = ctx.location(CHANNEL, wh)
+        if fulfilment is None:
+            name = p.delivery_method.warehouse or "?"
+            return Mapped(
+                p.posting_number,
+                error=f"delivery_method.warehouse_id: Ozon warehouse {wh} ({name}) is not mapped to a location "
+                "(connectors.channel_locations, system 'ozon')",
+            )
     order = {
         "channel_code": CHANNEL,
         "external_id": p.posting_number,
         "channel_order_number": p.order_number,
         "placed_at": p.in_process_at,
         "delivery_method": "courier",
+        "fulfilment_location_code": fulfilment,
         "region": a.region,
         "city": a.city,
         "promised_at": a.delivery_date_end,

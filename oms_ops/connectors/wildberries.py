@@ -220,7 +220,6 @@ UNUSED_FIELDS = (
     "salePrice",
     "convertedPrice",
     "convertedCurrencyCode",
-    "warehouseId",
     "officeId",
     "supplyId",
     "deliveryType",
@@ -254,6 +253,7 @@ class _WbOrder(BaseModel):
     createdAt: AwareDatetime  # noqa: N815
     offices: list[str] = []
     address: _Address | None = None
+    warehouseId: int | None = None  # noqa: N815
 
 
 def map_order(payload: dict, ctx: MappingContext) -> Mapped:
@@ -262,12 +262,23 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     if currency is None:
         return Mapped(str(o.id), error=f"unknown currencyCode {o.currencyCode}")
     a = o.address or _Address()
+    # the seller warehouse WB assigned the order to: it ships from there
+    fulfilment = None
+    if o.warehouseId is not None:
+        fulfilment = ctx.location(CHANNEL, o.warehouseId)
+        if fulfilment is None:
+            return Mapped(
+                str(o.id),
+                error=f"warehouseId: Wildberries warehouse {o.warehouseId} is not mapped to a location "
+                "(connectors.channel_locations, system 'wildberries')",
+            )
     order = {
         "channel_code": CHANNEL,
         "external_id": str(o.id),
         "channel_order_number": o.rid,
         "placed_at": o.createdAt,
         "delivery_method": "courier",
+        "fulfilment_location_code": fulfilment,
         "city": o.offices[0] if o.offices else None,
         "address": a.fullAddress,
         "lat": a.latitude,

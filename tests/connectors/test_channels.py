@@ -147,3 +147,50 @@ def test_a_page_the_normaliser_chokes_on_is_still_stored_and_swept_later(world, 
     got = {r[0] for r in conn.execute("SELECT external_id FROM oms.orders WHERE channel_code = 'ozon'")}
     assert got == expected and res.normalized.accepted == len(expected)
     assert count(conn, "SELECT count(*) FROM raw.channel_orders WHERE normalized_at IS NULL") == 0
+
+
+def test_marketplace_orders_keep_the_warehouse_the_marketplace_assigned(world, policy):
+    conn, stack, settings = world(only=["ozon", "wildberries"], rate=0.5)
+    stack.advance(1800)
+    mapped = {
+        (system, ext): loc
+        for system, loc, ext in conn.execute(
+            "SELECT system, location_code, external_id FROM connectors.channel_locations"
+        ).fetchall()
+    }
+    ozon.ingest_ozon(conn, ozon.OzonClient.from_endpoint(settings.endpoint("ozon"), policy=policy, rate=None))
+    wb_client = wildberries.WildberriesClient.from_endpoint(
+        settings.endpoint("wildberries"), policy=policy, rate=None
+    )
+    wildberries.ingest_wildberries(conn, wb_client)
+    got = dict(
+        conn.execute(
+            """SELECT channel_code || ':' || external_id, fulfilment_location_code FROM oms.orders
+               WHERE channel_code IN ('ozon', 'wildberries')"""
+        ).fetchall()
+    )
+    postings = stack["ozon"].rendered_postings()
+    wb_orders = stack["wildberries"].rendered_orders()
+    assert postings and wb_orders
+    for p in postings:
+        wh = str(p["delivery_method"]["warehouse_id"])
+        assert got[f"ozon:{p['posting_number']}"] == mapped[("ozon", wh)]
+    for o in wb_orders:
+        assert got[f"wildberries:{o['id']}"] == mapped[("wildberries", str(o["warehouseId"]))]
+
+
+def test_an_order_from_an_unmapped_marketplace_warehouse_is_quarantined_with_the_reason(world, policy):
+    conn, stack, settings = world(only=["ozon"], rate=0.5)
+    conn.execute("UPDATE connectors.channel_locations SET active = false WHERE system = 'ozon'")
+    stack.advance(900)
+    res = ozon.ingest_ozon(
+        conn, ozon.OzonClient.from_endpoint(settings.endpoint("ozon"), policy=policy, rate=None)
+    )
+    assert res.normalized.accepted == 0 and res.normalized.quarantined > 0
+    reasons = [
+        r[0] for r in conn.execute("SELECT reason FROM raw.quarantine WHERE source = 'ozon'").fetchall()
+    ]
+    assert reasons and all(
+        "is not mapped to a location" in r and "delivery_method.warehouse_id" in r for r in reasons
+    )
+    assert count(conn, "SELECT count(*) FROM oms.orders WHERE channel_code = 'ozon'") == 0

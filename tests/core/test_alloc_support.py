@@ -50,6 +50,7 @@ def order_dict(
     paid: bool = True,
     lat: float | None = None,
     lon: float | None = None,
+    fulfilment: str | None = None,
 ) -> dict:
     """A NormalizedOrder-shaped mapping for A's ``accept_orders``."""
     return {
@@ -58,6 +59,7 @@ def order_dict(
         "placed_at": placed_at or datetime(2025, 11, 26, 5, 0, tzinfo=UTC),
         "delivery_method": method,
         "pickup_location_code": pickup,
+        "fulfilment_location_code": fulfilment,
         "region": region,
         "lat": lat,
         "lon": lon,

@@ -300,6 +300,22 @@ def test_reroute_with_nowhere_to_go_backorders_and_refuses_picked_orders(conn, c
         reroute(conn, oid, config=cfg, actor="ops", reason="x")
 
 
+def test_a_marketplace_order_ships_from_its_assigned_warehouse_and_is_not_rerouted_away(conn, cfg):
+    receive(conn, "WH-MSK-POD", {"KETTLE": 5})
+    receive(conn, "WH-SPB-SHU", {"KETTLE": 5})
+    # a Moscow buyer, but the marketplace assigned the posting to the St Petersburg warehouse
+    oid = place(conn, [("KETTLE", 1)], channel="ozon", region="Москва", fulfilment="WH-SPB-SHU")
+    assert allocate_batch(conn, config=cfg, now=NOW).allocated == [oid]
+    assert [r[1] for r in active_reservations(conn, oid)] == ["WH-SPB-SHU"]
+    with pytest.raises(ValidationFailed, match="assigned to WH-SPB-SHU by its channel"):
+        reroute(conn, oid, config=cfg, actor="ops", reason="x", exclude_locations=["WH-SPB-SHU"], now=NOW)
+    assert [r[1] for r in active_reservations(conn, oid)] == ["WH-SPB-SHU"]
+    # nothing at the assigned warehouse: the order waits for it rather than shipping from Moscow
+    waiting = place(conn, [("KETTLE", 9)], channel="ozon", fulfilment="WH-SPB-SHU")
+    assert allocate_batch(conn, [waiting], config=cfg, now=NOW).backordered == [waiting]
+    assert violations(conn) == []
+
+
 def test_cancel_releases_through_release_reservations(conn, cfg):
     receive(conn, "WH-MSK-POD", {"MUG": 5})
     oid = place(conn, [("MUG", 3)])

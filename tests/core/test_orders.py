@@ -105,6 +105,7 @@ def test_unknown_sku_puts_order_on_hold_with_reason_and_event(world):
         ({"channel_code": "nochannel"}, "unknown channel 'nochannel'"),
         ({"delivery_method": "pickup_point"}, "pickup_location_code is required"),
         ({"delivery_method": "store_pickup", "pickup_location_code": "ST-NOPE"}, "unknown pickup location"),
+        ({"fulfilment_location_code": "WH-NOPE"}, "unknown fulfilment location 'WH-NOPE'"),
         ({"delivery_method": "teleport"}, "delivery_method"),
     ],
 )

@@ -500,3 +500,24 @@ def test_orders_of_a_batch_are_served_in_the_given_order():
     cfg = config()
     p1, p2 = plan_batch([order(7), order(3)], {("WH-A", "X"): 1}, cfg, now=NOW)
     assert (p1.order_id, p1.outcome, p2.outcome) == (7, "allocated", "backordered")
+
+
+# -- channel-assigned location (marketplace FBS) -----------------------------------------------------------
+
+
+def test_a_pinned_order_ships_from_its_assigned_location_even_when_another_is_cheaper():
+    cfg = config()
+    free = {("WH-A", "X"): 5, ("WH-C", "X"): 5}
+    # Kazan would ship from WH-C (cheapest); the marketplace assigned the posting to WH-A
+    plan = plan_one(cfg, order(region="Казань", pinned_location="WH-A"), free)
+    assert plan.outcome == "allocated" and locations(plan) == ["WH-A"]
+    assert [c["locations"] for c in plan.scores] == [["WH-A"]]
+
+
+def test_a_pinned_order_waits_for_stock_at_its_location_instead_of_moving():
+    cfg = config()
+    plan = plan_one(
+        cfg, order(lines=[("X", 2)], pinned_location="WH-B"), {("WH-A", "X"): 9, ("WH-B", "X"): 1}
+    )
+    assert plan.outcome == "backordered" and plan.shipments == ()
+    assert [(s.requested, s.available) for s in plan.short] == [(2, 1)]

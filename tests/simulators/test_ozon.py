@@ -250,3 +250,23 @@ def test_control_endpoints(ozon, client):
     assert state["simulator"] == "ozon" and state["postings"] == len(stack["ozon"].postings)
     assert client.post(url + "/_sim/advance", json={"seconds": -5}).status_code == 400
     assert client.post(url + "/_sim/faults", json={"kind": "nope", "count": 1}).status_code == 400
+
+
+def test_postings_go_to_the_nearest_warehouse_with_published_stock(ozon, client):
+    stack, url, headers = ozon
+    stack.advance(3600)
+    before = {p["posting_number"] for p in stack["ozon"].rendered_postings()}
+    # stock published at one warehouse only: every later posting is assigned there
+    wh = 22142605386000
+    items = [
+        {"offer_id": p.offer_id, "product_id": p.ozon_product_id, "stock": 1000, "warehouse_id": wh}
+        for p in stack.catalog
+    ]
+    for i in range(0, len(items), 100):
+        r = client.post(url + "/v2/products/stocks", headers=headers, json={"stocks": items[i : i + 100]})
+        assert all(x["updated"] for x in r.json()["result"])
+    stack.advance(3600)
+    later = [p for p in stack["ozon"].rendered_postings() if p["posting_number"] not in before]
+    assert later and {p["delivery_method"]["warehouse_id"] for p in later} == {wh}
+    earlier = {p["delivery_method"]["warehouse_id"] for p in stack["ozon"].rendered_postings()} - {wh}
+    assert earlier  # before the push: the warehouse nearest the buyer, wherever it is
