@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from oms_ops.connectors.normalize import NormalizeResult, normalize_pending
+from oms_ops.connectors.state import store_page
 
 
 @dataclass
@@ -52,6 +53,36 @@ def fetch_ahead() -> Iterator[ThreadPoolExecutor]:
 
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
+
+
+def store_polled_page(
+    conn,
+    channel: str,
+    items,
+    rejects,
+    res: IngestResult,
+    *,
+    cursor_name: str,
+    cursor_value: dict,
+    normalize: bool,
+    before_commit: Callable[[], None] | None,
+) -> None:
+    """A polled page into Postgres (payloads, quarantined rejects, cursor: one transaction, ``store_page``)
+    and its counts into ``res`` — the step every polling connector takes after each page."""
+    page = store_page(
+        conn,
+        channel,
+        items,
+        rejects=rejects,
+        cursor_name=cursor_name,
+        cursor_value=cursor_value,
+        normalize=normalize,
+        before_commit=before_commit,
+    )
+    res.new_raw += page.new
+    res.rejected += len(rejects)
+    if normalize:
+        normalize_stored(conn, channel, page, res)
 
 
 def normalize_stored(conn, channel: str, page, res: IngestResult) -> None:

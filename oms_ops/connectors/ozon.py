@@ -22,7 +22,13 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from oms_ops.connectors.http import ApiClient, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, iso, normalize_stored
+from oms_ops.connectors.ingest import (
+    IngestResult,
+    PageHook,
+    fetch_ahead,
+    iso,
+    store_polled_page,
+)
 from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending
 from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
 
@@ -137,20 +143,17 @@ def ingest_ozon(
                     watermark = t
             if on_fetched:
                 on_fetched(res.pages, postings)
-            page = store_page(
+            store_polled_page(
                 conn,
                 CHANNEL,
                 items,
-                rejects=rejects,
+                rejects,
+                res,
                 cursor_name=CURSOR,
                 cursor_value={"since": iso(watermark)},
                 normalize=normalize,
                 before_commit=before_commit,
             )
-            res.new_raw += page.new
-            res.rejected += len(rejects)
-            if normalize:
-                normalize_stored(conn, CHANNEL, page, res)
     res.cursor = {"since": iso(watermark)}
     if refresh_window and refresh_window > timedelta(0):
         _refresh_cancelled(conn, client, watermark - refresh_window, page_limit, res)

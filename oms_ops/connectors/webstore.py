@@ -26,7 +26,13 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, iso, normalize_stored
+from oms_ops.connectors.ingest import (
+    IngestResult,
+    PageHook,
+    fetch_ahead,
+    iso,
+    store_polled_page,
+)
 from oms_ops.connectors.normalize import (
     Mapped,
     MappingContext,
@@ -34,7 +40,7 @@ from oms_ops.connectors.normalize import (
     normalize_pending,
     normalize_phone,
 )
-from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
+from oms_ops.connectors.state import get_cursor, record_success, split_by_id
 
 CHANNEL = "webstore"
 CURSOR = "webstore:orders"
@@ -171,20 +177,17 @@ def ingest_webstore(
                 cursor = {"watermark": iso(watermark), "run": {"until": iso(until), "page_info": nxt}}
             else:
                 cursor = {"watermark": iso(until), "run": None}
-            stored = store_page(
+            store_polled_page(
                 conn,
                 CHANNEL,
                 items,
-                rejects=rejects,
+                rejects,
+                res,
                 cursor_name=CURSOR,
                 cursor_value=cursor,
                 normalize=normalize,
                 before_commit=before_commit,
             )
-            res.new_raw += stored.new
-            res.rejected += len(rejects)
-            if normalize:
-                normalize_stored(conn, CHANNEL, stored, res)
             if not nxt:
                 done = True
                 break

@@ -23,7 +23,7 @@ import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from oms_ops.connectors.http import ApiClient, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, normalize_stored
+from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, normalize_stored, store_polled_page
 from oms_ops.connectors.normalize import (
     CANCELLABLE_STATES,
     Mapped,
@@ -163,20 +163,17 @@ def ingest_wildberries(
             items, rejects = split_by_id(orders, "id")
             if on_fetched:
                 on_fetched(res.pages, orders)
-            page = store_page(
+            store_polled_page(
                 conn,
                 CHANNEL,
                 items,
-                rejects=rejects,
+                rejects,
+                res,
                 cursor_name=CURSOR,
                 cursor_value={"next": nxt},
                 normalize=normalize,
                 before_commit=before_commit,
             )
-            res.new_raw += page.new
-            res.rejected += len(rejects)
-            if normalize:
-                normalize_stored(conn, CHANNEL, page, res)
             if nxt <= next_id:
                 res.notes.append(f"next did not advance past {next_id}; stopping this run")
                 break
