@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from oms_ops.connectors.normalize import NormalizeResult, normalize_pending
@@ -53,6 +53,18 @@ def fetch_ahead() -> Iterator[ThreadPoolExecutor]:
 
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An API timestamp (RFC 3339, ``Z`` or offset; a naive one is taken as UTC) or None when absent or
+    unreadable — used for watermarks, where a bad value must not stop the page from being stored."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def store_polled_page(

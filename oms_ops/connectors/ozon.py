@@ -27,6 +27,7 @@ from oms_ops.connectors.ingest import (
     PageHook,
     fetch_ahead,
     iso,
+    parse_time,
     store_polled_page,
 )
 from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending
@@ -95,16 +96,6 @@ class OzonClient(ApiClient):
         ]
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def ingest_ozon(
     conn: psycopg.Connection,
     client: OzonClient,
@@ -120,7 +111,7 @@ def ingest_ozon(
     """Fetch new postings (and recently cancelled ones), store them raw with the watermark, normalise."""
     res = IngestResult(CHANNEL)
     state = get_cursor(conn, CURSOR) or {}
-    since = _parse_time(state.get("since")) or initial_since or datetime.now(UTC) - timedelta(days=30)
+    since = parse_time(state.get("since")) or initial_since or datetime.now(UTC) - timedelta(days=30)
     watermark = since
     to = since + MAX_PERIOD
     with fetch_ahead() as ahead:
@@ -138,7 +129,7 @@ def ingest_ozon(
                 nxt = ahead.submit(client.list_postings, since=since, to=to, cursor=cursor, limit=page_limit)
             items, rejects = split_by_id(postings, "posting_number", what="posting")
             for _, p in items:
-                t = _parse_time(p.get("in_process_at"))
+                t = parse_time(p.get("in_process_at"))
                 if t is not None and t > watermark:
                     watermark = t
             if on_fetched:

@@ -31,6 +31,7 @@ from oms_ops.connectors.ingest import (
     PageHook,
     fetch_ahead,
     iso,
+    parse_time,
     store_polled_page,
 )
 from oms_ops.connectors.normalize import (
@@ -104,16 +105,6 @@ def next_page_info(link: str | None) -> str | None:
     return None
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def ingest_webstore(
     conn: psycopg.Connection,
     client: ShopifyClient,
@@ -127,18 +118,18 @@ def ingest_webstore(
 ) -> IngestResult:
     res = IngestResult(CHANNEL)
     state = get_cursor(conn, CURSOR) or {}
-    watermark = _parse_time(state.get("watermark")) or initial_since or datetime.now(UTC) - timedelta(days=30)
+    watermark = parse_time(state.get("watermark")) or initial_since or datetime.now(UTC) - timedelta(days=30)
     run = state.get("run") or None
     if run is None:
         newest, _ = client.orders_page({"status": "any", "limit": 1})
         until = watermark
         for o in newest:
             for key in ("updated_at", "created_at"):
-                t = _parse_time(o.get(key))
+                t = parse_time(o.get(key))
                 if t is not None and t > until:
                     until = t
         run = {"until": iso(until), "page_info": None}
-    until = _parse_time(run["until"]) or watermark
+    until = parse_time(run["until"]) or watermark
     page_info = run.get("page_info")
     first = {
         "status": "any",
