@@ -107,6 +107,70 @@ class NormalizedOrder(BaseModel):
     def key(self) -> tuple[str, str]:
         return (self.channel_code, self.external_id)
 
+    @property
+    def skus(self) -> set[str]:
+        return {ln.sku for ln in self.lines}
+
+    def staging_values(self) -> list[Any]:
+        """The order's ``oms.orders`` columns (``ORDER_FIELDS`` order), as staged for the insert."""
+        d = self.__dict__
+        return [d[c] for c in ORDER_FIELDS]
+
+    def staging_lines(self) -> list[tuple[int, str, int, Decimal, str | None]]:
+        """``(line_no, sku, qty, unit_price, name)`` per line, in the order given."""
+        return [(ln.line_no, ln.sku, ln.qty, ln.unit_price, ln.name) for ln in self.lines]
+
+
+class ValidatedOrder:
+    """An order a connector's fast path has already checked against every rule of ``NormalizedOrder``.
+
+    Why: building the pydantic model costs more per order than inserting it, and a bulk load spends most of
+    its Python time there. A connector's exact fast validator (e.g. ``ozon.fast_posting``) takes only
+    payloads it is sure of — plain JSON types, stripped strings, two-decimal amounts, ISO timestamps — and
+    gives anything else to the pydantic path, which stays the definition of validity and the source of every
+    quarantine reason (``tests/connectors/test_fast_mapping.py`` holds the two paths to the same result).
+
+    ``values``: the ``oms.orders`` columns in ``ORDER_FIELDS`` order (total_amount computed as
+    ``NormalizedOrder`` would); ``lines``: ``(line_no, sku, qty, unit_price, name)`` per line.
+    """
+
+    __slots__ = ("values", "lines")
+
+    def __init__(self, values: tuple, lines: list[tuple[int, str, int, Decimal, str | None]]) -> None:
+        self.values = values
+        self.lines = lines
+
+    channel_code = property(lambda self: self.values[0])
+    external_id = property(lambda self: self.values[1])
+    pickup_location_code = property(lambda self: self.values[_PICKUP])
+    fulfilment_location_code = property(lambda self: self.values[_FULFILMENT])
+    raw_id = property(lambda self: self.values[_RAW_ID])
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.values[0], self.values[1])
+
+    @property
+    def skus(self) -> set[str]:
+        return {ln[1] for ln in self.lines}
+
+    def staging_values(self) -> tuple:
+        return self.values
+
+    def staging_lines(self) -> list[tuple[int, str, int, Decimal, str | None]]:
+        return self.lines
+
+    def as_payload(self) -> dict[str, Any]:
+        """The NormalizedOrder-shaped JSON of the order (what a quarantine row keeps)."""
+        d = dict(zip(ORDER_FIELDS, self.values, strict=True))
+        d["lines"] = [
+            {"line_no": n, "sku": s, "qty": q, "unit_price": p, "name": nm} for n, s, q, p, nm in self.lines
+        ]
+        return NormalizedOrder.model_validate(d).model_dump(mode="json")
+
+    def __repr__(self) -> str:
+        return f"ValidatedOrder({self.key!r}, {len(self.lines)} lines)"
+
 
 @dataclass
 class AcceptResult:
@@ -141,6 +205,8 @@ def _error_text(exc: ValidationError) -> str:
 def _payload(item: Any) -> Any:
     if isinstance(item, BaseModel):
         return item.model_dump(mode="json")
+    if isinstance(item, ValidatedOrder):
+        return item.as_payload()
     return item
 
 
@@ -172,7 +238,10 @@ _ORDER_COLUMNS = (
     ("raw_id", "int8"),
     ("parent_order_id", "int8"),
 )
-_ORDER_FIELDS = tuple(c for c, _ in _ORDER_COLUMNS)
+ORDER_FIELDS = tuple(c for c, _ in _ORDER_COLUMNS)
+_PICKUP = ORDER_FIELDS.index("pickup_location_code")
+_FULFILMENT = ORDER_FIELDS.index("fulfilment_location_code")
+_RAW_ID = ORDER_FIELDS.index("raw_id")
 _LINE_COLUMNS = (
     ("n", "int4"),
     ("k", "int4"),
@@ -229,10 +298,12 @@ _ACCEPT_SQL = sql.SQL(
                                      'lines', od.nlines)
            FROM od ORDER BY od.order_id)
        SELECT n, order_id FROM od"""
-).format(cols=sql.SQL(", ").join(sql.Identifier(c) for c in _ORDER_FIELDS))
+).format(cols=sql.SQL(", ").join(sql.Identifier(c) for c in ORDER_FIELDS))
 
 
-def _stage(conn: psycopg.Connection, todo: Sequence[NormalizedOrder], holds: Mapping[int, str]) -> None:
+def _stage(
+    conn: psycopg.Connection, todo: Sequence[NormalizedOrder | ValidatedOrder], holds: Mapping[int, str]
+) -> None:
     """COPY the batch (binary: no text formatting or parsing of numbers and times on either side) into the
     session's staging tables; ``holds`` maps a batch position to its unknown-SKU hold reason."""
     conn.execute(_STAGE_ORDERS_DDL)
@@ -241,13 +312,12 @@ def _stage(conn: psycopg.Connection, todo: Sequence[NormalizedOrder], holds: Map
     with cur.copy(_COPY_ORDERS) as cp:
         cp.set_types([t for _, t in _STAGED_ORDER_COLUMNS])
         for n, o in enumerate(todo):
-            d = o.__dict__
-            cp.write_row((n, *[d[c] for c in _ORDER_FIELDS], holds.get(n), len(o.lines)))
+            cp.write_row((n, *o.staging_values(), holds.get(n), len(o.lines)))
     with cur.copy(_COPY_LINES) as cp:
         cp.set_types([t for _, t in _LINE_COLUMNS])
         for n, o in enumerate(todo):
-            for k, ln in enumerate(o.lines):
-                cp.write_row((n, k, ln.line_no, ln.sku, ln.qty, ln.unit_price, ln.name))
+            for k, ln in enumerate(o.staging_lines()):
+                cp.write_row((n, k, *ln))
 
 
 def accept_orders(
@@ -299,9 +369,9 @@ def _accept(
     quarantining them (replay keeps the original quarantine row; exchange raises)."""
     result = AcceptResult()
     rejects: list[tuple[Any, str | None, str]] = []  # (payload, external_id, reason)
-    valid: list[NormalizedOrder] = []
+    valid: list[NormalizedOrder | ValidatedOrder] = []
     for item in items:
-        if isinstance(item, NormalizedOrder):
+        if isinstance(item, (NormalizedOrder, ValidatedOrder)):
             valid.append(item)
             continue
         try:
@@ -330,7 +400,7 @@ def _accept(
         ).fetchall()
     }
     seen: set[tuple[str, str]] = set()
-    todo: list[NormalizedOrder] = []
+    todo: list[NormalizedOrder | ValidatedOrder] = []
     for o in valid:
         problems = []
         if o.channel_code not in channels:
@@ -350,11 +420,11 @@ def _accept(
             todo.append(o)
 
     if todo:
-        all_skus = sorted({ln.sku for o in todo for ln in o.lines})
+        all_skus = sorted(set().union(*(o.skus for o in todo)))
         known = {r[0] for r in conn.execute("SELECT sku FROM oms.products WHERE sku = ANY(%s)", (all_skus,))}
         unknown: dict[int, list[str]] = {}  # position in todo → SKUs the catalog does not know
         for n, o in enumerate(todo):
-            missing = sorted({ln.sku for ln in o.lines} - known)
+            missing = sorted(o.skus - known)
             if missing:
                 unknown[n] = missing
         # Orders, lines and creation events in ONE statement over the batch COPYed into staging tables:

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from oms_ops.connectors import fastcheck as fc
 from oms_ops.connectors.http import ApiClient, RetryPolicy
 from oms_ops.connectors.ingest import (
     IngestResult,
@@ -267,3 +268,60 @@ def map_posting(payload: dict, ctx: MappingContext) -> Mapped:
         ],
     }
     return Mapped(p.posting_number, order, cancelled=p.status == "cancelled")
+
+
+def fast_posting(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[str, bool, Any]:
+    """``map_posting`` + ``NormalizedOrder`` for the plain payloads (see ``fastcheck``): ``(posting number,
+    cancelled, ValidatedOrder)``; raises ``fastcheck.Unsure`` for anything the pydantic path must decide."""
+    p = fc.required_mapping(payload)
+    number = fc.required_text(p.get("posting_number"))
+    status = fc.any_text(p.get("status"))
+    placed = fc.timestamp(p.get("in_process_at"))
+    order_number = fc.text(p.get("order_number"))
+    a = fc.mapping(p.get("analytics_data"))
+    region, city = fc.text(a.get("region")), fc.text(a.get("city"))
+    promised = fc.optional_timestamp(a.get("delivery_date_end"))
+    dm = fc.mapping(p.get("delivery_method"))
+    wh = fc.optional_integer(dm.get("warehouse_id"))
+    if dm.get("warehouse") is not None:
+        fc.any_text(dm["warehouse"])
+    lines = []
+    currency = None
+    for pr in fc.items(p.get("products"), required=True):
+        pr = fc.required_mapping(pr)
+        price = fc.required_mapping(pr.get("price"))
+        cur = fc.any_text(price["currency"]) if "currency" in price else "RUB"
+        if currency is not None and cur != currency:
+            raise fc.Unsure  # several currencies: the pydantic path names them
+        currency = cur
+        lines.append(
+            (
+                fc.required_text(pr.get("offer_id")),
+                fc.quantity(pr.get("quantity")),
+                fc.money(price.get("amount")),
+                fc.text(pr.get("name")),
+            )
+        )
+    fulfilment = None
+    if wh is not None:
+        fulfilment = ctx.location(CHANNEL, wh)
+        if fulfilment is None:
+            raise fc.Unsure
+    cancelled = status == "cancelled"
+    order = fc.validated_order(
+        lines,
+        channel_code=CHANNEL,
+        external_id=number,
+        channel_order_number=order_number,
+        placed_at=placed,
+        delivery_method="courier",
+        fulfilment_location_code=fulfilment,
+        region=region,
+        city=city,
+        promised_at=promised,
+        payment_method="prepaid",
+        payment_status="paid",
+        currency=currency,
+        raw_id=raw_id,
+    )
+    return number, cancelled, order

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from oms_ops.connectors import fastcheck as fc
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
 from oms_ops.connectors.ingest import (
     IngestResult,
@@ -299,6 +300,12 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     c = o.customer or _Customer()
     name = " ".join(x for x in (c.first_name or addr.first_name, c.last_name or addr.last_name) if x) or None
     payment = str(attrs.get("payment_method") or "")
+    for attr in ("pickup_point_code", "store_code"):
+        if attrs.get(attr) is not None and not isinstance(attrs[attr], str):
+            return Mapped(
+                str(o.id),
+                error=f"note_attributes {attr}: expected a string, got {type(attrs[attr]).__name__}",
+            )
     order: dict[str, Any] = {
         "channel_code": CHANNEL,
         "external_id": str(o.id),
@@ -335,3 +342,118 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     if order.get("address") is None:
         order["address"] = addr.address1
     return Mapped(str(o.id), order, cancelled=o.cancelled_at is not None)
+
+
+_ADDRESS_TEXT = ("address1", "city", "province", "phone", "first_name", "last_name")
+_CUSTOMER_TEXT = ("first_name", "last_name", "phone", "email")
+
+
+def _fast_address(v: Any) -> dict | None:
+    if v is None:
+        return None
+    a = fc.required_mapping(v)
+    for k in _ADDRESS_TEXT:
+        fc.optional_str(a.get(k))
+    fc.optional_number(a.get("latitude"))
+    fc.optional_number(a.get("longitude"))
+    return a
+
+
+def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[str, bool, Any]:
+    """``map_order`` + ``NormalizedOrder`` for the plain payloads (see ``fastcheck``); raises
+    ``fastcheck.Unsure`` for anything the pydantic path must decide."""
+    o = fc.required_mapping(payload)
+    oid = str(fc.integer(o.get("id")))
+    number = fc.text(o.get("name"))
+    created = fc.timestamp(o.get("created_at"))
+    cancelled = fc.optional_timestamp(o.get("cancelled_at")) is not None
+    currency = fc.any_text(o.get("currency", "RUB"))
+    total = None if o.get("total_price") is None else fc.money(o["total_price"])
+    financial = fc.optional_str(o.get("financial_status"))
+    email, phone = fc.optional_str(o.get("email")), fc.optional_str(o.get("phone"))
+    c = fc.mapping(o.get("customer"))
+    for k in _CUSTOMER_TEXT:
+        fc.optional_str(c.get(k))
+    shipping_address = _fast_address(o.get("shipping_address"))
+    billing_address = _fast_address(o.get("billing_address"))
+    lines = []
+    for li in fc.items(o.get("line_items"), required=True):
+        li = fc.required_mapping(li)
+        lines.append(
+            (
+                fc.required_text(li.get("sku")),
+                fc.quantity(li.get("quantity")),
+                fc.money(li.get("price")),
+                fc.text(li.get("name")),
+            )
+        )
+    shipping_lines = fc.items(o.get("shipping_lines", []))
+    for sl in shipping_lines:
+        sl = fc.required_mapping(sl)
+        fc.optional_str(sl.get("code"))
+        fc.optional_str(sl.get("title"))
+    shipping = _ZERO_SHIPPING
+    if o.get("total_shipping_price_set") is not None:
+        money_set = fc.required_mapping(o["total_shipping_price_set"])
+        shipping = fc.money(fc.required_mapping(money_set.get("shop_money")).get("amount"))
+    attrs = {}
+    for at in fc.items(o.get("note_attributes", [])):
+        at = fc.required_mapping(at)
+        attrs[fc.any_text(at.get("name"))] = at.get("value")
+    method = (shipping_lines[0].get("code") if shipping_lines else None) or "courier"
+    if method not in ("courier", "pickup_point", "store_pickup"):
+        method = "courier"
+    addr = (
+        shipping_address
+        if shipping_address is not None
+        else billing_address
+        if billing_address is not None
+        else {}
+    )
+    name = (
+        " ".join(
+            x
+            for x in (
+                c.get("first_name") or addr.get("first_name"),
+                c.get("last_name") or addr.get("last_name"),
+            )
+            if x
+        )
+        or None
+    )
+    payment = str(attrs.get("payment_method") or "")
+    pickup_code, store_code = attrs.get("pickup_point_code"), attrs.get("store_code")
+    fc.optional_str(pickup_code)
+    fc.optional_str(store_code)
+    delivery = delivery_fields(
+        ctx, method, pickup_point_code=pickup_code, store_code=store_code, address=addr.get("address1")
+    )
+    if method == "store_pickup" and not (ctx.location("pos", store_code) or ctx.location("wms", store_code)):
+        raise fc.Unsure  # a store the mapping does not know: acceptance says why
+    order = fc.validated_order(
+        lines,
+        channel_code=CHANNEL,
+        external_id=oid,
+        channel_order_number=number,
+        placed_at=created,
+        customer_name=fc.text(name),
+        customer_phone=fc.text(normalize_phone(phone or c.get("phone") or addr.get("phone"))),
+        customer_email=fc.text(email or c.get("email")),
+        region=fc.text(addr.get("province")),
+        city=fc.text(addr.get("city")),
+        address=fc.text(delivery.get("address", addr.get("address1"))),
+        lat=fc.optional_number(addr.get("latitude")),
+        lon=fc.optional_number(addr.get("longitude")),
+        payment_method="cod" if payment in COD_METHODS else "prepaid",
+        payment_status="paid" if financial in ("paid", "refunded", "partially_refunded") else "pending",
+        currency=currency,
+        shipping_amount=shipping,
+        total_amount=total,
+        delivery_method=delivery["delivery_method"],
+        pickup_location_code=delivery.get("pickup_location_code"),
+        raw_id=raw_id,
+    )
+    return oid, cancelled, order
+
+
+_ZERO_SHIPPING = Decimal("0")

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from oms_ops.connectors import fastcheck as fc
 from oms_ops.connectors.http import ApiClient, RetryPolicy
 from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, normalize_stored, store_polled_page
 from oms_ops.connectors.normalize import (
@@ -286,3 +287,51 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
         "lines": [{"sku": o.article.strip(), "qty": 1, "unit_price": Decimal(o.finalPrice) / 100}],
     }
     return Mapped(str(o.id), order)
+
+
+_PRICE_LIMIT = 10**12  # kopecks: unit_price numeric(12,2)
+
+
+def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[str, bool, Any]:
+    """``map_order`` + ``NormalizedOrder`` for the plain payloads (see ``fastcheck``); raises
+    ``fastcheck.Unsure`` for anything the pydantic path must decide."""
+    o = fc.required_mapping(payload)
+    oid = str(fc.integer(o.get("id")))
+    fc.integer(o.get("chrtId"))
+    final = fc.integer(o.get("finalPrice"))
+    if not 0 <= final < _PRICE_LIMIT or fc.integer(o.get("price")) < 0:
+        raise fc.Unsure
+    currency = CURRENCIES.get(fc.integer(o.get("currencyCode", 643)))
+    article = fc.required_text(o.get("article"))
+    created = fc.timestamp(o.get("createdAt"))
+    rid = fc.text(o.get("rid"))
+    offices = fc.items(o.get("offices", []))
+    for office in offices:
+        fc.any_text(office)
+    a = fc.mapping(o.get("address"))
+    wh = fc.optional_integer(o.get("warehouseId"))
+    if currency is None:
+        raise fc.Unsure
+    fulfilment = None
+    if wh is not None:
+        fulfilment = ctx.location(CHANNEL, wh)
+        if fulfilment is None:
+            raise fc.Unsure
+    order = fc.validated_order(
+        [(article, 1, Decimal(final) / 100, None)],
+        channel_code=CHANNEL,
+        external_id=oid,
+        channel_order_number=rid,
+        placed_at=created,
+        delivery_method="courier",
+        fulfilment_location_code=fulfilment,
+        city=fc.text(offices[0]) if offices else None,
+        address=fc.text(a.get("fullAddress")),
+        lat=fc.optional_number(a.get("latitude")),
+        lon=fc.optional_number(a.get("longitude")),
+        payment_method="prepaid",
+        payment_status="paid",
+        currency=currency,
+        raw_id=raw_id,
+    )
+    return oid, False, order
