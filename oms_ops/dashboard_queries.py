@@ -291,8 +291,8 @@ def channel_ingest(conn: psycopg.Connection, *, now: datetime | None = None) -> 
                       AS last_received_at,
                   (SELECT count(*) FROM raw.channel_orders r WHERE r.channel_code = c.channel_code
                      AND r.received_at > %(now)s - interval '24 hours')::int AS received_24h,
-                  (SELECT count(*) FROM raw.channel_orders r WHERE r.channel_code = c.channel_code
-                     AND r.normalized_at IS NULL)::int AS pending_normalisation,
+                  (SELECT count(*) FROM raw.pending_orders r WHERE r.channel_code = c.channel_code)::int
+                      AS pending_normalisation,
                   (SELECT count(*) FROM raw.quarantine q WHERE q.source = c.channel_code AND q.state = 'open')::int
                       AS quarantined,
                   (SELECT max(created_at) FROM oms.orders o WHERE o.channel_code = c.channel_code)

@@ -335,8 +335,8 @@ def accept_orders(
     'new'), accepted on hold (unknown SKU: state 'on_hold', hold_reason naming the SKUs, with an event),
     duplicate (already known or repeated in the batch: nothing changes) or quarantined (raw.quarantine with
     ``source`` and the reason: invalid field, unknown/inactive channel, unknown pickup location).
-    ``mark_raw=False``: the caller marks the orders' raw rows normalised itself (the connectors' normaliser
-    marks every row it took in one statement, so a second UPDATE here would only look them up again).
+    The raw payloads the orders name (``raw_id``) leave the normaliser's queue (``raw.pending_orders``);
+    ``mark_raw=False``: the caller has taken them off the queue already (the connectors' normaliser).
     """
     items = list(orders)
     return run_in_transaction(
@@ -460,9 +460,10 @@ def _accept(
             )
             result.on_hold = sorted(oid for oid, _ in holds)
         raw_ids = [o.raw_id for o in todo if o.raw_id is not None]
-        if raw_ids and mark_raw:
+        if raw_ids and mark_raw:  # their payloads need no normalising any more
             conn.execute(
-                "UPDATE raw.channel_orders SET normalized_at = now() WHERE raw_id = ANY(%s) AND normalized_at IS NULL",
+                """DELETE FROM raw.pending_orders p USING raw.channel_orders r
+                   WHERE r.raw_id = ANY(%s) AND p.channel_code = r.channel_code AND p.raw_id = r.raw_id""",
                 (raw_ids,),
             )
     result.rejected = [(ext, reason) for _, ext, reason in rejects]
@@ -522,23 +523,26 @@ def payload_hash(payload: Any) -> str:
 def record_raw_orders(
     conn: psycopg.Connection, channel_code: str, payloads: Sequence[tuple[str, Any]]
 ) -> list[int]:
-    """Store channel payloads ``(external_id, payload)`` as received (one transaction). Idempotent on
-    (channel, external_id, payload hash): returns the raw_ids of rows that were new."""
+    """Store channel payloads ``(external_id, payload)`` as received (one transaction), queued for the
+    normaliser (or for ``accept_orders`` naming their raw_id). Idempotent on (channel, external_id, payload
+    hash): returns the raw_ids of rows that were new."""
     if not payloads:
         return []
-    from oms_ops.outbox import jsonb
-
     with conn.transaction():
         rows = conn.execute(
-            """INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash)
-               SELECT %s, e, p, h FROM unnest(%s::text[], %s::jsonb[], %s::text[]) AS t(e, p, h)
-               ON CONFLICT (channel_code, external_id, payload_hash) DO NOTHING RETURNING raw_id""",
-            (
-                channel_code,
-                [str(e) for e, _ in payloads],
-                [jsonb(p) for _, p in payloads],
-                [payload_hash(p) for _, p in payloads],
-            ),
+            """WITH ins AS (
+                   INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash)
+                   SELECT %(channel)s, e, p::json, h
+                   FROM unnest(%(ext)s::text[], %(payload)s::text[], %(hash)s::text[]) AS t(e, p, h)
+                   ON CONFLICT (channel_code, external_id, payload_hash) DO NOTHING RETURNING raw_id),
+               queued AS (INSERT INTO raw.pending_orders (channel_code, raw_id) SELECT %(channel)s, raw_id FROM ins)
+               SELECT raw_id FROM ins""",
+            {
+                "channel": channel_code,
+                "ext": [str(e) for e, _ in payloads],
+                "payload": [dumps(p) for _, p in payloads],
+                "hash": [payload_hash(p) for _, p in payloads],
+            },
         ).fetchall()
     return sorted(r[0] for r in rows)
 

@@ -1,11 +1,11 @@
 """From raw channel payloads to A's NormalizedOrder, in one transaction per batch.
 
-``normalize_pending`` takes the oldest raw rows of a channel that were not normalised yet (``FOR UPDATE SKIP
-LOCKED``, so two runs never take the same rows), maps each with the channel's mapper (pydantic models of the
-channel shape → a NormalizedOrder mapping), hands the orders to ``oms_ops.orders.accept_orders``, applies
-channel cancellations through ``cancel_orders``, quarantines what cannot be mapped (with the reason and the
-payload as received) and marks every row it took as normalised — all in the same transaction, so a row is
-either fully handled or not at all.
+``normalize_pending`` takes the oldest queued raw rows of a channel (``raw.pending_orders``, under the
+channel's advisory lock, so two runs never take the same rows), maps each — the channel's exact fast path
+for plain payloads (``fastcheck``), else its pydantic mapper and ``NormalizedOrder`` — hands the orders to
+``oms_ops.orders.accept_orders``, applies channel cancellations through ``cancel_orders`` and quarantines
+what cannot be mapped (with the reason and the payload as received), in the transaction that took the rows
+off the queue: a row is either fully handled or still queued.
 
 Several raw rows of one order (the channel said different things over time, e.g. a posting and later its
 cancellation) are folded: the order is created from the first usable version, and the latest version
@@ -216,37 +216,24 @@ def _lock_channel(conn: psycopg.Connection, channel: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('oms.normalize'), hashtext(%s))", (channel,))
 
 
-def unused_fields(channel: str) -> list[str]:
-    """Top-level payload keys the channel's mapper never reads: left in Postgres when reading back."""
-    from oms_ops.connectors import ozon, webstore, wildberries
-
-    return list(
-        {
-            "ozon": ozon.UNUSED_FIELDS,
-            "wildberries": wildberries.UNUSED_FIELDS,
-            "webstore": webstore.UNUSED_FIELDS,
-        }.get(channel, ())
-    )
-
-
-#: Take (and mark) the oldest pending rows of a channel in ONE statement: the UPDATE that marks them
-#: normalised returns their payloads as JSON text (projected to the keys the mapper reads), so the rows are
-#: read once and there is no second pass to mark them. Inside the batch's transaction, so a failure leaves
-#: them pending.
-_CLAIM_SQL = """UPDATE raw.channel_orders r SET normalized_at = now()
-    FROM (SELECT raw_id FROM raw.channel_orders WHERE channel_code = %s AND normalized_at IS NULL
-          ORDER BY raw_id LIMIT %s) p
-    WHERE r.raw_id = p.raw_id
-    RETURNING r.raw_id, r.external_id, (r.payload - %s::text[])::text"""
+#: Take the oldest pending rows of a channel in ONE statement: dequeue them (``raw.pending_orders``) and
+#: return their payloads as the JSON text they are stored as. Inside the batch's transaction, so a failure
+#: leaves them queued.
+_CLAIM_SQL = """WITH taken AS (
+        DELETE FROM raw.pending_orders
+        WHERE channel_code = %(channel)s AND raw_id IN (
+            SELECT raw_id FROM raw.pending_orders WHERE channel_code = %(channel)s ORDER BY raw_id LIMIT %(limit)s)
+        RETURNING raw_id)
+    SELECT r.raw_id, r.external_id, r.payload::text FROM taken JOIN raw.channel_orders r USING (raw_id)"""
 
 
 def _normalize_batch(conn, channel, mapper, batch_size, actor) -> NormalizeResult:
     with conn.transaction():
-        # the channel lock makes row locks unnecessary: only normalisers write normalized_at
+        # the channel lock makes row locks unnecessary: only normalisers take rows off the queue
         _lock_channel(conn, channel)
-        rows = conn.execute(_CLAIM_SQL, (channel, batch_size, unused_fields(channel))).fetchall()
-        rows.sort(key=lambda r: r[0])  # RETURNING has no order; versions are handled as received
-        return _process(conn, channel, mapper, rows, actor, mark=False, projected=True)
+        rows = conn.execute(_CLAIM_SQL, {"channel": channel, "limit": batch_size}).fetchall()
+        rows.sort(key=lambda r: r[0])  # versions are handled as received
+        return _process(conn, channel, mapper, rows, actor)
 
 
 def lock_for_inline(conn: psycopg.Connection, channel: str) -> bool:
@@ -254,8 +241,7 @@ def lock_for_inline(conn: psycopg.Connection, channel: str) -> bool:
     pending, i.e. a page being stored may be normalised right away without overtaking anything."""
     _lock_channel(conn, channel)
     older = conn.execute(
-        "SELECT 1 FROM raw.channel_orders WHERE channel_code = %s AND normalized_at IS NULL LIMIT 1",
-        (channel,),
+        "SELECT 1 FROM raw.pending_orders WHERE channel_code = %s LIMIT 1", (channel,)
     ).fetchone()
     return older is None
 
@@ -263,11 +249,9 @@ def lock_for_inline(conn: psycopg.Connection, channel: str) -> bool:
 def process_stored(
     conn: psycopg.Connection, channel: str, rows: Sequence[tuple[int, str, Any]], *, actor: str | None = None
 ) -> NormalizeResult:
-    """Normalise rows being stored in this transaction (already marked normalised on insert), from the
+    """Normalise rows being stored in this transaction (stored without a queue entry), from the
     payloads in memory — no read-back. Call after :func:`lock_for_inline` returned True."""
-    return _process(
-        conn, channel, mapper_for(channel), list(rows), actor or f"connector:{channel}", mark=False
-    )
+    return _process(conn, channel, mapper_for(channel), list(rows), actor or f"connector:{channel}")
 
 
 #: Rows per accept_orders call inside a batch: while the server inserts one chunk, a thread maps the next.
@@ -318,10 +302,9 @@ def _map_rows(
     return out
 
 
-def _process(
-    conn, channel, mapper, rows, actor, *, mark: bool = True, projected: bool = False
-) -> NormalizeResult:
-    """Map, accept, quarantine, cancel and mark ``rows`` (inside the caller's transaction).
+def _process(conn, channel, mapper, rows, actor) -> NormalizeResult:
+    """Map, accept, quarantine and cancel ``rows`` — already off the queue (inside the caller's
+    transaction).
 
     Chunks of ``CHUNK`` rows are mapped in a worker thread one chunk ahead of the chunk being accepted:
     psycopg releases the GIL while the server works, so mapping (client CPU) and inserting (server CPU) run
@@ -334,7 +317,7 @@ def _process(
     ctx = MappingContext.load(conn)
     fast = fast_mapper_for(channel) if mapper is mapper_for(channel) else None
     with _gc_paused():
-        _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res, mark=mark, projected=projected)
+        _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res)
     return res
 
 
@@ -353,7 +336,7 @@ def _gc_paused():
             gc.enable()
 
 
-def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res, *, mark, projected) -> None:
+def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
     seen: set[str] = set()  # keys whose order was already handed to accept_orders in this batch
     latest_cancelled: dict[str, bool] = {}
     bad: list[tuple[int, str | None, Any, str]] = []  # (raw_id, external id, payload, reason)
@@ -381,7 +364,7 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res, *, mark,
                 seen.add(key)
                 todo.append(order)
             if todo:
-                accepted = accept_orders(conn, todo, actor=actor, source=channel, mark_raw=mark)
+                accepted = accept_orders(conn, todo, actor=actor, source=channel, mark_raw=False)
                 res.accepted += len(accepted.ids)
                 res.on_hold += len(accepted.on_hold)
                 res.duplicates += len(accepted.duplicates)
@@ -389,24 +372,11 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res, *, mark,
                 res.order_ids.extend(accepted.accepted)
     res.order_ids.sort()
     if bad:
-        full = {}
-        if projected:  # quarantine keeps the payload as received, not the projection we mapped
-            full = dict(
-                conn.execute(
-                    "SELECT raw_id, payload FROM raw.channel_orders WHERE raw_id = ANY(%s)",
-                    ([b[0] for b in bad],),
-                ).fetchall()
-            )
-        quarantine_many(conn, [(channel, key, full.get(rid, payload), why) for rid, key, payload, why in bad])
+        quarantine_many(conn, [(channel, key, payload, why) for _, key, payload, why in bad])
         res.quarantined += len(bad)
     to_cancel = sorted(k for k, c in latest_cancelled.items() if c)
     if to_cancel:
         res.cancelled = cancel_channel_orders(conn, channel, to_cancel, actor=actor)
-    if mark:
-        conn.execute(
-            "UPDATE raw.channel_orders SET normalized_at = now() WHERE raw_id = ANY(%s) AND normalized_at IS NULL",
-            ([r[0] for r in rows],),
-        )
 
 
 def cancel_channel_orders(

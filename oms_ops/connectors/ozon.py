@@ -172,28 +172,6 @@ def _refresh_cancelled(conn, client: OzonClient, since: datetime, page_limit: in
 
 
 # -- mapping --------------------------------------------------------------------------------------------------
-#: top-level keys the mapper never reads (left in Postgres when normalising from stored payloads)
-UNUSED_FIELDS = (
-    "tracking_number",
-    "tpl_integration_type",
-    "shipment_date",
-    "delivering_date",
-    "cancellation",
-    "customer",
-    "addressee",
-    "barcodes",
-    "financial_data",
-    "is_express",
-    "is_multibox",
-    "multi_box_qty",
-    "parent_posting_number",
-    "available_actions",
-    "requirements",
-    "substatus",
-    "order_id",
-)
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -98,12 +98,12 @@ def insert_payloads(
     conn: psycopg.Connection, channel: str, items: Sequence[tuple[str, Any]], *, normalized: bool = False
 ) -> list[tuple[int, int]]:
     """:func:`store_payloads` returning ``(raw_id, index in items)`` of the rows that were new.
-    ``normalized``: the caller normalises them in this transaction (``normalized_at`` is set on insert,
-    sparing the raw table an UPDATE of every row)."""
+    New rows are queued for the normaliser (``raw.pending_orders``) unless ``normalized``: the caller
+    normalises them in this transaction."""
     if not items:
         return []
     conn.execute(
-        """CREATE TEMP TABLE IF NOT EXISTS _raw_in (external_id text, payload jsonb, payload_hash text, n int)
+        """CREATE TEMP TABLE IF NOT EXISTS _raw_in (external_id text, payload json, payload_hash text, n int)
            ON COMMIT DELETE ROWS"""
     )
     seen: set[tuple[str, str]] = set()
@@ -117,12 +117,15 @@ def insert_payloads(
             cp.write_row((str(ext), text, digest, n))
     new = conn.execute(
         """WITH ins AS (
-               INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash, normalized_at)
-               SELECT %s, external_id, payload, payload_hash, CASE WHEN %s THEN now() END FROM _raw_in ORDER BY n
+               INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash)
+               SELECT %(channel)s, external_id, payload, payload_hash FROM _raw_in ORDER BY n
                ON CONFLICT (channel_code, external_id, payload_hash) DO NOTHING
-               RETURNING raw_id, external_id, payload_hash)
+               RETURNING raw_id, external_id, payload_hash),
+           queued AS (
+               INSERT INTO raw.pending_orders (channel_code, raw_id)
+               SELECT %(channel)s, raw_id FROM ins WHERE NOT %(normalized)s)
            SELECT ins.raw_id, r.n FROM ins JOIN _raw_in r USING (external_id, payload_hash) ORDER BY ins.raw_id""",
-        (channel, normalized),
+        {"channel": channel, "normalized": normalized},
     ).fetchall()
     conn.execute("DELETE FROM _raw_in")
     return [(r[0], r[1]) for r in new]
@@ -164,8 +167,8 @@ def store_page(
             except Exception:  # noqa: BLE001 - the raw data is safe; normalize_pending will retry and report
                 log.exception("%s: normalising a stored page failed; its rows stay pending", channel)
                 conn.execute(
-                    "UPDATE raw.channel_orders SET normalized_at = NULL WHERE raw_id = ANY(%s)",
-                    ([r[0] for r in rows],),
+                    "INSERT INTO raw.pending_orders (channel_code, raw_id) SELECT %s, unnest(%s::bigint[])",
+                    (channel, [r[0] for r in rows]),
                 )
         if cursor_name is not None and cursor_value is not None:
             set_cursor(conn, cursor_name, cursor_value)
@@ -188,8 +191,7 @@ def pending_raw_orders(
 ) -> tuple[int | None, int]:
     """(newest raw_id, count) of a channel's stored payloads not normalised yet, after ``after_raw_id``."""
     row = conn.execute(
-        """SELECT max(raw_id), count(*) FROM raw.channel_orders
-           WHERE channel_code = %s AND normalized_at IS NULL AND raw_id > %s""",
+        """SELECT max(raw_id), count(*) FROM raw.pending_orders WHERE channel_code = %s AND raw_id > %s""",
         (channel, after_raw_id),
     ).fetchone()
     return (row[0], row[1]) if row else (None, 0)

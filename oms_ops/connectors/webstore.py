@@ -192,38 +192,6 @@ def ingest_webstore(
 
 
 # -- mapping --------------------------------------------------------------------------------------------------
-#: top-level keys the mapper never reads (left in Postgres when normalising from stored payloads)
-UNUSED_FIELDS = (
-    "admin_graphql_api_id",
-    "order_number",
-    "number",
-    "token",
-    "contact_email",
-    "updated_at",
-    "processed_at",
-    "cancel_reason",
-    "closed_at",
-    "presentment_currency",
-    "subtotal_price",
-    "total_line_items_price",
-    "total_discounts",
-    "total_tax",
-    "taxes_included",
-    "total_weight",
-    "fulfillment_status",
-    "confirmed",
-    "test",
-    "source_name",
-    "payment_gateway_names",
-    "buyer_accepts_marketing",
-    "note",
-    "tags",
-    "location_id",
-    "fulfillments",
-    "refunds",
-)
-
-
 class _M(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -211,27 +211,6 @@ def sync_statuses(
 
 
 # -- mapping --------------------------------------------------------------------------------------------------
-#: top-level keys the mapper never reads (left in Postgres when normalising from stored payloads)
-UNUSED_FIELDS = (
-    "nmId",
-    "skus",
-    "salePrice",
-    "convertedPrice",
-    "convertedCurrencyCode",
-    "officeId",
-    "supplyId",
-    "deliveryType",
-    "cargoType",
-    "isZeroOrder",
-    "options",
-    "comment",
-    "colorCode",
-    "requiredMeta",
-    "scanPrice",
-    "orderUid",
-)
-
-
 class _Address(BaseModel):
     model_config = ConfigDict(extra="ignore")
     fullAddress: str | None = None  # noqa: N815 - the channel's field names

@@ -146,7 +146,7 @@ def test_a_page_the_normaliser_chokes_on_is_still_stored_and_swept_later(world, 
     expected = {p["posting_number"] for p in stack["ozon"].rendered_postings()}
     got = {r[0] for r in conn.execute("SELECT external_id FROM oms.orders WHERE channel_code = 'ozon'")}
     assert got == expected and res.normalized.accepted == len(expected)
-    assert count(conn, "SELECT count(*) FROM raw.channel_orders WHERE normalized_at IS NULL") == 0
+    assert count(conn, "SELECT count(*) FROM raw.pending_orders") == 0
 
 
 def test_marketplace_orders_keep_the_warehouse_the_marketplace_assigned(world, policy):

@@ -213,7 +213,9 @@ def test_normalising_with_and_without_the_fast_path_gives_the_same_book(generate
         conn.execute(
             "TRUNCATE oms.orders, oms.order_lines, oms.order_events, raw.quarantine RESTART IDENTITY CASCADE"
         )
-        conn.execute("UPDATE raw.channel_orders SET normalized_at = NULL")
+        conn.execute(
+            "INSERT INTO raw.pending_orders SELECT channel_code, raw_id FROM raw.channel_orders ON CONFLICT DO NOTHING"
+        )
         for channel in sorted(CHANNELS):
             norm.normalize_pending(conn, channel, batch_size=250)
         books.append(_book(conn))
