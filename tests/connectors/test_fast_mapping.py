@@ -221,3 +221,19 @@ def test_normalising_with_and_without_the_fast_path_gives_the_same_book(generate
         books.append(_book(conn))
     assert books[0][0] and books[0][2]  # orders accepted and payloads quarantined
     assert books[0] == books[1]
+
+
+def test_a_validated_order_acceptance_refuses_is_quarantined_like_a_normalized_one(generated):
+    """Acceptance checks a ValidatedOrder like any other (here: a channel the OMS has switched off) and
+    quarantines it with the NormalizedOrder-shaped payload the pydantic path would have stored."""
+    from oms_ops.orders import accept_orders
+
+    conn, stack, ctx = generated
+    p = _payloads(stack, "wildberries")[0]
+    _, _, fast = norm.fast_mapper_for("wildberries")(p, ctx, None)
+    slow = NormalizedOrder.model_validate(norm.mapper_for("wildberries")(p, ctx).order)
+    conn.execute("UPDATE oms.channels SET active = false WHERE channel_code = 'wildberries'")
+    res = accept_orders(conn, [fast], actor="test", source="test-fast")
+    assert not res.ids and res.rejected == [(fast.external_id, "channel 'wildberries' is inactive")]
+    stored = conn.execute("SELECT payload FROM raw.quarantine WHERE source = 'test-fast'").fetchone()[0]
+    assert stored == slow.model_dump(mode="json")
