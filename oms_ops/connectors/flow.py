@@ -181,6 +181,17 @@ def quarantine_growth(conn: psycopg.Connection, source: str, *, window_minutes: 
     return {"open": total, f"new_last_{window_minutes}_min": recent}
 
 
+def normalisation_backlog(conn: psycopg.Connection, channel: str) -> dict:
+    """Payloads of a channel waiting in the normaliser's queue (``raw.pending_orders``): how many, and how
+    long the oldest has waited. A queue that only grows means the normaliser keeps failing on a batch."""
+    queued, oldest = conn.execute(
+        """SELECT count(*), extract(epoch FROM now() - min(r.received_at))
+           FROM raw.pending_orders p JOIN raw.channel_orders r USING (raw_id) WHERE p.channel_code = %s""",
+        (channel,),
+    ).fetchone()
+    return {"queued": queued, "oldest_wait_seconds": float(oldest) if oldest is not None else 0.0}
+
+
 def feed_freshness(conn: psycopg.Connection, feed: str) -> dict:
     row = conn.execute(
         """SELECT last_success_at, extract(epoch FROM now() - last_success_at), last_error_at, last_error

@@ -118,3 +118,32 @@ def test_manifest_sensor_seeds_once_per_simulator_start(tmp_path):
         dg.build_sensor_context(cursor=ctx.cursor, resources={"channels": res})
     )
     assert isinstance(again, dg.SkipReason)
+
+
+def test_backlog_check_reports_payloads_stuck_in_the_normaliser_queue(db_url, conn):
+    """The check passes on an empty queue, fails with the numbers once a payload has waited too long, and
+    passes again when the normaliser has taken it."""
+    from oms_ops.connectors import normalize
+    from oms_ops.connectors.flow import normalisation_backlog
+    from oms_ops.connectors.state import store_payloads
+    from pipelines.defs.channels.checks import CHECKS, MAX_QUEUE_WAIT_SECONDS
+
+    pg = PostgresResource(database_url=db_url)
+    check = next(
+        c
+        for c in CHECKS
+        if {k.to_user_string() for k in c.check_keys} == {"webstore_orders:normalisation_not_stuck"}
+    )
+    assert check(postgres=pg).passed
+    with conn.transaction():
+        store_payloads(conn, "webstore", [("9", {"id": 9})])
+        conn.execute(
+            "UPDATE raw.channel_orders SET received_at = now() - interval '1 hour' WHERE external_id = '9'"
+        )
+    assert normalisation_backlog(conn, "webstore")["queued"] == 1
+    stuck = check(postgres=pg)
+    assert not stuck.passed
+    assert stuck.metadata["queued"].value == 1
+    assert stuck.metadata["oldest_wait_seconds"].value > MAX_QUEUE_WAIT_SECONDS
+    normalize.normalize_pending(conn, "webstore")  # not an order: quarantined with the reason, off the queue
+    assert check(postgres=pg).passed

@@ -1,8 +1,9 @@
-"""Asset checks of the channel feeds: ingestion freshness and quarantine growth, with the numbers."""
+"""Asset checks of the channel feeds: ingestion freshness, quarantine growth and the normaliser's backlog,
+with the numbers."""
 
 import dagster as dg
 
-from oms_ops.connectors.flow import feed_freshness, quarantine_growth
+from oms_ops.connectors.flow import feed_freshness, normalisation_backlog, quarantine_growth
 from pipelines.defs.channels.assets import ORDER_ASSETS, ORDER_FEEDS, STOCK_ASSETS, STOCK_FEEDS
 from pipelines.resources import PostgresResource
 
@@ -12,6 +13,9 @@ DEFAULT_MAX_AGE_SECONDS = 15 * 60
 #: more new quarantine rows than this in an hour is worth a look
 QUARANTINE_PER_HOUR = 50
 QUARANTINE_SOURCE = {"offline": "pos"}
+#: a payload queued for normalisation longer than this is stuck (the assets normalise every minute; POS
+#: files are normalised as they are read)
+MAX_QUEUE_WAIT_SECONDS = 15 * 60
 
 
 def _freshness_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDefinition:
@@ -68,8 +72,28 @@ def _quarantine_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDe
     return _check
 
 
+def _backlog_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset,
+        name="normalisation_not_stuck",
+        blocking=False,
+        description=f"No {feed} payload waits in the normaliser's queue longer than {MAX_QUEUE_WAIT_SECONDS} s.",
+    )
+    def _check(postgres: PostgresResource) -> dg.AssetCheckResult:
+        with postgres.connection() as conn:
+            numbers = normalisation_backlog(conn, feed)
+        return dg.AssetCheckResult(
+            passed=numbers["oldest_wait_seconds"] <= MAX_QUEUE_WAIT_SECONDS,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"channel": feed, **numbers, "max_wait_seconds": MAX_QUEUE_WAIT_SECONDS},
+        )
+
+    return _check
+
+
 CHECKS = [
     *[_freshness_check(a, ORDER_FEEDS[a.key.path[-1]]) for a in ORDER_ASSETS],
     *[_quarantine_check(a, ORDER_FEEDS[a.key.path[-1]]) for a in ORDER_ASSETS],
+    *[_backlog_check(a, ORDER_FEEDS[a.key.path[-1]]) for a in ORDER_ASSETS],
     *[_freshness_check(a, STOCK_FEEDS[a.key.path[-1]]) for a in STOCK_ASSETS],
 ]
