@@ -129,12 +129,15 @@ def _fetch(url: str, channel: str, manifest: dict, out) -> None:
         out.send({"channel": channel, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def end_to_end(url: str, manifest: dict, batch: int) -> dict:
+def _side_by_side(target, argsets: list[tuple]) -> tuple[list[dict], float, float]:
+    """Run ``target(*args, pipe)`` in one spawned process per argument set; each imports and connects,
+    says "ready" and waits: the clock starts when all are ready, so start-up is not measured. Returns their
+    reports, the start (``perf_counter``, wall clock); raises with every process's error."""
     ctx = mp.get_context("spawn")
     pipes, procs = [], []
-    for ch in CHANNELS:
+    for args in argsets:
         parent, child = ctx.Pipe()
-        procs.append(ctx.Process(target=_fetch, args=(url, ch, manifest, child)))
+        procs.append(ctx.Process(target=target, args=(*args, child)))
         pipes.append(parent)
     for p in procs:
         p.start()
@@ -143,16 +146,21 @@ def end_to_end(url: str, manifest: dict, batch: int) -> dict:
     t0, w0 = time.perf_counter(), time.time()
     for pipe in pipes:
         pipe.send("go")
-    results = [p.recv() for p in pipes]
+    results = [pipe.recv() for pipe in pipes]
     for p in procs:
         p.join()
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return results, t0, w0
+
+
+def end_to_end(url: str, manifest: dict, batch: int) -> dict:
+    results, t0, w0 = _side_by_side(_fetch, [(url, ch, manifest) for ch in CHANNELS])
     with connect(url) as conn:  # anything left pending (none expected)
         for ch in CHANNELS:
             norm.normalize_pending(conn, ch, batch_size=batch)
     elapsed = time.perf_counter() - t0
-    errors = [r["error"] for r in results if "error" in r]
-    if errors:
-        raise RuntimeError("; ".join(errors))
     return {
         "elapsed_s": elapsed,
         "fetch_done_s": max(r["done"] for r in results) - w0,
@@ -192,26 +200,8 @@ def normalize_parallel(url: str, batch: int) -> dict:
     in its own process at the same time (one channel's rows are handled in order by one normaliser)."""
     with connect(url) as conn:
         _reset_order_book(conn)
-    ctx = mp.get_context("spawn")
-    pipes, procs = [], []
-    for ch in CHANNELS:
-        parent, child = ctx.Pipe()
-        procs.append(ctx.Process(target=_normalize_channel, args=(url, ch, batch, child)))
-        pipes.append(parent)
-    for p in procs:
-        p.start()
-    for pipe in pipes:
-        assert pipe.recv() == "ready"
-    t0 = time.perf_counter()
-    for pipe in pipes:
-        pipe.send("go")
-    results = [pipe.recv() for pipe in pipes]
+    results, t0, _ = _side_by_side(_normalize_channel, [(url, ch, batch) for ch in CHANNELS])
     elapsed = time.perf_counter() - t0
-    for p in procs:
-        p.join()
-    errors = [r["error"] for r in results if "error" in r]
-    if errors:
-        raise RuntimeError("; ".join(errors))
     total = norm.NormalizeResult()
     for r in results:
         total.add(r["result"])
