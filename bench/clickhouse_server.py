@@ -1,11 +1,10 @@
 """Benchmark: the embedded ClickHouse HTTP server against chdb in-process, through the same client library.
 
-Both sides use clickhouse-connect — its HTTP client against the project's server (``oms_ops.platform.
-clickhouse_server``, started in a temporary directory) and its in-process chdb interface (``get_client(
-interface="chdb", path=...)``, another temporary directory). The ratio server/in-process is what the HTTP hop
-costs; the target is >= 0.70 for both insert and scan. The headline ("server") uses ``compress=False``, the
-right client setting for a server on the same host; "server_default" repeats the measurement with the client's
-default settings (lz4-compressed inserts).
+Both sides use clickhouse-connect — its HTTP client against the project's server (``oms_ops.platform.clickhouse``,
+started in a temporary directory) and its in-process chdb interface (``get_client(interface="chdb", path=...)``,
+another temporary directory). The ratio server/in-process is what the HTTP hop costs; the target is >= 0.70 for
+both insert and scan. The headline ("server") uses ``compress=False``, the right client setting for a server on the
+same host; "server_default" repeats the measurement with the client's default settings (lz4-compressed inserts).
 
 * insert: ``client.insert(..., column_oriented=True)`` — a chunked, compressed ``INSERT ... FORMAT Native``;
 * scan:   ``query_column_block_stream("SELECT * FROM bench")`` — streamed Native blocks, all columns decoded;
@@ -40,7 +39,7 @@ from clickhouse_connect.driver.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oms_ops.platform.clickhouse_server import start_clickhouse_process  # noqa: E402
+from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process  # noqa: E402
 
 TABLE = "bench"
 DDL = (

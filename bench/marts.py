@@ -40,7 +40,7 @@ from oms_ops.analytics.dbt import analytics_dbt_env, run_dbt  # noqa: E402
 from oms_ops.analytics.replication import replicate_all  # noqa: E402
 from oms_ops.business_config import load_business_config, sync_reference_data  # noqa: E402
 from oms_ops.db import connect  # noqa: E402
-from oms_ops.platform.clickhouse_server import start_clickhouse_process  # noqa: E402
+from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process  # noqa: E402
 from oms_ops.platform.migrate import migrate  # noqa: E402
 from oms_ops.platform.postgres import EmbeddedPostgres  # noqa: E402
 

@@ -13,23 +13,24 @@ import http.client
 import json
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 import uuid
+import zlib
 from decimal import Decimal
 from urllib.parse import unquote, urlencode, urlsplit
 
+import lz4.frame
 import polars as pl
 import pytest
+from backports import zstd
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from oms_ops.platform.clickhouse_server import (
-    find_insert_data,
-    find_output_format,
-    ping,
-    start_clickhouse_process,
-    wait_for_ping,
-)
+from oms_ops.platform.clickhouse.sql import find_insert_data, find_output_format
+from oms_ops.platform.clickhouse.supervisor import ping, start_clickhouse_process, wait_for_ping
 from tests.fixtures.clickhouse import CLICKHOUSE_URL_ENV, clickhouse_client
 
 EMBEDDED = not os.environ.get(CLICKHOUSE_URL_ENV)
@@ -279,11 +280,6 @@ def test_loopback_responses_are_not_compressed_by_default(clickhouse_url):
 
 @pytest.mark.parametrize("encoding", ["lz4", "zstd", "gzip", "deflate"])
 def test_response_content_encoding(compressing_url, encoding):
-    import zlib
-
-    import lz4.frame
-    from backports import zstd
-
     decode = {
         "lz4": lz4.frame.decompress,
         "zstd": zstd.decompress,
@@ -435,10 +431,6 @@ def test_data_survives_restart_and_directory_is_owned_by_one_process(tmp_path):
 
 @embedded_only
 def test_server_stops_when_the_watched_process_is_gone(tmp_path):
-    import subprocess
-    import sys
-    import time
-
     watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     server = start_clickhouse_process(tmp_path / "ch", watch_pid=watched.pid)
     try:
