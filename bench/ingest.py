@@ -45,11 +45,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oms_ops.business_config import load_business_config  # noqa: E402
-from oms_ops.connectors import normalize as norm  # noqa: E402
-from oms_ops.connectors import ozon, webstore, wildberries  # noqa: E402
+from oms_ops.channels import normalize as norm  # noqa: E402
+from oms_ops.channels import ozon, registry, webstore, wildberries  # noqa: E402
 from oms_ops.connectors.config import settings_from_manifest  # noqa: E402
 from oms_ops.connectors.http import RetryPolicy  # noqa: E402
-from oms_ops.connectors.seed import seed_from_simulators  # noqa: E402
+from oms_ops.services.setup import seed_from_simulators  # noqa: E402
 from oms_ops.db import connect  # noqa: E402
 from oms_ops.platform.migrate import migrate  # noqa: E402
 from oms_ops.platform.postgres import EmbeddedPostgres  # noqa: E402
@@ -114,7 +114,6 @@ def _fetch(url: str, channel: str, manifest: dict, out) -> None:
     they come), in its own process (as three concurrent runs would be)."""
     try:
         client = _clients(settings_from_manifest(manifest))[channel]
-        norm.mapper_for(channel)  # its lazy imports (every channel module) are not part of the measurement
         with connect(url) as conn:
             out.send("ready")  # imports and connections are not part of the measurement
             out.recv()
@@ -159,7 +158,7 @@ def end_to_end(url: str, manifest: dict, batch: int) -> dict:
     results, t0, w0 = _side_by_side(_fetch, [(url, ch, manifest) for ch in CHANNELS])
     with connect(url) as conn:  # anything left pending (none expected)
         for ch in CHANNELS:
-            norm.normalize_pending(conn, ch, batch_size=batch)
+            norm.normalize_pending(conn, registry.channel(ch), batch_size=batch)
     elapsed = time.perf_counter() - t0
     return {
         "elapsed_s": elapsed,
@@ -184,12 +183,11 @@ def _reset_order_book(conn) -> None:
 def _normalize_channel(url: str, channel: str, batch: int, out) -> None:
     """One channel's ``normalize_pending`` in its own process, as the channel's pipeline asset runs it."""
     try:
-        norm.mapper_for(channel)
         with connect(url) as conn:
             out.send("ready")
             out.recv()
             t = time.perf_counter()
-            res = norm.normalize_pending(conn, channel, batch_size=batch)
+            res = norm.normalize_pending(conn, registry.channel(channel), batch_size=batch)
             out.send({"channel": channel, "result": res, "seconds": time.perf_counter() - t})
     except Exception as exc:  # noqa: BLE001 - reported by the parent
         out.send({"channel": channel, "error": f"{type(exc).__name__}: {exc}"})
@@ -224,7 +222,7 @@ def normalize_from_raw(url: str, batch: int, profile: bool) -> dict:
             prof.enable()
         total = norm.NormalizeResult()
         for ch in CHANNELS:
-            total.add(norm.normalize_pending(conn, ch, batch_size=batch))
+            total.add(norm.normalize_pending(conn, registry.channel(ch), batch_size=batch))
         if prof:
             prof.disable()
             norm.CHUNK = chunk

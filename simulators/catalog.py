@@ -203,3 +203,8 @@ def _replace_name(p: Product, name: str) -> Product:
 def catalog_index(catalog: list[Product]) -> dict[str, Product]:
     """SKU → product."""
     return {p.sku: p for p in catalog}
+
+
+def product_record(p: Product) -> dict:
+    """One product as JSON (the manifest's catalog export): every field, the price as a decimal string."""
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(p).items()}

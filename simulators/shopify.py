@@ -15,7 +15,7 @@ Shapes follow ``reference/channel-apis.md`` §3 (Shopify REST Admin docs; rate-l
 * leaky bucket of 40 calls leaking 2/s; ``X-Shopify-Shop-Api-Call-Limit: n/40`` on every response and 429 with
   ``Retry-After`` when full;
 * webhooks ``orders/create`` and ``orders/cancelled`` POSTed to ``webhook_url`` with ``X-Shopify-Topic``,
-  ``X-Shopify-Hmac-SHA256`` (see :mod:`simulators.signing`), ``X-Shopify-Shop-Domain``,
+  ``X-Shopify-Hmac-SHA256`` (see :mod:`oms_ops.wire.shopify`), ``X-Shopify-Shop-Domain``,
   ``X-Shopify-Webhook-Id``, ``X-Shopify-API-Version``, ``X-Shopify-Triggered-At``; a non-2xx answer or a
   network error is retried 8 times over ~4 simulated hours, then the delivery is marked failed.
 
@@ -50,7 +50,7 @@ from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import LeakyBucket
 from simulators.network import BY_SHOPIFY_LOCATION, LOCATION_BY_CODE
-from simulators.signing import shopify_hmac, verify_shopify_hmac  # noqa: F401  (re-exported for receivers)
+from oms_ops.wire.shopify import shopify_hmac, verify_shopify_hmac  # noqa: F401  (re-exported for receivers)
 
 log = logging.getLogger("simulators.shopify")
 

@@ -33,7 +33,7 @@ from typing import Any
 import uvicorn
 
 from simulators.base import SimContext, Simulator
-from simulators.catalog import CATALOG_VERSION, generate_catalog
+from simulators.catalog import CATALOG_VERSION, generate_catalog, product_record
 from simulators.cdek import CdekSimulator
 from simulators.clock import SimClock, iso_z
 from simulators.network import describe_network
@@ -108,7 +108,13 @@ class SimulatorStack:
             "started_at": iso_z(datetime.now(UTC)),
             "seed": self.ctx.seed,
             "rate": self.ctx.rate,
-            "catalog": {"seed": self.ctx.seed, "n_skus": len(self.ctx.catalog), "version": CATALOG_VERSION},
+            "catalog": {
+                "seed": self.ctx.seed,
+                "n_skus": len(self.ctx.catalog),
+                "version": CATALOG_VERSION,
+                # the products with every outside system's id for them: what a seller's catalog export holds
+                "products": [product_record(p) for p in self.ctx.catalog],
+            },
             "clock": {
                 "start": iso_z(self.clock.start),
                 "speed": self.clock.speed,

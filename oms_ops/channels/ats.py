@@ -1,11 +1,11 @@
-"""Available-to-sell (ATS) pushed back to the channels: Ozon, Wildberries and the web store.
+"""Available-to-sell (ATS) pushed back to the channels that declare an ATS pusher (``Channel.ats``).
 
 ATS per (channel, location, SKU) = ``on_hand − reserved − safety stock`` (never below 0), over the locations
 of the channel's pool (business config ``ats_pool``) that the channel knows (``connectors.channel_locations``)
 for the SKUs it lists (``connectors.channel_listings``); safety stock from ``BusinessConfig.safety_stock_for``.
 
-Only values that changed since the last successful push are sent (``connectors.ats_push_state``), batched to
-each API's limits and verified from the answer:
+Only values that changed since the last successful push are sent (``connectors.ats_push_state``); each
+channel module's pusher batches them to its API's limits and verifies them from the answer, e.g.:
 
 * **Ozon** ``/v2/products/stocks``: ≤ 100 pairs per request; each pair is accepted at most once per 30 s —
   an item answered ``TOO_MANY_REQUESTS`` (inside a 200) is marked ``throttled`` and pushed again by a later
@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psycopg
 
 from oms_ops.business_config import BusinessConfig
-from oms_ops.connectors.http import ConnectorError
+from oms_ops.channels.base import Channel
 
-log = logging.getLogger("oms.connectors.ats")
-OZON_BATCH = 100
-WB_BATCH = 1000
-OZON_THROTTLE_S = 30
+log = logging.getLogger("oms.channels.ats")
+#: a value the channel refused for its rate ("TOO_MANY_REQUESTS") is tried again after this many seconds
+THROTTLE_RETRY_S = 30
+#: what a pusher returns per item: (item, status, verified, error)
+Outcome = tuple["AtsItem", str, bool, str | None]
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,14 @@ def _record(
                    updated_at = now()""",
             (
                 channel,
-                OZON_THROTTLE_S,
+                THROTTLE_RETRY_S,
                 [r[0].location for r in rows],
                 [r[0].sku for r in rows],
                 [r[0].qty for r in rows],
                 [r[1] for r in rows],
                 [r[2] for r in rows],
                 [r[3] for r in rows],
-                OZON_THROTTLE_S,
+                THROTTLE_RETRY_S,
             ),
         )
 
@@ -181,18 +181,27 @@ def _lock_key(channel: str) -> int:
 
 
 def push_ats(
-    conn: psycopg.Connection, channel: str, client, config: BusinessConfig, *, max_items: int | None = None
+    conn: psycopg.Connection,
+    channel: Channel,
+    client,
+    config: BusinessConfig,
+    *,
+    max_items: int | None = None,
 ) -> PushResult:
-    """Compute, diff and push one channel's ATS (at most ``max_items`` changed values per run — the web
-    store takes one call per value at 2 calls/s; the rest go next run). Concurrent runs for the same
-    channel: the second skips."""
-    res = PushResult(channel)
-    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(channel),)).fetchone()[0]
+    """Compute, diff and push one channel's ATS (at most ``max_items`` changed values per run, default the
+    channel's own cap — the web store takes one call per value at 2 calls/s; the rest go next run).
+    Concurrent runs for the same channel: the second skips."""
+    if channel.ats is None:
+        raise ValueError(f"channel {channel.code!r} has no ATS pusher")
+    code = channel.code
+    max_items = channel.ats.max_items if max_items is None else max_items
+    res = PushResult(code)
+    got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(code),)).fetchone()[0]
     if not got:
         res.errors.append("another ATS push for this channel is running")
         return res
     try:
-        items = desired_ats(conn, channel, config)
+        items = desired_ats(conn, code, config)
         res.considered = len(items)
         todo = changed_items(conn, items)
         res.changed = len(todo)
@@ -200,9 +209,8 @@ def push_ats(
             todo = todo[:max_items]
         if not todo:
             return res
-        pusher = {"ozon": _push_ozon, "wildberries": _push_wb, "webstore": _push_shopify}[channel]
-        outcomes = pusher(client, todo, res)
-        _record(conn, channel, outcomes)
+        outcomes = channel.ats.push(client, todo, res)
+        _record(conn, code, outcomes)
         for _, status, verified, _ in outcomes:
             if status in ("pushed", "unverified"):
                 res.pushed += 1
@@ -211,110 +219,5 @@ def push_ats(
             res.throttled += status == "throttled"
             res.failed += status == "failed"
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(channel),))
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(code),))
     return res
-
-
-def _push_ozon(client, items: list[AtsItem], res: PushResult) -> list[tuple[AtsItem, str, bool, str | None]]:
-    out = []
-    for i in range(0, len(items), OZON_BATCH):
-        batch = items[i : i + OZON_BATCH]
-        payload = [
-            {
-                "offer_id": it.offer_id,
-                "product_id": it.product_id,
-                "stock": it.qty,
-                "warehouse_id": int(it.external_location),
-            }
-            for it in batch
-        ]
-        res.requests += 1
-        res.batch_sizes.append(len(batch))
-        try:
-            answer = client.update_stocks(payload)
-        except ConnectorError as exc:
-            res.errors.append(str(exc))
-            out += [(it, "failed", False, str(exc)[:500]) for it in batch]
-            continue
-        by_key = {(str(r.get("offer_id")), str(r.get("warehouse_id"))): r for r in answer}
-        for it in batch:
-            r = by_key.get((str(it.offer_id), str(it.external_location)))
-            if r is None:
-                out.append((it, "unverified", False, "item missing from the answer"))
-            elif r.get("updated"):
-                out.append((it, "pushed", True, None))
-            else:
-                codes = [e.get("code") for e in r.get("errors") or []]
-                text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in r.get("errors") or [])
-                out.append(
-                    (it, "throttled" if "TOO_MANY_REQUESTS" in codes else "failed", False, text or None)
-                )
-    return out
-
-
-def _push_wb(client, items: list[AtsItem], res: PushResult) -> list[tuple[AtsItem, str, bool, str | None]]:
-    out = []
-    by_wh: dict[str, list[AtsItem]] = defaultdict(list)
-    for it in items:
-        by_wh[it.external_location].append(it)
-    for wh, wh_items in sorted(by_wh.items()):
-        for i in range(0, len(wh_items), WB_BATCH):
-            batch = wh_items[i : i + WB_BATCH]
-            res.requests += 1
-            res.batch_sizes.append(len(batch))
-            try:
-                refused = client.put_stocks(
-                    int(wh), [{"chrtId": it.chrt_id, "amount": it.qty} for it in batch]
-                )
-            except ConnectorError as exc:
-                res.errors.append(str(exc))
-                out += [(it, "failed", False, str(exc)[:500]) for it in batch]
-                continue
-            refused_chrt = {int(r["chrtId"]) for r in refused if str(r.get("chrtId", "")).isdigit()}
-            sent = [it for it in batch if it.chrt_id not in refused_chrt]
-            out += [
-                (it, "failed", False, "refused by WB (409)") for it in batch if it.chrt_id in refused_chrt
-            ]
-            try:
-                res.requests += 1
-                actual = client.get_stocks(int(wh), [it.chrt_id for it in sent])
-            except ConnectorError as exc:
-                res.errors.append(f"read-back: {exc}")
-                out += [(it, "unverified", False, "accepted (204); read-back failed") for it in sent]
-                continue
-            for it in sent:
-                got = actual.get(int(it.chrt_id))
-                if got == it.qty:
-                    out.append((it, "pushed", True, None))
-                else:
-                    out.append((it, "failed", False, f"read back {got!r} after setting {it.qty}"))
-    return out
-
-
-def _push_shopify(
-    client, items: list[AtsItem], res: PushResult
-) -> list[tuple[AtsItem, str, bool, str | None]]:
-    out = []
-    for it in items:
-        res.requests += 1
-        res.batch_sizes.append(1)
-        try:
-            level = client.set_inventory(
-                inventory_item_id=int(it.inventory_item_id),
-                location_id=int(it.external_location),
-                available=it.qty,
-            )
-        except ConnectorError as exc:
-            res.errors.append(str(exc))
-            out.append((it, "failed", False, str(exc)[:500]))
-            continue
-        ok = level.get("available") == it.qty
-        out.append(
-            (
-                it,
-                "pushed" if ok else "failed",
-                ok,
-                None if ok else f"store answered {level.get('available')!r}",
-            )
-        )
-    return out

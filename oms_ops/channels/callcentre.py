@@ -1,39 +1,36 @@
-"""Call-centre orders as operators enter them: ``oms callcentre submit`` → raw payloads → orders.
+"""Call-centre orders as operators enter them (the Call centre page, ``oms callcentre submit``) → raw
+payloads → orders.
 
 Operators type orders; they come in messy (phones in any format, SKUs in lower case with spaces, quantities as
 text, names in capitals). :func:`submit_orders` stores each one as received (``raw.channel_orders``, channel
 ``callcentre``, idempotent: submitting the same file twice changes nothing) and normalises at once, so the
 operator learns immediately which orders were accepted and which were quarantined, with the reason.
-
-CLI (``callcentre_app``, a typer sub-app the lead mounts as ``oms callcentre``)::
-
-    oms callcentre submit orders.json            # a JSON list (or one object, or JSON lines) of orders
-    oms callcentre submit - < orders.json
-    oms callcentre submit --generate 20 --seed 7 # simulated operator input (simulators.callcentre)
+The channel has no feed to poll: its Dagster asset only sweeps what is still queued.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from oms_ops.connectors.normalize import (
+from oms_ops.channels.base import (
+    Channel,
+    ChannelChecks,
     Mapped,
     MappingContext,
     NormalizeResult,
     delivery_fields,
-    normalize_pending,
     normalize_phone,
 )
-from oms_ops.connectors.state import record_success, store_page
+from oms_ops.channels.normalize import normalize_pending
+from oms_ops.channels.rawstore import store_page
+from oms_ops.connectors.state import record_success
 
-CHANNEL = "callcentre"
+CODE = "callcentre"
 MSK = timezone(timedelta(hours=3))
 COD_METHODS = frozenset({"cash_on_delivery", "card_on_delivery"})
 
@@ -50,7 +47,7 @@ def submit_orders(
         else:
             items.append((str(ext), o))
     store_page(conn, CHANNEL, items, rejects=rejects)
-    record_success(conn, CHANNEL, len(orders))
+    record_success(conn, CODE, len(orders))
     res = normalize_pending(conn, CHANNEL, actor=actor)
     res.quarantined += len(rejects)
     return res
@@ -144,7 +141,7 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     d = o.delivery
     address = ", ".join(x for x in (d.postcode, d.address) if x) or None
     order = {
-        "channel_code": CHANNEL,
+        "channel_code": CODE,
         "external_id": o.external_id,
         "channel_order_number": o.external_id,
         "placed_at": placed,
@@ -165,68 +162,13 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     return Mapped(o.external_id, order)
 
 
-# -- CLI ------------------------------------------------------------------------------------------------------
-def submit_command(
-    source: str | None, *, generate: int = 0, seed: int = 42, database_url: str | None = None, out=None
-) -> NormalizeResult:
-    """What ``oms callcentre submit`` does; returns the result (the CLI prints it)."""
-    import os
-
-    from oms_ops.db import connect
-
-    if generate:
-        from simulators.callcentre import generate_callcentre_orders
-
-        orders = generate_callcentre_orders(seed, generate)
-    elif source in (None, "-"):
-        orders = read_orders(sys.stdin.read())
-    else:
-        orders = read_orders(Path(source).read_text(encoding="utf-8"))
-    url = database_url or os.environ.get("OMS_DATABASE_URL")
-    if not url:
-        from oms_ops.platform import stack
-        from oms_ops.platform.settings import load_settings
-
-        settings = load_settings()
-        state = stack.read_state(settings) if stack.running_services(settings).get("postgres") else None
-        url = state.database_url if state else None
-    if not url:
-        raise RuntimeError(
-            "OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)"
-        )
-    with connect(url) as conn:
-        res = submit_orders(conn, orders)
-    print(json.dumps({"submitted": len(orders), **res.as_dict()}, ensure_ascii=False), file=out or sys.stdout)
-    return res
-
-
-def _typer_app():
-    import typer
-
-    app = typer.Typer(help="Call-centre orders entered by operators.", no_args_is_help=True)
-
-    @app.callback()
-    def _group() -> None:
-        """Call-centre orders entered by operators."""
-
-    @app.command("submit")
-    def submit(
-        source: str = typer.Argument(
-            None, help="JSON file of orders (list, object or JSON lines); '-' = stdin"
-        ),
-        generate: int = typer.Option(
-            0, help="Generate N simulated operator orders instead of reading a file"
-        ),
-        seed: int = typer.Option(42, help="Seed for --generate"),
-    ) -> None:
-        """Submit call-centre orders: stored as received, normalised, accepted or quarantined."""
-        try:
-            submit_command(source, generate=generate, seed=seed)
-        except (OSError, ValueError, RuntimeError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return app
-
-
-callcentre_app = _typer_app()
+CHANNEL = Channel(
+    code=CODE,
+    title="Call centre",
+    system=None,
+    feed="Call-centre orders submitted on the Call centre page or with `oms callcentre submit`: anything "
+    "still queued → orders.",
+    mapper=map_order,
+    # orders arrive when operators submit them: never stale
+    checks=ChannelChecks(max_age_seconds=None),
+)

@@ -1,4 +1,4 @@
-"""From raw channel payloads to A's NormalizedOrder, in one transaction per batch.
+"""From raw channel payloads to ``NormalizedOrder``s, in one transaction per batch.
 
 ``normalize_pending`` takes the oldest queued raw rows of a channel (``raw.pending_orders``, under the
 channel's advisory lock, so two runs never take the same rows), maps each — the channel's exact fast path
@@ -10,25 +10,37 @@ off the queue: a row is either fully handled or still queued.
 Several raw rows of one order (the channel said different things over time, e.g. a posting and later its
 cancellation) are folded: the order is created from the first usable version, and the latest version
 decides whether it is cancelled. A channel order first seen already cancelled is not created.
+
+Every function takes the channel's :class:`~oms_ops.channels.base.Channel` record (its mappers), never a
+code: callers holding only a code look it up in ``oms_ops.channels.registry``.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import psycopg
 from pydantic import ValidationError
 
+from oms_ops.channels.base import (
+    Channel,
+    FastMapper,
+    Mapped,
+    MappingContext,
+    Mapper,
+    NormalizeResult,
+    canonical_json,
+    payload_sha256,
+    validation_text,
+)
 from oms_ops.orders import NormalizedOrder, ValidatedOrder, accept_orders, cancel_orders
-from oms_ops.quarantine import quarantine_many
+from oms_ops.quarantine import quarantine_many, resolve
 
 #: Order states in which a channel cancellation still cancels the order (later, it has shipped).
 CANCELLABLE_STATES = (
@@ -42,167 +54,23 @@ CANCELLABLE_STATES = (
 )
 
 
-@dataclass(frozen=True)
-class Mapped:
-    """What a channel mapper made of one payload."""
-
-    external_id: str | None
-    #: a NormalizedOrder-shaped mapping (validated by NormalizedOrder), or the fast path's ValidatedOrder
-    order: dict | ValidatedOrder | None = None
-    cancelled: bool = False  # the channel says the order is cancelled
-    skip: str | None = None  # not an order (e.g. a POS return receipt): kept raw, nothing created
-    error: str | None = None  # cannot be mapped: quarantined with this reason
-
-
-@dataclass
-class MappingContext:
-    """Lookups a mapper needs, read once per batch from the connectors' mapping tables."""
-
-    locations: dict[str, dict[str, str]] = field(default_factory=dict)  # system → external id → location
-    hubs: dict[str, str] = field(default_factory=dict)  # pickup point hub → own pickup point
-
-    @classmethod
-    def load(cls, conn: psycopg.Connection) -> MappingContext:
-        ctx = cls()
-        for system, loc, ext in conn.execute(
-            "SELECT system, location_code, external_id FROM connectors.channel_locations WHERE active"
-        ).fetchall():
-            ctx.locations.setdefault(system, {})[str(ext)] = loc
-        ctx.hubs = dict(
-            conn.execute("SELECT hub, location_code FROM connectors.pickup_point_hubs").fetchall()
-        )
-        return ctx
-
-    def location(self, system: str, external_id: Any) -> str | None:
-        return self.locations.get(system, {}).get(str(external_id))
-
-    def pickup_point(self, code: str | None) -> str | None:
-        """The own pickup point standing in for a carrier pickup point code ("MSK123" → hub MSK)."""
-        if not code:
-            return None
-        hub = "".join(ch for ch in code if ch.isalpha())[:3].upper()
-        return self.hubs.get(hub)
-
-
-Mapper = Callable[[Mapping[str, Any], MappingContext], Mapped]
-
-
-def validation_text(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors(include_url=False)
-    )
-
-
-def normalize_phone(raw: str | None) -> str | None:
-    """Russian phone numbers typed any way (8 (916) 123-45-67, +7(916)1234567, 9161234567) → +79161234567.
-    Anything that is not 10 national digits is kept as typed (a human will look at it)."""
-    if not raw:
-        return None
-    digits = re.sub(r"\D", "", raw)
-    if len(digits) == 11 and digits[0] in "78":
-        digits = digits[1:]
-    if len(digits) == 10:
-        return "+7" + digits
-    return raw.strip() or None
-
-
-def delivery_fields(
-    ctx: MappingContext,
-    method: str,
-    *,
-    pickup_point_code: str | None,
-    store_code: str | None,
-    address: str | None,
-) -> dict[str, Any]:
-    """Delivery method and pickup location in the OMS's terms.
-
-    store_pickup: the store (POS/WMS store code → OMS location). pickup_point: the seller's own pickup point
-    of the carrier point's city (``connectors.pickup_point_hubs``); a city without one becomes a courier
-    delivery to the pickup point's address, which is what the parcel physically is.
-    """
-    if method == "store_pickup":
-        loc = ctx.location("pos", store_code) or ctx.location("wms", store_code)
-        if loc:
-            return {"delivery_method": "store_pickup", "pickup_location_code": loc}
-        return {
-            "delivery_method": "store_pickup",
-            "pickup_location_code": store_code,
-        }  # accept_orders says why
-    if method == "pickup_point":
-        loc = ctx.pickup_point(pickup_point_code)
-        if loc:
-            return {"delivery_method": "pickup_point", "pickup_location_code": loc}
-        where = f"пункт выдачи {pickup_point_code}" if pickup_point_code else "пункт выдачи"
-        return {"delivery_method": "courier", "address": f"{where}; {address}" if address else where}
-    return {"delivery_method": "courier"}
-
-
-# -- the batch ------------------------------------------------------------------------------------------------
-@dataclass
-class NormalizeResult:
-    rows: int = 0
-    accepted: int = 0
-    on_hold: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    cancelled: int = 0
-    skipped: int = 0
-    order_ids: list[int] = field(default_factory=list, repr=False)
-
-    def add(self, other: NormalizeResult) -> None:
-        for name in ("rows", "accepted", "on_hold", "duplicates", "quarantined", "cancelled", "skipped"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.order_ids.extend(other.order_ids)
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            k: getattr(self, k)
-            for k in ("rows", "accepted", "on_hold", "duplicates", "quarantined", "cancelled", "skipped")
-        }
-
-
-#: A channel's exact fast path (see ``fastcheck``): ``(payload, ctx, raw_id)`` → ``(external id, cancelled,
-#: ValidatedOrder)``, or ``fastcheck.Unsure`` raised when the pydantic mapper must decide.
-FastMapper = Callable[[Any, MappingContext, int | None], tuple[str, bool, ValidatedOrder]]
-
-
-def fast_mapper_for(channel: str) -> FastMapper | None:
-    from oms_ops.connectors import ozon, webstore, wildberries
-
-    return {
-        "ozon": ozon.fast_posting,
-        "wildberries": wildberries.fast_order,
-        "webstore": webstore.fast_order,
-    }.get(channel)
-
-
-def mapper_for(channel: str) -> Mapper:
-    from oms_ops.connectors import callcentre, ozon, pos, webstore, wildberries
-
-    return {
-        "ozon": ozon.map_posting,
-        "wildberries": wildberries.map_order,
-        "webstore": webstore.map_order,
-        "offline": pos.map_receipt,
-        "callcentre": callcentre.map_order,
-    }[channel]
-
-
 def normalize_pending(
     conn: psycopg.Connection,
-    channel: str,
+    channel: Channel,
     *,
-    mapper: Mapper | None = None,
     batch_size: int = 5000,
     max_batches: int | None = None,
     actor: str | None = None,
+    fast_path: bool = True,
 ) -> NormalizeResult:
-    """Normalise every pending raw row of ``channel``, ``batch_size`` rows per transaction."""
-    mapper = mapper or mapper_for(channel)
+    """Normalise every pending raw row of ``channel``, ``batch_size`` rows per transaction.
+    ``fast_path=False`` maps everything through the pydantic mapper (the definition the fast path must
+    equal; tests compare the two)."""
     total = NormalizeResult()
     batches = 0
+    fast = channel.fast_mapper if fast_path else None
     while max_batches is None or batches < max_batches:
-        res = _normalize_batch(conn, channel, mapper, batch_size, actor or f"connector:{channel}")
+        res = _normalize_batch(conn, channel, fast, batch_size, actor or f"connector:{channel.code}")
         batches += 1
         total.add(res)
         if res.rows < batch_size:
@@ -227,13 +95,13 @@ _CLAIM_SQL = """WITH taken AS (
     SELECT r.raw_id, r.external_id, r.payload::text FROM taken JOIN raw.channel_orders r USING (raw_id)"""
 
 
-def _normalize_batch(conn, channel, mapper, batch_size, actor) -> NormalizeResult:
+def _normalize_batch(conn, channel: Channel, fast, batch_size, actor) -> NormalizeResult:
     with conn.transaction():
         # the channel lock makes row locks unnecessary: only normalisers take rows off the queue
-        _lock_channel(conn, channel)
-        rows = conn.execute(_CLAIM_SQL, {"channel": channel, "limit": batch_size}).fetchall()
+        _lock_channel(conn, channel.code)
+        rows = conn.execute(_CLAIM_SQL, {"channel": channel.code, "limit": batch_size}).fetchall()
         rows.sort(key=lambda r: r[0])  # versions are handled as received
-        return _process(conn, channel, mapper, rows, actor)
+        return _process(conn, channel, fast, rows, actor)
 
 
 def lock_for_inline(conn: psycopg.Connection, channel: str) -> bool:
@@ -247,11 +115,15 @@ def lock_for_inline(conn: psycopg.Connection, channel: str) -> bool:
 
 
 def process_stored(
-    conn: psycopg.Connection, channel: str, rows: Sequence[tuple[int, str, Any]], *, actor: str | None = None
+    conn: psycopg.Connection,
+    channel: Channel,
+    rows: Sequence[tuple[int, str, Any]],
+    *,
+    actor: str | None = None,
 ) -> NormalizeResult:
     """Normalise rows being stored in this transaction (stored without a queue entry), from the
     payloads in memory — no read-back. Call after :func:`lock_for_inline` returned True."""
-    return _process(conn, channel, mapper_for(channel), list(rows), actor or f"connector:{channel}")
+    return _process(conn, channel, channel.fast_mapper, list(rows), actor or f"connector:{channel.code}")
 
 
 #: Rows per accept_orders call inside a batch: while the server inserts one chunk, a thread maps the next.
@@ -302,7 +174,7 @@ def _map_rows(
     return out
 
 
-def _process(conn, channel, mapper, rows, actor) -> NormalizeResult:
+def _process(conn, channel: Channel, fast: FastMapper | None, rows, actor) -> NormalizeResult:
     """Map, accept, quarantine and cancel ``rows`` — already off the queue (inside the caller's
     transaction).
 
@@ -315,9 +187,8 @@ def _process(conn, channel, mapper, rows, actor) -> NormalizeResult:
         return res
     res.rows = len(rows)
     ctx = MappingContext.load(conn)
-    fast = fast_mapper_for(channel) if mapper is mapper_for(channel) else None
     with _gc_paused():
-        _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res)
+        _process_chunks(conn, channel.code, channel.mapper, fast, ctx, rows, actor, res)
     return res
 
 
@@ -402,14 +273,16 @@ def cancel_channel_orders(
 
 
 def replay_quarantined(
-    conn: psycopg.Connection, quarantine_ids: Sequence[int], *, actor: str
+    conn: psycopg.Connection,
+    quarantine_ids: Sequence[int],
+    *,
+    channel_for: Callable[[str], Channel | None],
+    actor: str,
 ) -> NormalizeResult:
-    """Re-run open quarantined channel payloads (source = a channel code) through their mapper after a fix
-    (a mapping row, a catalog entry, a mapper bug fixed). Rows whose order now exists (or existed) are
-    closed as 'replayed'; rows that still fail stay open with their reason (no new quarantine rows)."""
-    from oms_ops.connectors.state import canonical_json, payload_sha256
-    from oms_ops.quarantine import resolve
-
+    """Re-run open quarantined channel payloads (source = a channel code, resolved by ``channel_for``)
+    through their mapper after a fix (a mapping row, a catalog entry, a mapper bug fixed). Rows whose order
+    now exists (or existed) are closed as 'replayed'; rows that still fail stay open with their reason (no
+    new quarantine rows)."""
     rows = conn.execute(
         """SELECT quarantine_id, source, external_id, payload FROM raw.quarantine
            WHERE quarantine_id = ANY(%s) AND state = 'open' ORDER BY quarantine_id""",
@@ -421,16 +294,19 @@ def replay_quarantined(
     known_locations = {r[0] for r in conn.execute("SELECT location_code FROM oms.locations")}
     orders: dict[int, NormalizedOrder] = {}
     for qid, source, _ext, payload in rows:
+        channel = channel_for(source)
+        if channel is None or channel.mapper is None:
+            continue
         try:
-            m = mapper_for(source)(payload, ctx)
+            m = channel.mapper(payload, ctx)
             if m.error or m.order is None:
                 continue
             raw = conn.execute(
                 "SELECT raw_id FROM raw.channel_orders WHERE channel_code = %s AND payload_hash = %s LIMIT 1",
-                (source, payload_sha256(canonical_json(payload))),
+                (channel.code, payload_sha256(canonical_json(payload))),
             ).fetchone()
             order = NormalizedOrder.model_validate({**m.order, "raw_id": raw[0] if raw else None})
-        except (KeyError, ValidationError, TypeError, ValueError, ArithmeticError):
+        except (KeyError, ValidationError, TypeError, ValueError, ArithmeticError, AttributeError):
             continue
         if order.channel_code in known_channels and (
             not order.pickup_location_code or order.pickup_location_code in known_locations

@@ -21,20 +21,15 @@ from typing import Any
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from oms_ops.connectors import fastcheck as fc
-from oms_ops.connectors.http import ApiClient, RetryPolicy
-from oms_ops.connectors.ingest import (
-    IngestResult,
-    PageHook,
-    fetch_ahead,
-    iso,
-    parse_time,
-    store_polled_page,
-)
-from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending
-from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
+from oms_ops.channels import fastcheck as fc
+from oms_ops.channels.ats import AtsItem, Outcome, PushResult
+from oms_ops.channels.base import AtsPush, Channel, IngestResult, Mapped, MappingContext, PageHook
+from oms_ops.channels.normalize import normalize_pending
+from oms_ops.channels.rawstore import fetch_ahead, iso, parse_time, split_by_id, store_page, store_polled_page
+from oms_ops.connectors.http import ApiClient, ConnectorError, RetryPolicy
+from oms_ops.connectors.state import get_cursor, record_success
 
-CHANNEL = "ozon"
+CODE = "ozon"
 CURSOR = "ozon:postings"
 MAX_PERIOD = timedelta(days=364)  # Ozon: period <= 1 year
 STOCK_BATCH = 100  # Ozon: <= 100 (offer, warehouse) pairs per request
@@ -110,7 +105,7 @@ def ingest_ozon(
     before_commit=None,
 ) -> IngestResult:
     """Fetch new postings (and recently cancelled ones), store them raw with the watermark, normalise."""
-    res = IngestResult(CHANNEL)
+    res = IngestResult(CODE)
     state = get_cursor(conn, CURSOR) or {}
     since = parse_time(state.get("since")) or initial_since or datetime.now(UTC) - timedelta(days=30)
     watermark = since
@@ -149,7 +144,7 @@ def ingest_ozon(
     res.cursor = {"since": iso(watermark)}
     if refresh_window and refresh_window > timedelta(0):
         _refresh_cancelled(conn, client, watermark - refresh_window, page_limit, res)
-    record_success(conn, CHANNEL, res.fetched)
+    record_success(conn, CODE, res.fetched)
     if normalize:
         res.normalized.add(normalize_pending(conn, CHANNEL))
     return res
@@ -219,7 +214,7 @@ def map_posting(payload: dict, ctx: MappingContext) -> Mapped:
     wh = p.delivery_method.warehouse_id if p.delivery_method else None
     fulfilment = None
     if wh is not None:
-        fulfilment = ctx.location(CHANNEL, wh)
+        fulfilment = ctx.location(CODE, wh)
         if fulfilment is None:
             name = p.delivery_method.warehouse or "?"
             return Mapped(
@@ -228,7 +223,7 @@ def map_posting(payload: dict, ctx: MappingContext) -> Mapped:
                 "(connectors.channel_locations, system 'ozon')",
             )
     order = {
-        "channel_code": CHANNEL,
+        "channel_code": CODE,
         "external_id": p.posting_number,
         "channel_order_number": p.order_number,
         "placed_at": p.in_process_at,
@@ -282,13 +277,13 @@ def fast_posting(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple
         )
     fulfilment = None
     if wh is not None:
-        fulfilment = ctx.location(CHANNEL, wh)
+        fulfilment = ctx.location(CODE, wh)
         if fulfilment is None:
             raise fc.Unsure
     cancelled = status == "cancelled"
     order = fc.validated_order(
         lines,
-        channel_code=CHANNEL,
+        channel_code=CODE,
         external_id=number,
         channel_order_number=order_number,
         placed_at=placed,
@@ -303,3 +298,65 @@ def fast_posting(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple
         raw_id=raw_id,
     )
     return number, cancelled, order
+
+
+# -- stock out ------------------------------------------------------------------------------------------------
+def push_stock(client: OzonClient, items: list[AtsItem], res: PushResult) -> list[Outcome]:
+    """ATS as absolute free stock per (offer, warehouse), ≤ 100 pairs per request; ``updated: true`` is the
+    proof; an item answered ``TOO_MANY_REQUESTS`` (each pair is accepted once per 30 s) is ``throttled``."""
+    out = []
+    for i in range(0, len(items), STOCK_BATCH):
+        batch = items[i : i + STOCK_BATCH]
+        payload = [
+            {
+                "offer_id": it.offer_id,
+                "product_id": it.product_id,
+                "stock": it.qty,
+                "warehouse_id": int(it.external_location),
+            }
+            for it in batch
+        ]
+        res.requests += 1
+        res.batch_sizes.append(len(batch))
+        try:
+            answer = client.update_stocks(payload)
+        except ConnectorError as exc:
+            res.errors.append(str(exc))
+            out += [(it, "failed", False, str(exc)[:500]) for it in batch]
+            continue
+        by_key = {(str(r.get("offer_id")), str(r.get("warehouse_id"))): r for r in answer}
+        for it in batch:
+            r = by_key.get((str(it.offer_id), str(it.external_location)))
+            if r is None:
+                out.append((it, "unverified", False, "item missing from the answer"))
+            elif r.get("updated"):
+                out.append((it, "pushed", True, None))
+            else:
+                codes = [e.get("code") for e in r.get("errors") or []]
+                text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in r.get("errors") or [])
+                out.append(
+                    (it, "throttled" if "TOO_MANY_REQUESTS" in codes else "failed", False, text or None)
+                )
+    return out
+
+
+def _listing(p) -> tuple | None:
+    return (p["offer_id"], p["ozon_product_id"], p["ozon_sku"], None, None, None, p["barcode"])
+
+
+CHANNEL = Channel(
+    code=CODE,
+    title="Ozon (FBS)",
+    system="ozon",
+    env={"base_url": "OMS_OZON_URL", "client_id": "OMS_OZON_CLIENT_ID", "api_key": "OMS_OZON_API_KEY"},
+    secrets=frozenset({"api_key"}),
+    client=OzonClient.from_endpoint,
+    poll=ingest_ozon,
+    feed="Ozon FBS postings: v4 list by in_process_at watermark → raw.channel_orders → orders.",
+    mapper=map_posting,
+    fast_mapper=fast_posting,
+    ats=AtsPush(push_stock),
+    listing=_listing,
+    network_key="ozon_warehouse_id",
+    start_cursor=lambda since: (CURSOR, {"since": since.isoformat()}),
+)

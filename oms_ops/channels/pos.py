@@ -26,10 +26,13 @@ import polars as pl
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from oms_ops.connectors.normalize import Mapped, MappingContext, normalize_pending, validation_text
-from oms_ops.connectors.state import record_success, store_payloads
+from oms_ops.channels.base import Channel, ChannelChecks, IngestResult, Mapped, MappingContext, validation_text
+from oms_ops.channels.normalize import normalize_pending
+from oms_ops.channels.rawstore import store_payloads
+from oms_ops.connectors.state import record_success
+from oms_ops.quarantine import quarantine_many
 
-CHANNEL = "offline"
+CODE = "offline"
 SOURCE = "pos"
 PATTERN = "sales_*.csv"
 COLUMNS = (
@@ -183,7 +186,6 @@ def process_file(conn: psycopg.Connection, path: Path, *, before_commit=None) ->
         bad.append((SOURCE, path.name, {"file": path.name}, file_error))
     result.receipts = len(items)
     result.quarantined = len(bad)
-    from oms_ops.quarantine import quarantine_many
 
     with conn.transaction():
         inserted = conn.execute(
@@ -204,7 +206,7 @@ def process_file(conn: psycopg.Connection, path: Path, *, before_commit=None) ->
         if inserted is None:  # a concurrent run took it
             result.skipped = True
             return result
-        store_payloads(conn, CHANNEL, items)
+        store_payloads(conn, CODE, items)
         if bad:
             quarantine_many(conn, bad)
         if before_commit:
@@ -223,7 +225,7 @@ def ingest_pos(
     res = PosResult()
     for path in pending_files(conn, drop_dir)[:max_files]:
         res.files.append(process_file(conn, path, before_commit=before_commit))
-    record_success(conn, CHANNEL, sum(f.receipts for f in res.files))
+    record_success(conn, CODE, sum(f.receipts for f in res.files))
     if normalize:
         res.normalized = normalize_pending(conn, CHANNEL)
     return res
@@ -253,7 +255,7 @@ def map_receipt(payload: dict, ctx: MappingContext) -> Mapped:
             }
         )
     order = {
-        "channel_code": CHANNEL,
+        "channel_code": CODE,
         "external_id": rid,
         "channel_order_number": rid,
         "placed_at": payload["sold_at"],
@@ -265,3 +267,49 @@ def map_receipt(payload: dict, ctx: MappingContext) -> Mapped:
         "lines": lines,
     }
     return Mapped(rid, order)
+
+
+class DropFolder:
+    """The POS "client": the folder the tills' end-of-day files are dropped into."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def from_endpoint(cls, ep, **_kw: Any) -> DropFolder:
+        return cls(ep.get("drop_dir"))
+
+    def close(self) -> None:
+        """Nothing to release: a folder."""
+
+
+def poll(conn: psycopg.Connection, folder: DropFolder, **kw: Any) -> IngestResult:
+    """Read the new files of the drop folder (:func:`ingest_pos`) and report them as a feed run."""
+    pos = ingest_pos(conn, folder.path, **kw)
+    files = [f.__dict__ for f in pos.files if not f.skipped]
+    res = IngestResult(CODE, pages=len(files), fetched=sum(f["receipts"] for f in files))
+    res.extra = {
+        "files": len(files),
+        "receipts": res.fetched,
+        "quarantined": sum(f["quarantined"] for f in files),
+        "file_details": files,
+    }
+    if pos.normalized is not None:
+        res.normalized = pos.normalized
+    return res
+
+
+CHANNEL = Channel(
+    code=CODE,
+    title="Shops' tills (POS end-of-day files)",
+    system="pos",
+    env={"drop_dir": "OMS_POS_DROP_DIR"},
+    client=DropFolder.from_endpoint,
+    poll=poll,
+    feed="POS end-of-day CSV files from the drop folder → orders of the offline channel.",
+    mapper=map_receipt,
+    quarantine_sources=(CODE, SOURCE),
+    # the tills send their files once a day
+    checks=ChannelChecks(max_age_seconds=26 * 3600),
+    instant_handover=True,
+)

@@ -1,43 +1,30 @@
-"""What an ingestion run reports, and the hooks tests use to simulate a crash."""
+"""Raw channel payloads into Postgres, and the steps every polling feed takes around them.
+
+The crash-safety rule of every feed lives here: :func:`store_page` writes a page of payloads *and then* the
+cursor that points past them in ONE transaction. If the process dies after fetching and before the commit,
+neither is there and the next run fetches the same page again (duplicates are no-ops: raw rows are unique
+per (channel, external id, payload hash)); it can never happen that the cursor moved and the payloads did
+not.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from oms_ops.connectors.normalize import NormalizeResult, normalize_pending
-from oms_ops.connectors.state import store_page
+import psycopg
 
+from oms_ops.channels import normalize as norm
+from oms_ops.channels.base import Channel, IngestResult, canonical_json, payload_sha256
+from oms_ops.connectors.state import set_cursor
+from oms_ops.quarantine import quarantine_many
 
-@dataclass
-class IngestResult:
-    """One run of a channel connector: what came over the wire and what the OMS made of it."""
-
-    channel: str
-    pages: int = 0
-    fetched: int = 0  # records received (duplicates inside pages included)
-    new_raw: int = 0  # raw rows that were new
-    rejected: int = 0  # records unusable at fetch time (no id): quarantined with the page
-    cursor: dict | None = None
-    normalized: NormalizeResult = field(default_factory=NormalizeResult)
-    notes: list[str] = field(default_factory=list)
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "pages": self.pages,
-            "fetched": self.fetched,
-            "new_raw": self.new_raw,
-            "rejected_at_fetch": self.rejected,
-            **{f"normalized_{k}": v for k, v in self.normalized.as_dict().items()},
-        }
-
-
-#: Called after a page was fetched and before it is stored; tests raise in it to simulate a crash there.
-PageHook = Callable[[int, list], None]
+log = logging.getLogger("oms.channels")
 
 
 @contextmanager
@@ -67,9 +54,135 @@ def parse_time(value: Any) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class StoredPage:
+    received: int  # payloads in the page
+    new: int  # raw rows that were new (a re-delivered payload is not)
+    #: (raw_id, external_id, payload) of the new rows
+    rows: list[tuple[int, str, Any]] = field(default_factory=list)
+    #: what normalising the page in the same transaction did (None: not normalised here)
+    normalized: Any = None
+
+
+def store_payloads(conn: psycopg.Connection, channel: str, items: Sequence[tuple[str, Any]]) -> int:
+    """Insert ``(external_id, payload)`` into raw.channel_orders as received (inside the caller's transaction).
+
+    Idempotent on (channel, external_id, payload hash); COPY into a temporary table then one INSERT … ON
+    CONFLICT, so a page of a thousand payloads is two statements. Returns how many rows were new.
+    """
+    return len(insert_payloads(conn, channel, items))
+
+
+def insert_payloads(
+    conn: psycopg.Connection, channel: str, items: Sequence[tuple[str, Any]], *, normalized: bool = False
+) -> list[tuple[int, int]]:
+    """:func:`store_payloads` returning ``(raw_id, index in items)`` of the rows that were new.
+    New rows are queued for the normaliser (``raw.pending_orders``) unless ``normalized``: the caller
+    normalises them in this transaction."""
+    if not items:
+        return []
+    conn.execute(
+        """CREATE TEMP TABLE IF NOT EXISTS _raw_in (external_id text, payload json, payload_hash text, n int)
+           ON COMMIT DELETE ROWS"""
+    )
+    seen: set[tuple[str, str]] = set()
+    with conn.cursor().copy("COPY _raw_in (external_id, payload, payload_hash, n) FROM STDIN") as cp:
+        for n, (ext, payload) in enumerate(items):
+            text = canonical_json(payload)
+            digest = payload_sha256(text)
+            if (str(ext), digest) in seen:  # repeated inside the page: one row is enough
+                continue
+            seen.add((str(ext), digest))
+            cp.write_row((str(ext), text, digest, n))
+    new = conn.execute(
+        """WITH ins AS (
+               INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash)
+               SELECT %(channel)s, external_id, payload, payload_hash FROM _raw_in ORDER BY n
+               ON CONFLICT (channel_code, external_id, payload_hash) DO NOTHING
+               RETURNING raw_id, external_id, payload_hash),
+           queued AS (
+               INSERT INTO raw.pending_orders (channel_code, raw_id)
+               SELECT %(channel)s, raw_id FROM ins WHERE NOT %(normalized)s)
+           SELECT ins.raw_id, r.n FROM ins JOIN _raw_in r USING (external_id, payload_hash) ORDER BY ins.raw_id""",
+        {"channel": channel, "normalized": normalized},
+    ).fetchall()
+    conn.execute("DELETE FROM _raw_in")
+    return [(r[0], r[1]) for r in new]
+
+
+def store_page(
+    conn: psycopg.Connection,
+    channel: Channel,
+    items: Sequence[tuple[str, Any]],
+    *,
+    cursor_name: str | None = None,
+    cursor_value: dict | None = None,
+    rejects: Sequence[tuple[str | None, Any, str]] = (),
+    normalize: bool = False,
+    before_commit: Callable[[], None] | None = None,
+) -> StoredPage:
+    """One transaction: the page's payloads, its unusable records (quarantined with the reason), with
+    ``normalize`` the orders made from them, then the cursor past them. ``before_commit`` is a test hook
+    (raise in it to simulate a crash).
+
+    Normalising in the page's transaction is skipped (rows stay pending for ``normalize_pending``) when older
+    rows of the channel still wait — they go first — and when the normaliser fails on the page: the payloads
+    and the cursor are committed anyway, so a bad page can never stop the feed.
+    """
+    code = channel.code
+    with conn.transaction():
+        inline = normalize and norm.lock_for_inline(conn, code)
+        new = insert_payloads(conn, code, items, normalized=inline)
+        rows = [(raw_id, str(items[n][0]), items[n][1]) for raw_id, n in new]
+        if rejects:
+            quarantine_many(conn, [(code, ext, payload, reason) for ext, payload, reason in rejects])
+        result = None
+        if inline and rows:
+            try:
+                with conn.transaction():
+                    result = norm.process_stored(conn, channel, rows)
+            except Exception:  # noqa: BLE001 - the raw data is safe; normalize_pending will retry and report
+                log.exception("%s: normalising a stored page failed; its rows stay pending", code)
+                conn.execute(
+                    "INSERT INTO raw.pending_orders (channel_code, raw_id) SELECT %s, unnest(%s::bigint[])",
+                    (code, [r[0] for r in rows]),
+                )
+        if cursor_name is not None and cursor_value is not None:
+            set_cursor(conn, cursor_name, cursor_value)
+        if before_commit is not None:
+            before_commit()
+    return StoredPage(len(items), len(new), rows, result)
+
+
+def pending_raw_orders(
+    conn: psycopg.Connection, channel: str, *, after_raw_id: int
+) -> tuple[int | None, int]:
+    """(newest raw_id, count) of a channel's stored payloads not normalised yet, after ``after_raw_id``."""
+    row = conn.execute(
+        """SELECT max(raw_id), count(*) FROM raw.pending_orders WHERE channel_code = %s AND raw_id > %s""",
+        (channel, after_raw_id),
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, 0)
+
+
+def split_by_id(
+    records: list, id_field: str, *, what: str = "order"
+) -> tuple[list[tuple[str, dict]], list[tuple[str | None, Any, str]]]:
+    """Records that carry their channel id → ``(id, record)``; the rest → quarantine rows with the reason
+    (a record without an id cannot be stored idempotently, so it must not be stored as received)."""
+    items, rejects = [], []
+    for rec in records:
+        rid = rec.get(id_field) if isinstance(rec, dict) else None
+        if rid in (None, ""):
+            rejects.append((None, rec, f"{what} without {id_field}: cannot be identified"))
+        else:
+            items.append((str(rid), rec))
+    return items, rejects
+
+
 def store_polled_page(
     conn,
-    channel: str,
+    channel: Channel,
     items,
     rejects,
     res: IngestResult,
@@ -97,10 +210,10 @@ def store_polled_page(
         normalize_stored(conn, channel, page, res)
 
 
-def normalize_stored(conn, channel: str, page, res: IngestResult) -> None:
+def normalize_stored(conn, channel: Channel, page: StoredPage, res: IngestResult) -> None:
     """Count what the page's own transaction normalised; when it could not (older rows pending, or the
     normaliser failed on it), sweep the pending rows now."""
     if page.normalized is not None:
         res.normalized.add(page.normalized)
     elif page.rows:
-        res.normalized.add(normalize_pending(conn, channel))
+        res.normalized.add(norm.normalize_pending(conn, channel))

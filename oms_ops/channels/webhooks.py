@@ -3,7 +3,7 @@
 ``POST /webhooks/shopify``:
 
 1. The signature ``X-Shopify-Hmac-SHA256`` is checked on the *raw body bytes* with the shared secret, in
-   constant time (``hmac.compare_digest`` via :func:`simulators.signing.verify_shopify_hmac`). A missing or
+   constant time (``hmac.compare_digest``, :func:`oms_ops.channels.webstore.verify_signature`). A missing or
    wrong signature is rejected with 401, logged (warning) and recorded in ``connectors.webhook_receipts``
    (``verified = false``, body hash and size only — the body of a forged request is not kept).
 2. Verified deliveries are deduplicated by ``X-Shopify-Webhook-Id`` (Shopify retries 8 times over 4 hours,
@@ -14,13 +14,14 @@
    with us and a retry would not improve it. Normalisation happens in the pipeline (the webstore asset and
    its sensor), keeping the receiver fast — Shopify gives a webhook 5 seconds.
 
-Run it: ``uv run python -m oms_ops.connectors.webhooks --port 8000`` (reads ``OMS_DATABASE_URL`` and
+Run it: ``uv run python -m oms_ops.channels.webhooks --port 8000`` (reads ``OMS_DATABASE_URL`` and
 ``OMS_SHOPIFY_WEBHOOK_SECRET`` or the simulators' manifest).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import json
 import logging
@@ -31,25 +32,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from oms_ops.connectors.state import store_payloads
+from oms_ops.channels.rawstore import store_payloads
+from oms_ops.channels.webstore import CHANNEL as WEBSTORE
+from oms_ops.channels.webstore import CODE as CHANNEL
+from oms_ops.channels.webstore import verify_signature
+from oms_ops.connectors.config import load_settings
 from oms_ops.quarantine import quarantine_many
 
-log = logging.getLogger("oms.connectors.webhooks")
-CHANNEL = "webstore"
+log = logging.getLogger("oms.channels.webhooks")
 MAX_BODY = 5 * 1024 * 1024
-
-
-def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
-    """Shopify's HMAC-SHA256 over the raw body, base64, compared in constant time."""
-    from simulators.signing import verify_shopify_hmac
-
-    return verify_shopify_hmac(body, header, secret)
 
 
 @dataclass(frozen=True)
@@ -149,8 +147,6 @@ class WebhookServer:
     """The receiver on a loopback port in a background thread (tests, demo). ``stop()`` shuts it down."""
 
     def __init__(self, database_url: str, secret: str, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -191,14 +187,8 @@ class WebhookServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
-    import uvicorn
-
-    from oms_ops.connectors.config import load_settings
-
     p = argparse.ArgumentParser(
-        prog="python -m oms_ops.connectors.webhooks", description="Receive the web store's order webhooks."
+        prog="python -m oms_ops.channels.webhooks", description="Receive the web store's order webhooks."
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -206,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     url = os.environ.get("OMS_DATABASE_URL")
     if not url:
         raise SystemExit("error: OMS_DATABASE_URL is not set")
-    secret = load_settings().endpoints.get("shopify")
+    secret = load_settings(env_vars={WEBSTORE.system: WEBSTORE.env}).endpoints.get(WEBSTORE.system)
     secret = secret.get("webhook_secret") if secret else ""
     if not secret:
         raise SystemExit(

@@ -16,25 +16,22 @@ charges itself 9 extra tokens for a 4xx.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from oms_ops.connectors import fastcheck as fc
-from oms_ops.connectors.http import ApiClient, RetryPolicy
-from oms_ops.connectors.ingest import IngestResult, PageHook, fetch_ahead, normalize_stored, store_polled_page
-from oms_ops.connectors.normalize import (
-    CANCELLABLE_STATES,
-    Mapped,
-    MappingContext,
-    cancel_channel_orders,
-    normalize_pending,
-)
-from oms_ops.connectors.state import get_cursor, record_success, split_by_id, store_page
+from oms_ops.channels import fastcheck as fc
+from oms_ops.channels.ats import AtsItem, Outcome, PushResult
+from oms_ops.channels.base import AtsPush, Channel, IngestResult, Mapped, MappingContext, PageHook
+from oms_ops.channels.normalize import CANCELLABLE_STATES, cancel_channel_orders, normalize_pending
+from oms_ops.channels.rawstore import fetch_ahead, normalize_stored, split_by_id, store_page, store_polled_page
+from oms_ops.connectors.http import ApiClient, ConnectorError, RetryPolicy
+from oms_ops.connectors.state import get_cursor, record_success, set_cursor
 
-CHANNEL = "wildberries"
+CODE = "wildberries"
 CURSOR = "wildberries:orders"
 CURRENCIES = {643: "RUB", 933: "BYN", 398: "KZT", 51: "AMD", 417: "KGS", 860: "UZS"}
 #: wbStatus / supplierStatus values that mean the order will not be shipped
@@ -136,7 +133,7 @@ def ingest_wildberries(
     on_fetched: PageHook | None = None,
     before_commit=None,
 ) -> IngestResult:
-    res = IngestResult(CHANNEL)
+    res = IngestResult(CODE)
     if use_new:
         new = client.orders_new()
         items, rejects = split_by_id(new, "id")
@@ -180,7 +177,7 @@ def ingest_wildberries(
                 break
             next_id = nxt
     res.cursor = {"next": next_id}
-    record_success(conn, CHANNEL, res.fetched)
+    record_success(conn, CODE, res.fetched)
     if normalize:
         res.normalized.add(normalize_pending(conn, CHANNEL))
     if sync_status:
@@ -197,7 +194,7 @@ def sync_statuses(
         for r in conn.execute(
             """SELECT external_id FROM oms.orders WHERE channel_code = %s AND state = ANY(%s)
                AND external_id ~ '^[0-9]+$' ORDER BY external_id""",
-            (CHANNEL, list(CANCELLABLE_STATES)),
+            (CODE, list(CANCELLABLE_STATES)),
         ).fetchall()
     ]
     cancelled: list[str] = []
@@ -207,7 +204,7 @@ def sync_statuses(
                 cancelled.append(str(s["id"]))
     if not cancelled:
         return 0
-    return cancel_channel_orders(conn, CHANNEL, cancelled, actor=actor, reason="cancelled in wildberries")
+    return cancel_channel_orders(conn, CODE, cancelled, actor=actor, reason="cancelled in wildberries")
 
 
 # -- mapping --------------------------------------------------------------------------------------------------
@@ -242,7 +239,7 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     # the seller warehouse WB assigned the order to: it ships from there
     fulfilment = None
     if o.warehouseId is not None:
-        fulfilment = ctx.location(CHANNEL, o.warehouseId)
+        fulfilment = ctx.location(CODE, o.warehouseId)
         if fulfilment is None:
             return Mapped(
                 str(o.id),
@@ -250,7 +247,7 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
                 "(connectors.channel_locations, system 'wildberries')",
             )
     order = {
-        "channel_code": CHANNEL,
+        "channel_code": CODE,
         "external_id": str(o.id),
         "channel_order_number": o.rid,
         "placed_at": o.createdAt,
@@ -293,12 +290,12 @@ def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[s
         raise fc.Unsure
     fulfilment = None
     if wh is not None:
-        fulfilment = ctx.location(CHANNEL, wh)
+        fulfilment = ctx.location(CODE, wh)
         if fulfilment is None:
             raise fc.Unsure
     order = fc.validated_order(
         [(article, 1, Decimal(final) / 100, None)],
-        channel_code=CHANNEL,
+        channel_code=CODE,
         external_id=oid,
         channel_order_number=rid,
         placed_at=created,
@@ -314,3 +311,98 @@ def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[s
         raw_id=raw_id,
     )
     return oid, False, order
+
+
+# -- status and stock out ---------------------------------------------------------------------------------------
+def push_status(conn: psycopg.Connection, client: WildberriesClient, p: dict) -> tuple[str, str | None, Any]:
+    """An OMS order status change told to WB: ``cancelled`` → cancel the assembly task; ``shipped`` → add it
+    to today's supply. Other statuses have no WB call."""
+    status = p.get("status")
+    if status == "cancelled" and p.get("reason") == f"cancelled in {CODE}":
+        return "skipped", "cancelled by the channel itself: nothing to tell it", None
+    order_id = int(p["external_id"])
+    if status == "cancelled":
+        ok = client.cancel(order_id)
+        return "sent", None if ok else "WB: not cancellable in its current status", {"cancelled": ok}
+    if status == "shipped":
+        supply = todays_supply(conn, client)
+        ok = client.add_to_supply(supply, order_id)
+        return "sent", None if ok else "WB: could not add to supply in its current status", {"supply": supply}
+    return "skipped", f"WB has no call for status {status!r}", None
+
+
+def todays_supply(conn: psycopg.Connection, client: WildberriesClient) -> str:
+    """Today's WB supply, created once (under an advisory lock, remembered as a cursor)."""
+    name = f"wildberries:supply:{datetime.now(UTC):%Y-%m-%d}"
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+        found = get_cursor(conn, name)
+        if found:
+            return found["id"]
+        supply = client.create_supply(f"OMS {datetime.now(UTC):%Y-%m-%d}")
+        set_cursor(conn, name, {"id": supply})
+    return supply
+
+
+def push_stock(client: WildberriesClient, items: list[AtsItem], res: PushResult) -> list[Outcome]:
+    """ATS per warehouse, ≤ 1000 items per ``PUT``. A 204 proves nothing (misnamed fields are ignored
+    silently), so the amounts are read back and compared: equal → verified, different → failed, read-back
+    impossible → unverified. Items listed in a 409 are failed."""
+    out = []
+    by_wh: dict[str, list[AtsItem]] = {}
+    for it in items:
+        by_wh.setdefault(it.external_location, []).append(it)
+    for wh, wh_items in sorted(by_wh.items()):
+        for i in range(0, len(wh_items), STOCK_BATCH):
+            batch = wh_items[i : i + STOCK_BATCH]
+            res.requests += 1
+            res.batch_sizes.append(len(batch))
+            try:
+                refused = client.put_stocks(
+                    int(wh), [{"chrtId": it.chrt_id, "amount": it.qty} for it in batch]
+                )
+            except ConnectorError as exc:
+                res.errors.append(str(exc))
+                out += [(it, "failed", False, str(exc)[:500]) for it in batch]
+                continue
+            refused_chrt = {int(r["chrtId"]) for r in refused if str(r.get("chrtId", "")).isdigit()}
+            sent = [it for it in batch if it.chrt_id not in refused_chrt]
+            out += [
+                (it, "failed", False, "refused by WB (409)") for it in batch if it.chrt_id in refused_chrt
+            ]
+            try:
+                res.requests += 1
+                actual = client.get_stocks(int(wh), [it.chrt_id for it in sent])
+            except ConnectorError as exc:
+                res.errors.append(f"read-back: {exc}")
+                out += [(it, "unverified", False, "accepted (204); read-back failed") for it in sent]
+                continue
+            for it in sent:
+                got = actual.get(int(it.chrt_id))
+                if got == it.qty:
+                    out.append((it, "pushed", True, None))
+                else:
+                    out.append((it, "failed", False, f"read back {got!r} after setting {it.qty}"))
+    return out
+
+
+def _listing(p) -> tuple | None:
+    return (None, None, p["wb_nm_id"], p["wb_chrt_id"], None, None, p["barcode"])
+
+
+CHANNEL = Channel(
+    code=CODE,
+    title="Wildberries (FBS)",
+    system="wildberries",
+    env={"base_url": "OMS_WB_URL", "token": "OMS_WB_TOKEN"},
+    secrets=frozenset({"token"}),
+    client=WildberriesClient.from_endpoint,
+    poll=ingest_wildberries,
+    feed="Wildberries assembly tasks: orders/new + orders by next cursor → orders; WB cancellations.",
+    mapper=map_order,
+    fast_mapper=fast_order,
+    ats=AtsPush(push_stock),
+    push_status=push_status,
+    listing=_listing,
+    network_key="wb_warehouse_id",
+)

@@ -1,18 +1,12 @@
 """Where each external system is and how to authenticate: from the simulators' manifest and/or the environment.
 
 Pointing a connector at the real host is a configuration change: every base URL and credential can be set
-per channel with an ``OMS_<SYSTEM>_*`` variable, which overrides what the simulators' manifest
+per system with an ``OMS_<SYSTEM>_*`` variable, which overrides what the simulators' manifest
 (``OMS_SIMULATORS_MANIFEST``, default ``$OMS_HOME/simulators/simulators.json``) says. With neither, the
 system is "not configured" and its pipeline steps skip with a message instead of failing.
 
-| system | variables |
-|---|---|
-| Ozon | ``OMS_OZON_URL``, ``OMS_OZON_CLIENT_ID``, ``OMS_OZON_API_KEY`` |
-| Wildberries | ``OMS_WB_URL``, ``OMS_WB_TOKEN`` |
-| web store (Shopify) | ``OMS_SHOPIFY_URL``, ``OMS_SHOPIFY_ACCESS_TOKEN``, ``OMS_SHOPIFY_API_VERSION``, ``OMS_SHOPIFY_WEBHOOK_SECRET`` |
-| CDEK | ``OMS_CDEK_URL``, ``OMS_CDEK_CLIENT_ID``, ``OMS_CDEK_CLIENT_SECRET`` |
-| WMS | ``OMS_WMS_URL``, ``OMS_WMS_API_KEY`` |
-| POS drop folder | ``OMS_POS_DROP_DIR`` |
+The variables of the sales channels are declared by each channel's record (``Channel.env``); the carrier's
+and the WMS's are here (:data:`SYSTEM_ENV_VARS`). ``oms_ops.services.settings`` puts both together.
 """
 
 from __future__ import annotations
@@ -24,26 +18,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-#: system → {credential field: environment variable}
-ENV_VARS: dict[str, dict[str, str]] = {
-    "ozon": {"base_url": "OMS_OZON_URL", "client_id": "OMS_OZON_CLIENT_ID", "api_key": "OMS_OZON_API_KEY"},
-    "wildberries": {"base_url": "OMS_WB_URL", "token": "OMS_WB_TOKEN"},
-    "shopify": {
-        "base_url": "OMS_SHOPIFY_URL",
-        "access_token": "OMS_SHOPIFY_ACCESS_TOKEN",
-        "api_version": "OMS_SHOPIFY_API_VERSION",
-        "webhook_secret": "OMS_SHOPIFY_WEBHOOK_SECRET",
-    },
+#: the outside systems that are not sales channels: system → {credential field: environment variable}
+SYSTEM_ENV_VARS: dict[str, dict[str, str]] = {
     "cdek": {
         "base_url": "OMS_CDEK_URL",
         "client_id": "OMS_CDEK_CLIENT_ID",
         "client_secret": "OMS_CDEK_CLIENT_SECRET",
     },
     "wms": {"base_url": "OMS_WMS_URL", "api_key": "OMS_WMS_API_KEY"},
-    "pos": {"drop_dir": "OMS_POS_DROP_DIR"},
+}
+SYSTEM_SECRETS: dict[str, frozenset[str]] = {
+    "cdek": frozenset({"client_secret"}),
+    "wms": frozenset({"api_key"}),
 }
 MANIFEST_VAR = "OMS_SIMULATORS_MANIFEST"
-SYSTEMS = tuple(ENV_VARS)
 
 
 class NotConfigured(RuntimeError):
@@ -67,11 +55,13 @@ class Endpoint:
 class ConnectorSettings:
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
     manifest: Mapping[str, Any] | None = None
+    #: system → {field: variable}, for the hint in "not configured"
+    env_vars: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: SYSTEM_ENV_VARS)
 
     def endpoint(self, system: str) -> Endpoint:
         ep = self.endpoints.get(system)
         if ep is None or not (ep.base_url or ep.credentials.get("drop_dir")):
-            hint = ", ".join(ENV_VARS.get(system, {}).values())
+            hint = ", ".join(self.env_vars.get(system, {}).values())
             raise NotConfigured(f"{system}: not configured (set {hint} or {MANIFEST_VAR})")
         return ep
 
@@ -119,11 +109,12 @@ def default_manifest_path(env: Mapping[str, str] | None = None) -> Path:
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
+    env_vars: Mapping[str, Mapping[str, str]] = SYSTEM_ENV_VARS,
     manifest: Mapping[str, Any] | str | Path | None = None,
     overrides: Mapping[str, Mapping[str, str]] | None = None,
 ) -> ConnectorSettings:
     """Settings from a manifest (explicit, ``OMS_SIMULATORS_MANIFEST`` or the default path, if present),
-    then each ``OMS_<SYSTEM>_*`` variable set in ``env``, then ``overrides`` (resource config)."""
+    then each variable of ``env_vars`` set in ``env``, then ``overrides`` (resource config)."""
     env = dict(os.environ if env is None else env)
     data: Mapping[str, Any] | None = None
     if isinstance(manifest, Mapping):
@@ -136,7 +127,8 @@ def load_settings(
         if path is not None and path.exists():  # the runner deletes it when the simulators stop
             data = load_manifest(path)
     settings = settings_from_manifest(data) if data else ConnectorSettings()
-    for system, fields in ENV_VARS.items():
+    settings = replace(settings, env_vars=env_vars)
+    for system, fields in env_vars.items():
         values = {key: env[var] for key, var in fields.items() if env.get(var)}
         if values:
             settings = settings.with_endpoint(system, **values)

@@ -1,13 +1,27 @@
-"""WMS stock snapshots: absolute on-hand per SKU for one warehouse or store, applied to the OMS ledger.
+"""The WMS: stock snapshots applied to the OMS ledger, and the customer-return leg (announce, receipts).
+
+Stock snapshots: absolute on-hand per SKU for one warehouse or store.
 
 ``GET /wms/v1/stock?warehouse=…`` pins a snapshot on its first page; the following pages (``page_token``) read
 the same snapshot, so the pages add up to one consistent count even while stock moves. The whole snapshot is
-collected first and applied in one transaction by A's ``inventory.apply_wms_snapshot`` (differences become
+collected first and applied in one transaction by ``inventory.apply_wms_snapshot`` (differences become
 ledger adjustments; a count below reserved releases the newest orders' reservations; a re-delivered snapshot
 is a no-op by its reference ``wms:<code>:<as_of>:<snapshot_id>``). An evicted snapshot (410) restarts from
 page one. A page with unusable items (no SKU, a count that is not a number) is read again once — the WMS
 sends the same pinned data — and if it is still bad those items are quarantined and the snapshot is applied
 as *partial* (SKUs not in it keep their stock instead of being counted as zero).
+
+Customer returns: a requested return writes the outbox effect 'wms.announce_return'; the drain calls
+:func:`deliver_return_announcement`, which posts the RMA to the warehouse that is expected to receive the parcel
+(``POST /wms/v1/returns``, idempotent on the RMA number). When the parcel arrives the WMS lists a receipt in
+``GET /wms/v1/returns/receipts`` (cursor-paged, oldest first), with a condition per line. :func:`sync_return_receipts`
+reads the feed from its cursor (``connectors.cursors``, name ``wms:returns:receipts``), matches each receipt
+to its return by RMA number and its lines by SKU, and calls the returns services: receive at the mapped OMS
+location, then inspect — ``resellable`` units are restocked, ``damaged`` ones written off. A receipt that
+cannot be applied (unknown RMA or warehouse, SKUs or quantities the return does not have, an unknown
+condition, a return cancelled or already received by hand) is quarantined with the reason (source
+``wms:returns``) and the rest of the page goes on. Seen twice, a receipt changes nothing: its id is kept in
+the return's 'received' event, and a quarantined one is not quarantined again.
 """
 
 from __future__ import annotations
@@ -18,12 +32,28 @@ from typing import Any
 
 import psycopg
 
+from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
-from oms_ops.connectors.state import record_failure, record_success
+from oms_ops.connectors.state import (
+    external_location_id,
+    get_cursor,
+    record_failure,
+    record_success,
+    set_cursor,
+)
+from oms_ops.errors import OmsError
 from oms_ops.inventory import SnapshotResult, apply_wms_snapshot
 from oms_ops.quarantine import quarantine_many
+from oms_ops.services import returns as returns_service
 
 PAGE_SIZE = 1000
+RETURNS_PAGE_SIZE = 100
+#: cursor (connectors.cursors), feed health (connectors.feed_status) and quarantine source of the receipts
+RETURNS_CURSOR = "wms:returns:receipts"
+RETURNS_FEED = "wms:returns"
+RETURNS_SOURCE = "wms:returns"
+#: WMS condition of a returned unit → the OMS disposition
+CONDITIONS = {"resellable": "restock", "damaged": "write_off"}
 
 
 class WmsClient(ApiClient):
@@ -52,6 +82,26 @@ class WmsClient(ApiClient):
         if page_token:
             params["page_token"] = page_token
         return self.request("GET", "/wms/v1/stock", params=params).json()
+
+    def announce_return(
+        self, rma: str, warehouse: str, lines: list[dict], *, order_ref: str | None = None
+    ) -> dict:
+        """Tell the warehouse to expect a returned parcel. Idempotent on ``rma`` (a repeat answers 200 with
+        the announcement as first made), so it is safe to retry after a timeout."""
+        body: dict[str, Any] = {"rma": rma, "warehouse": warehouse, "lines": lines}
+        if order_ref:
+            body["order_ref"] = order_ref
+        return self.request("POST", "/wms/v1/returns", json=body, expect=(200, 201), idempotent=True).json()[
+            "return"
+        ]
+
+    def return_receipts(self, after: str | None = None, limit: int = RETURNS_PAGE_SIZE) -> dict:
+        """One page of the returned-parcel receipts after ``after`` (a ``next_cursor``; None: from the
+        start): ``{receipts, next_cursor, has_more}``."""
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        return self.request("GET", "/wms/v1/returns/receipts", params=params).json()
 
 
 @dataclass
@@ -172,3 +222,354 @@ def sync_all(
             continue
         out[loc] = sync_location(conn, client, wms_code, loc)
     return out
+
+
+# -- customer returns ------------------------------------------------------------------------------------------
+
+
+def deliver_return_announcement(
+    conn: psycopg.Connection, clients, payload: dict
+) -> tuple[str, str | None, Any]:
+    """Deliver one 'wms.announce_return' effect: ``(outcome, note, result)`` for the outbox drain.
+
+    The return's expected OMS location is mapped to the WMS's warehouse code (``connectors.channel_locations``,
+    system 'wms'). A location the WMS does not run, or no WMS at all, is not an error that retrying fixes:
+    the effect is recorded as skipped and the parcel is received by hand on the operations page."""
+    location = payload.get("location_code")
+    warehouse = external_location_id(conn, "wms", location) if location else None
+    if warehouse is None:
+        return "skipped", f"location {location!r} is not run by the WMS: receive the parcel by hand", None
+    try:
+        client = clients.get("wms")
+    except NotConfigured as exc:
+        return "skipped", f"{exc}: receive the parcel by hand", None
+    record = client.announce_return(
+        payload["rma_number"], warehouse, payload["lines"], order_ref=payload.get("order_number")
+    )
+    return "sent", None, {"warehouse": warehouse, "status": record.get("status")}
+
+
+@dataclass
+class ReceiptSync:
+    """What one run of :func:`sync_return_receipts` did."""
+
+    receipts: int = 0
+    received: int = 0
+    inspected: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    units_restocked: int = 0
+    units_written_off: int = 0
+    pages: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:20]}
+
+
+@dataclass
+class _Plan:
+    record: dict
+    receipt_id: str
+    return_id: int
+    location_code: str
+    received_at: datetime | None
+    received: dict[int, int]  # return_line_id → units
+    dispositions: dict[int, str]  # return_line_id → restock / write_off (lines with units only)
+    receive: bool  # False: received by this receipt already (a rerun after a crash) — inspect only
+
+
+def sync_return_receipts(
+    conn: psycopg.Connection,
+    client: WmsClient,
+    *,
+    actor: str = "wms",
+    page_size: int = RETURNS_PAGE_SIZE,
+    max_pages: int = 100,
+) -> ReceiptSync:
+    """Read the return-receipt feed from the stored cursor and apply every page (see the module docstring).
+
+    A page with unreadable receipts (no id, no RMA, lines without SKU, quantity or a known condition) is read
+    once more — a garbled answer is not the WMS's data — and whatever is still unreadable is quarantined. A
+    page is applied first, then the cursor moves past it: a crash in between reads the page again, which
+    changes nothing. A failing call to the WMS is recorded in the feed's health and raised."""
+    res = ReceiptSync()
+    after = (get_cursor(conn, RETURNS_CURSOR) or {}).get("after")
+    try:
+        for _ in range(max_pages):
+            body = client.return_receipts(after, page_size)
+            if any(_unusable(r) for r in body.get("receipts") or []):
+                body = client.return_receipts(after, page_size)  # read once more: a garbled answer passes
+            records = body.get("receipts") or []
+            res.pages += 1
+            res.receipts += len(records)
+            _apply_page(conn, records, res, actor)
+            nxt = body.get("next_cursor")
+            if nxt is None or nxt == after:
+                break
+            with conn.transaction():
+                set_cursor(conn, RETURNS_CURSOR, {"after": nxt})
+            after = nxt
+            if not body.get("has_more"):
+                break
+    except Exception as exc:
+        record_failure(conn, RETURNS_FEED, str(exc))
+        raise
+    record_success(conn, RETURNS_FEED, res.receipts)
+    return res
+
+
+def _unusable(rec: Any) -> bool:
+    """A receipt that cannot even be read (as opposed to one that does not match the OMS)."""
+    if not isinstance(rec, dict) or not rec.get("receipt_id") or not rec.get("rma"):
+        return True
+    lines = rec.get("lines")
+    return not isinstance(lines, list) or any(
+        not isinstance(ln, dict)
+        or not ln.get("sku")
+        or isinstance(ln.get("qty"), bool)
+        or not isinstance(ln.get("qty"), int)
+        or ln.get("condition") not in CONDITIONS
+        for ln in lines
+    )
+
+
+def _apply_page(conn: psycopg.Connection, records: list, res: ReceiptSync, actor: str) -> None:
+    plans, rejects = _plan_page(conn, records, res)
+    if rejects:
+        _quarantine(conn, rejects, res)
+    to_receive = [p for p in plans if p.receive]
+    received = _isolated(
+        conn,
+        to_receive,
+        lambda part: returns_service.receive_returns(
+            conn,
+            [
+                returns_service.ReturnReceipt(
+                    p.return_id, p.location_code, p.received, at=p.received_at, reference=p.receipt_id
+                )
+                for p in part
+            ],
+            actor=actor,
+        ),
+        res,
+    )
+    res.received += len(received)
+    failed = {id(p) for p in to_receive} - {id(p) for p in received}
+    to_inspect = [p for p in plans if id(p) not in failed]
+    inspected = _isolated(
+        conn,
+        to_inspect,
+        lambda part: returns_service.inspect_returns(
+            conn, [returns_service.ReturnInspection(p.return_id, p.dispositions) for p in part], actor=actor
+        ),
+        res,
+    )
+    res.inspected += len(inspected)
+    for p in inspected:
+        for rl_id, disposition in p.dispositions.items():
+            units = p.received[rl_id]
+            if disposition == "restock":
+                res.units_restocked += units
+            else:
+                res.units_written_off += units
+
+
+def _isolated(conn: psycopg.Connection, plans: list[_Plan], step, res: ReceiptSync) -> list[_Plan]:
+    """Run ``step`` on all plans at once (set-based); if the batch is refused (a return changed since the
+    page was planned: cancelled or received by hand meanwhile), run it per receipt and quarantine the ones
+    that still fail, with the domain's reason. Returns the plans that went through."""
+    if not plans:
+        return []
+    try:
+        step(plans)
+        return plans
+    except OmsError as exc:
+        if len(plans) == 1:
+            _quarantine(conn, [(plans[0].record, plans[0].receipt_id, _why(plans[0], exc))], res)
+            return []
+    done, failed = [], []
+    for p in plans:
+        try:
+            step([p])
+            done.append(p)
+        except OmsError as exc:
+            failed.append((p.record, p.receipt_id, _why(p, exc)))
+    if failed:
+        _quarantine(conn, failed, res)
+    return done
+
+
+def _why(plan: _Plan, exc: Exception) -> str:
+    return f"{plan.record.get('rma')}: cannot be applied: {exc}"
+
+
+def _quarantine(
+    conn: psycopg.Connection, rejects: list[tuple[Any, str | None, str]], res: ReceiptSync
+) -> None:
+    with conn.transaction():
+        quarantine_many(conn, [(RETURNS_SOURCE, rid, record, why) for record, rid, why in rejects])
+    res.quarantined += len(rejects)
+    res.errors += [why for _, _, why in rejects]
+
+
+def _plan_page(conn: psycopg.Connection, records: list, res: ReceiptSync):
+    """Match a page of receipts to returns (a few set-based reads), without writing anything. Returns the
+    plans and the rejects ``(record, receipt_id, reason)``."""
+    unique: dict[str, dict] = {}
+    rejects: list[tuple[Any, str | None, str]] = []
+    for rec in records:
+        rid = rec.get("receipt_id") if isinstance(rec, dict) else None
+        if not isinstance(rid, str) or not rid:
+            rejects.append((rec, None, "return receipt without receipt_id: cannot be identified"))
+        elif rid in unique:
+            res.duplicates += 1  # repeated inside the page
+        else:
+            unique[rid] = rec
+    if not unique:
+        return [], rejects
+    seen_bad = {
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT external_id FROM raw.quarantine WHERE source = %s AND external_id = ANY(%s)",
+            (RETURNS_SOURCE, list(unique)),
+        ).fetchall()
+    }
+    rmas = sorted({str(r.get("rma")) for r in unique.values() if r.get("rma")})
+    returns = {
+        r[1]: {"return_id": r[0], "rma": r[1], "state": r[2], "location_code": r[3]}
+        for r in conn.execute(
+            "SELECT return_id, rma_number, state, location_code FROM oms.returns WHERE rma_number = ANY(%s)",
+            (rmas,),
+        ).fetchall()
+    }
+    ids = [r["return_id"] for r in returns.values()]
+    lines: dict[int, list[tuple[int, str, int, int]]] = {}
+    for return_id, rl_id, sku, qty, got in conn.execute(
+        """SELECT return_id, return_line_id, sku, qty, qty_received FROM oms.return_lines
+           WHERE return_id = ANY(%s) ORDER BY return_id, return_line_id""",
+        (ids,),
+    ).fetchall():
+        lines.setdefault(return_id, []).append((rl_id, sku, qty, got))
+    received_by = dict(
+        conn.execute(
+            """SELECT DISTINCT ON (entity_id) entity_id, data->>'receipt' FROM oms.order_events
+               WHERE entity = 'return' AND to_state = 'received' AND entity_id = ANY(%s)
+               ORDER BY entity_id, event_id DESC""",
+            (ids,),
+        ).fetchall()
+    )
+    locations = dict(
+        conn.execute(
+            "SELECT external_id, location_code FROM connectors.channel_locations WHERE system = 'wms' AND active"
+        ).fetchall()
+    )
+    plans: list[_Plan] = []
+    claimed: dict[str, str] = {}  # rma → receipt id, inside this page
+    for rid, rec in unique.items():
+        if rid in seen_bad:
+            res.duplicates += 1
+            continue
+        plan_or_reason = _plan_one(rid, rec, returns, lines, received_by, locations, claimed)
+        if isinstance(plan_or_reason, _Plan):
+            plans.append(plan_or_reason)
+            claimed[rec["rma"]] = rid
+        elif plan_or_reason is None:
+            res.duplicates += 1
+        else:
+            rejects.append((rec, rid, plan_or_reason))
+    return plans, rejects
+
+
+def _plan_one(rid, rec, returns, lines, received_by, locations, claimed) -> _Plan | str | None:
+    """A plan, a reason to quarantine, or None for a receipt already applied."""
+    rma = rec.get("rma")
+    ret = returns.get(rma) if isinstance(rma, str) else None
+    if ret is None:
+        return f"unknown RMA {rma!r}"
+    if rma in claimed:
+        return f"{rma}: a second receipt for the same return (first: {claimed[rma]})"
+    location = locations.get(rec.get("warehouse"))
+    if location is None:
+        return (
+            f"{rma}: warehouse {rec.get('warehouse')!r} is not mapped to an OMS location "
+            "(connectors.channel_locations, system 'wms')"
+        )
+    at = None
+    if rec.get("received_at") is not None:
+        try:
+            at = datetime.fromisoformat(str(rec["received_at"]).replace("Z", "+00:00"))
+        except ValueError:
+            return f"{rma}: received_at {rec['received_at']!r} is not an ISO 8601 time"
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+    state, by = ret["state"], received_by.get(ret["return_id"])
+    how = f"by receipt {by}" if by else "by hand"
+    if state in ("inspected", "closed"):
+        return None if by == rid else f"{rma} is already {state} (received {how})"
+    if state == "cancelled":
+        return f"{rma} is cancelled, but the warehouse received a parcel for it"
+    if state == "received" and not (by == rid and ret["location_code"] == location):
+        return f"{rma} was already received {how} at {ret['location_code']}: inspect it by hand"
+    matched = _match_lines(rma, rec.get("lines"), lines.get(ret["return_id"], []))
+    if isinstance(matched, str):
+        return matched
+    received, dispositions = matched
+    return _Plan(
+        rec, rid, ret["return_id"], location, at, received, dispositions, receive=state == "requested"
+    )
+
+
+def _match_lines(rma: str, raw_lines: Any, return_lines: list[tuple[int, str, int, int]]):
+    """Receipt lines → (return_line_id → units, return_line_id → disposition), or the reasons they do not fit.
+    Units of a SKU fill the return's lines of that SKU in line order, resellable first; one return line
+    takes one disposition, so a line with units of both conditions is refused (inspect it by hand)."""
+    if not isinstance(raw_lines, list) or not raw_lines:
+        return f"{rma}: receipt without lines"
+    problems: list[str] = []
+    units: dict[tuple[str, str], int] = {}
+    for i, line in enumerate(raw_lines):
+        sku = line.get("sku") if isinstance(line, dict) else None
+        qty = line.get("qty") if isinstance(line, dict) else None
+        cond = line.get("condition") if isinstance(line, dict) else None
+        if not isinstance(sku, str) or not sku:
+            problems.append(f"line {i}: no sku")
+        elif isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
+            problems.append(f"line {i} ({sku}): qty must be a positive integer, got {qty!r}")
+        elif cond not in CONDITIONS:
+            problems.append(f"line {i} ({sku}): condition must be one of {sorted(CONDITIONS)}, got {cond!r}")
+        else:
+            units[(sku, cond)] = units.get((sku, cond), 0) + qty
+    by_sku: dict[str, list[tuple[int, int]]] = {}
+    for rl_id, sku, qty, _ in return_lines:
+        by_sku.setdefault(sku, []).append((rl_id, qty))
+    received: dict[int, int] = {rl_id: 0 for rl_id, _, _, _ in return_lines}
+    dispositions: dict[int, str] = {}
+    for sku in sorted({s for s, _ in units}):
+        if sku not in by_sku:
+            problems.append(f"sku {sku} is not part of {rma}")
+            continue
+        wanted = sum(q for _, q in by_sku[sku])
+        got = sum(q for (s, _), q in units.items() if s == sku)
+        if got > wanted:
+            problems.append(f"sku {sku}: {got} received, {wanted} requested")
+            continue
+        free = {rl_id: q for rl_id, q in by_sku[sku]}
+        for cond in CONDITIONS:  # resellable first
+            left = units.get((sku, cond), 0)
+            for rl_id, _ in by_sku[sku]:
+                take = min(left, free[rl_id])
+                if take == 0:
+                    continue
+                if dispositions.get(rl_id, CONDITIONS[cond]) != CONDITIONS[cond]:
+                    problems.append(
+                        f"sku {sku}: resellable and damaged units on one return line: inspect by hand"
+                    )
+                    break
+                dispositions[rl_id] = CONDITIONS[cond]
+                received[rl_id] += take
+                free[rl_id] -= take
+                left -= take
+    if problems:
+        return f"{rma}: " + "; ".join(problems)
+    return received, dispositions

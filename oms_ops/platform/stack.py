@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ import httpx
 import psutil
 import psycopg
 
+from oms_ops.business_config import BusinessConfigError, load_business_config
 from oms_ops.platform.migrate import migrate
 from oms_ops.platform.netutil import choose_port
 from oms_ops.platform.postgres import EmbeddedPostgres, ensure_database
@@ -305,7 +306,7 @@ def start_stores(settings: Settings, state: StackState) -> None:
             "clickhouse", redact(settings.clickhouse_url), embedded=False
         )
     else:
-        from oms_ops.platform.clickhouse_server import start_clickhouse_process
+        from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process
 
         settings.clickhouse_data_dir.mkdir(parents=True, exist_ok=True)
         log = settings.log_dir / "clickhouse.log"
@@ -333,8 +334,16 @@ def demo_stream_settings() -> dict[str, str]:
     }
 
 
-def start_outside_world(settings: Settings, state: StackState, services: Iterable[str]) -> None:
-    """The simulators (marketplaces, web store, POS, WMS, CDEK) and the webhook receiver, then seed the
+#: ``seed(database_url, manifest path)``: the OMS's catalog, listings and stock from the simulated world
+SeedHook = Callable[[str | None, Path], None]
+#: called once the stores are up and migrated (e.g. to build the live operational views)
+StoresHook = Callable[[StackState], None]
+
+
+def start_outside_world(
+    settings: Settings, state: StackState, services: Iterable[str], *, seed: SeedHook | None = None
+) -> None:
+    """The simulators (marketplaces, web store, POS, WMS, CDEK) and the webhook receiver, then ``seed`` the
     OMS's catalog, channel listings and initial stock from them so the first scheduled ingest finds work."""
     services = set(services)
     if not services & {"simulators", "webhooks"}:
@@ -364,14 +373,15 @@ def start_outside_world(settings: Settings, state: StackState, services: Iterabl
                 raise StackError(f"simulators did not start; log {log}:\n{tail}")
             time.sleep(0.2)
         env = child_env(settings, state)
-        seed_demo(state.database_url, manifest)
+        if seed is not None:
+            seed(state.database_url, manifest)
     if "webhooks" in services:
         proc = _spawn(
             "webhooks",
             [
                 sys.executable,
                 "-m",
-                "oms_ops.connectors.webhooks",
+                "oms_ops.channels.webhooks",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -387,15 +397,6 @@ def start_outside_world(settings: Settings, state: StackState, services: Iterabl
         )
         _write_state(settings, state)
         _wait_http(url + "/health", proc, "webhooks", log, timeout=60)
-
-
-def seed_demo(database_url: str | None, manifest: Path) -> None:
-    """Business configuration, products, channel listings and initial stock (idempotent)."""
-    from oms_ops.business_config import load_business_config
-    from oms_ops.connectors.seed import seed_from_simulators
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        seed_from_simulators(conn, manifest, load_business_config())
 
 
 def _prepare_dagster_home(settings: Settings) -> None:
@@ -455,16 +456,22 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
 
 def check_business_config() -> None:
     """Invalid business configuration stops start-up, naming every wrong field (before anything starts)."""
-    from oms_ops.business_config import BusinessConfigError, load_business_config
-
     try:
         load_business_config()
     except BusinessConfigError as exc:
         raise ConfigError("OMS_BUSINESS_CONFIG: " + str(exc)) from None
 
 
-def up(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> tuple[StackState, bool]:
-    """Start the stack. Returns (state, already_running). A running stack is reported, not duplicated."""
+def up(
+    settings: Settings,
+    services: Iterable[str] = ALL_SERVICES,
+    *,
+    after_stores: StoresHook | None = None,
+    seed: SeedHook | None = None,
+) -> tuple[StackState, bool]:
+    """Start the stack. Returns (state, already_running). A running stack is reported, not duplicated.
+    ``after_stores`` runs once Postgres and ClickHouse are up and migrated; ``seed`` once the simulated
+    world is up (the entry point passes the OMS's own steps, keeping this module below them)."""
     services = tuple(services)
     unknown = set(services) - KNOWN_SERVICES
     if unknown:
@@ -478,7 +485,9 @@ def up(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> tuple[Stac
     state = StackState(started_at=time.time())
     try:
         start_stores(settings, state)
-        start_outside_world(settings, state, services)
+        if after_stores is not None:
+            after_stores(state)
+        start_outside_world(settings, state, services, seed=seed)
         start_apps(settings, state, services)
     except BaseException:
         down(settings)

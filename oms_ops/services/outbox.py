@@ -1,6 +1,6 @@
 """The outbox drain: deliver the effects the domain wrote to ``oms.outbox``, exactly once in effect.
 
-Claimed with A's ``outbox.claim`` (``FOR UPDATE SKIP LOCKED`` + a lease, so parallel drains never take the
+Claimed with ``oms_ops.outbox.claim`` (``FOR UPDATE SKIP LOCKED`` + a lease, so parallel drains never take the
 same row and a dead drain's rows come back), dispatched by effect, then:
 
 * success → the outcome is written to ``connectors.effect_log`` (keyed by the idempotency key) and the outbox
@@ -18,9 +18,10 @@ Effects handled:
 | effect | what happens |
 |---|---|
 | ``carrier.create_shipment`` | carrier ``cdek``: ``cdek.book_shipment``; another carrier (own courier): no API, recorded as skipped |
-| ``channel.order_status`` | Wildberries: ``cancelled`` → cancel the assembly task; ``shipped`` → add it to today's supply. Other channels have no status call in this integration (Ozon ship/label and Shopify fulfilments are not simulated): marked done with a note |
+| ``channel.order_status`` | the channel record's status pusher (``Channel.push_status``; Wildberries: cancel / add to today's supply); a channel without one is marked done with a note |
 | ``payment.refund`` | no payment provider is integrated: the refund is recorded (``effect_log``) and reported succeeded through ``payments.record_refund_status``, so the order's payment status follows |
 | ``notify.customer`` | recorded (``effect_log``) and logged; a mail/SMS gateway plugs in here |
+| ``wms.announce_return`` | ``connectors.wms.deliver_return_announcement``: the RMA posted to the WMS warehouse of the expected location; a location without WMS (or no WMS configured): skipped with a note |
 """
 
 from __future__ import annotations
@@ -34,14 +35,23 @@ from typing import Any
 import psycopg
 
 from oms_ops import outbox
-from oms_ops.connectors.config import ConnectorSettings, NotConfigured
+from oms_ops.channels import registry
+from oms_ops.connectors.cdek import book_shipment
+from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
-from oms_ops.connectors.state import get_cursor, set_cursor
 from oms_ops.errors import OmsError
 from oms_ops.outbox import jsonb
+from oms_ops.payments import RefundReport, record_refund_status
+from oms_ops.services.clients import Clients
 
-log = logging.getLogger("oms.connectors.outbox")
-HANDLED = ("carrier.create_shipment", "channel.order_status", "payment.refund", "notify.customer")
+log = logging.getLogger("oms.services.outbox")
+HANDLED = (
+    "carrier.create_shipment",
+    "channel.order_status",
+    "payment.refund",
+    "notify.customer",
+    "wms.announce_return",
+)
 DEFAULT_FALLBACK_PHONE = "+70000000000"
 
 
@@ -64,47 +74,6 @@ class DrainResult:
             "dead": self.dead,
             "by_effect": dict(self.by_effect),
         }
-
-
-class Clients:
-    """External clients built on first use from the connector settings (closed by :meth:`close`)."""
-
-    def __init__(self, settings: ConnectorSettings, **client_kw: Any) -> None:
-        self.settings = settings
-        self.client_kw = client_kw
-        self._made: dict[str, Any] = {}
-
-    def get(self, system: str):
-        if system not in self._made:
-            from oms_ops.connectors.cdek import CdekClient
-            from oms_ops.connectors.ozon import OzonClient
-            from oms_ops.connectors.webstore import ShopifyClient
-            from oms_ops.connectors.wildberries import WildberriesClient
-            from oms_ops.connectors.wms import WmsClient
-
-            cls = {
-                "cdek": CdekClient,
-                "wildberries": WildberriesClient,
-                "ozon": OzonClient,
-                "shopify": ShopifyClient,
-                "wms": WmsClient,
-            }[system]
-            self._made[system] = cls.from_endpoint(self.settings.endpoint(system), **self.client_kw)
-        return self._made[system]
-
-    def put(self, system: str, client: Any) -> None:
-        self._made[system] = client
-
-    def close(self) -> None:
-        for c in self._made.values():
-            c.close()
-        self._made.clear()
-
-    def __enter__(self) -> Clients:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def drain_outbox(
@@ -172,16 +141,12 @@ def _dispatch(conn, clients: Clients, item: outbox.OutboxItem, *, fallback_phone
     if item.effect == "carrier.create_shipment":
         carrier = p.get("carrier_code")
         if carrier == "cdek":
-            from oms_ops.connectors.cdek import book_shipment
-
             result = book_shipment(conn, clients.get("cdek"), p, fallback_phone=fallback_phone)
             return "sent", "duplicate booking found by number" if result["duplicate"] else None, result
         return "skipped", f"no API for carrier {carrier!r}: booked by the carrier's own process", None
     if item.effect == "channel.order_status":
         return _channel_status(conn, clients, p)
     if item.effect == "payment.refund":
-        from oms_ops.payments import RefundReport, record_refund_status
-
         report = RefundReport(
             status="succeeded",
             idempotency_key=item.idempotency_key,
@@ -200,34 +165,15 @@ def _dispatch(conn, clients: Clients, item: outbox.OutboxItem, *, fallback_phone
     if item.effect == "notify.customer":
         log.info("notify customer: order %s template %s", p.get("order_id"), p.get("template"))
         return "recorded", "no notification gateway integrated: recorded", p
+    if item.effect == "wms.announce_return":
+        from oms_ops.connectors.wms import deliver_return_announcement
+
+        return deliver_return_announcement(conn, clients, p)
     raise ValueError(f"effect {item.effect!r} is not handled by this drain")
 
 
 def _channel_status(conn, clients: Clients, p: dict):
-    channel, status = p.get("channel_code"), p.get("status")
-    if channel != "wildberries":
-        return "skipped", f"no order-status call for channel {channel!r} in this integration", None
-    if status == "cancelled" and p.get("reason") == f"cancelled in {channel}":
-        return "skipped", "cancelled by the channel itself: nothing to tell it", None
-    wb = clients.get("wildberries")
-    order_id = int(p["external_id"])
-    if status == "cancelled":
-        ok = wb.cancel(order_id)
-        return "sent", None if ok else "WB: not cancellable in its current status", {"cancelled": ok}
-    if status == "shipped":
-        supply = _todays_supply(conn, wb)
-        ok = wb.add_to_supply(supply, order_id)
-        return "sent", None if ok else "WB: could not add to supply in its current status", {"supply": supply}
-    return "skipped", f"WB has no call for status {status!r}", None
-
-
-def _todays_supply(conn: psycopg.Connection, wb) -> str:
-    name = f"wildberries:supply:{datetime.now(UTC):%Y-%m-%d}"
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
-        found = get_cursor(conn, name)
-        if found:
-            return found["id"]
-        supply = wb.create_supply(f"OMS {datetime.now(UTC):%Y-%m-%d}")
-        set_cursor(conn, name, {"id": supply})
-    return supply
+    channel = registry.find(p.get("channel_code") or "")
+    if channel is None or channel.push_status is None:
+        return "skipped", f"no order-status call for channel {p.get('channel_code')!r} in this integration", None
+    return channel.push_status(conn, clients.get(channel.system), p)

@@ -4,14 +4,16 @@
 restart; nothing is duplicated) and does, in order:
 
 1. ``business_config.sync_reference_data`` — channels and locations from the business configuration;
-2. the catalog the simulators sell (``simulators.catalog.generate_catalog(seed, n_skus)``) into
-   ``oms.products`` through A's ``catalog.upsert_products``;
-3. ``connectors.channel_listings`` — each channel's ids per SKU (Ozon offer/product/sku, WB nmId/chrtId/
-   barcode, Shopify variant/product/inventory item);
-4. ``connectors.channel_locations`` — the simulators' network (``simulators/network.py``: WMS codes, Ozon and
-   WB warehouse ids, Shopify location ids, CDEK shipment points, POS store codes) mapped onto OMS locations
+2. the catalog the simulators sell (the manifest's ``catalog.products``, a seller's catalog export with every
+   system's ids) into ``oms.products`` through ``catalog.upsert_products``;
+3. ``connectors.channel_listings`` — each channel's ids per SKU, as the channel's record says
+   (``Channel.listing``: Ozon offer/product/sku, WB nmId/chrtId/barcode, Shopify variant/product/inventory
+   item);
+4. ``connectors.channel_locations`` — the simulators' network (WMS codes, each channel's warehouse or
+   location id — ``Channel.network_key`` —, CDEK shipment points, POS store codes) mapped onto OMS locations
    by ``LOCATION_MAP``; ``connectors.pickup_point_hubs`` — carrier pickup-point hubs → own pickup points;
-5. initial cursors at the simulated clock's start (so the first poll reads the world from its beginning);
+5. initial cursors at the simulated clock's start (``Channel.start_cursor``), so the first poll reads the
+   world from its beginning;
 6. the initial stock: a WMS snapshot per mapped location (when the WMS is reachable).
 
 The mapping is data in Postgres, not code: for the real systems, fill the same tables (SQL, or this function
@@ -28,10 +30,12 @@ from typing import Any
 
 import psycopg
 
-from oms_ops.business_config import BusinessConfig, sync_reference_data
+from oms_ops.business_config import BusinessConfig, load_business_config, sync_reference_data
 from oms_ops.catalog import upsert_products
+from oms_ops.channels import registry
 from oms_ops.connectors.config import ConnectorSettings, load_manifest, settings_from_manifest
 from oms_ops.connectors.state import get_cursor, set_cursor
+from oms_ops.connectors.wms import WmsClient, sync_all
 
 #: simulator network code (= WMS warehouse / POS store code) → OMS location (config/business.yaml)
 LOCATION_MAP: dict[str, str] = {
@@ -78,51 +82,32 @@ def seed_from_simulators(
     initial_stock: bool = True,
     wms_client=None,
 ) -> SeedResult:
-    from simulators.catalog import generate_catalog
-
     manifest = _manifest(manifest_or_stack)
     res = SeedResult()
     sync_reference_data(conn, config)
     known_locations = {loc.code for loc in config.locations}
-    catalog = generate_catalog(
-        int(manifest.get("seed", 42)), int((manifest.get("catalog") or {}).get("n_skus", 200))
-    )
+    catalog = list((manifest.get("catalog") or {}).get("products") or [])
+    if not catalog:
+        res.notes.append("the manifest carries no catalog products: products and listings left as they are")
     up = upsert_products(
         conn,
         [
             {
-                "sku": p.sku,
-                "name": p.name,
-                "weight_g": p.weight_g,
-                "price": p.price,
-                "barcode": p.barcode,
-                "length_cm": p.length_cm,
-                "width_cm": p.width_cm,
-                "height_cm": p.height_cm,
+                k: p[k]
+                for k in ("sku", "name", "weight_g", "price", "barcode", "length_cm", "width_cm", "height_cm")
             }
             for p in catalog
         ],
     )
     res.products = {"inserted": up.inserted, "updated": up.updated, "unchanged": up.unchanged}
     listings = []
-    for p in catalog:
-        listings.append(
-            ("ozon", p.sku, p.offer_id, p.ozon_product_id, p.ozon_sku, None, None, None, p.barcode)
-        )
-        listings.append(("wildberries", p.sku, None, None, p.wb_nm_id, p.wb_chrt_id, None, None, p.barcode))
-        listings.append(
-            (
-                "webstore",
-                p.sku,
-                None,
-                p.shopify_product_id,
-                None,
-                None,
-                p.shopify_variant_id,
-                p.shopify_inventory_item_id,
-                p.barcode,
-            )
-        )
+    for channel in registry.CHANNELS:
+        if channel.listing is None:
+            continue
+        for p in catalog:
+            row = channel.listing(p)
+            if row is not None:
+                listings.append((channel.code, p["sku"], *row))
     locs = []
     for loc in (manifest.get("network") or {}).get("locations") or []:
         oms_code = location_map.get(loc["code"])
@@ -134,9 +119,7 @@ def seed_from_simulators(
         if system:
             locs.append(("pos", oms_code, loc["code"]))
         for sys_name, key in (
-            ("ozon", "ozon_warehouse_id"),
-            ("wildberries", "wb_warehouse_id"),
-            ("webstore", "shopify_location_id"),
+            *((c.code, c.network_key) for c in registry.CHANNELS if c.network_key),
             ("cdek", "cdek_shipment_point"),
         ):
             if loc.get(key) not in (None, ""):
@@ -167,10 +150,7 @@ def seed_from_simulators(
         start = (manifest.get("clock") or {}).get("start")
         if start:
             since = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(UTC) - timedelta(hours=1)
-            for name, value in (
-                ("ozon:postings", {"since": since.isoformat()}),
-                ("webstore:orders", {"watermark": since.isoformat(), "run": None}),
-            ):
+            for name, value in (c.start_cursor(since) for c in registry.CHANNELS if c.start_cursor):
                 if get_cursor(conn, name) is None:
                     set_cursor(conn, name, value)
     res.listings = len(listings)
@@ -181,8 +161,6 @@ def seed_from_simulators(
 
 
 def _initial_stock(conn: psycopg.Connection, settings: ConnectorSettings, client) -> dict[str, str]:
-    from oms_ops.connectors.wms import WmsClient, sync_all
-
     if client is None:
         if not settings.configured("wms"):
             return {}
@@ -192,3 +170,10 @@ def _initial_stock(conn: psycopg.Connection, settings: ConnectorSettings, client
         finally:
             client.close()
     return {loc: r.status for loc, r in sync_all(conn, client).items()}
+
+
+def seed_demo(database_url: str | None, manifest: Path) -> None:
+    """Business configuration, products, channel listings and initial stock from the simulated world
+    (idempotent): what ``oms up``/``oms demo`` run once the simulators are up."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed_from_simulators(conn, manifest, load_business_config())

@@ -16,7 +16,7 @@ import pytest
 from oms_ops.business_config import BusinessConfig, load_business_config
 from oms_ops.connectors.config import ConnectorSettings, settings_from_manifest
 from oms_ops.connectors.http import RetryPolicy
-from oms_ops.connectors.seed import seed_from_simulators
+from oms_ops.services.setup import seed_from_simulators
 from simulators import SimulatorStack, start_simulators
 
 NO_LIMITS = {

@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from oms_ops import outbox
-from oms_ops.connectors import callcentre, cdek, flow
-from oms_ops.connectors.outbox_worker import Clients, drain_outbox
+from oms_ops.channels import callcentre
+from oms_ops.connectors import cdek
+from oms_ops.services import operations as flow
+from oms_ops.services.allocation import allocate
+from oms_ops.services.clients import Clients
+from oms_ops.services.outbox import drain_outbox
 from simulators.callcentre import generate_callcentre_orders
 from tests.connectors.conftest import FakeTime, count
 
@@ -21,7 +25,7 @@ def shipped(world, business_config, policy):
         for o in orders:  # courier deliveries only: every shipment goes with a carrier
             o["delivery"]["method"] = "courier"
         callcentre.submit_orders(conn, orders)
-        flow.allocate(conn, business_config)
+        allocate(conn, business_config)
         res = flow.ship_allocated(conn)
         assert res.shipments > 0
         clients = Clients(settings, policy=policy, rate=None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from psycopg.types.json import Jsonb
 
-from oms_ops.connectors import ozon, webstore, wildberries
-from oms_ops.connectors.normalize import replay_quarantined
+from oms_ops.channels import ozon, webstore, wildberries
+from oms_ops.services.intake import replay_quarantine
 from oms_ops.connectors.state import get_cursor, set_cursor
 from tests.connectors.conftest import count
 
@@ -116,7 +116,7 @@ def test_quarantined_payload_is_replayed_after_the_fix(world, policy):
             conn.execute(
                 "UPDATE raw.quarantine SET payload = %s WHERE quarantine_id = %s", (Jsonb(good[ext]), qid)
             )
-    res = replay_quarantined(conn, fixed, actor="ops")
+    res = replay_quarantine(conn, fixed, actor="ops")
     assert res.accepted == len(fixed) > 0
     assert count(
         conn,
@@ -124,11 +124,11 @@ def test_quarantined_payload_is_replayed_after_the_fix(world, policy):
         fixed,
     ) == len(fixed)
     # replaying again changes nothing (the rows are closed)
-    assert replay_quarantined(conn, fixed, actor="ops").accepted == 0
+    assert replay_quarantine(conn, fixed, actor="ops").accepted == 0
 
 
 def test_a_page_the_normaliser_chokes_on_is_still_stored_and_swept_later(world, policy, monkeypatch):
-    from oms_ops.connectors import normalize
+    from oms_ops.channels import normalize
 
     conn, stack, settings = world(only=["ozon"], rate=0.5, options={"ozon": {"cancel_share": 0.0}})
     client = ozon.OzonClient.from_endpoint(settings.endpoint("ozon"), policy=policy, rate=None)

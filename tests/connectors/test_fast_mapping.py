@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from oms_ops.connectors import normalize as norm
-from oms_ops.connectors.state import store_page
+from oms_ops.channels import normalize as norm
+from oms_ops.channels.rawstore import store_page
+from oms_ops.channels.registry import channel as channel_record
 from oms_ops.orders import ORDER_FIELDS, NormalizedOrder
 
 CHANNELS = {"ozon": "ozon", "wildberries": "wildberries", "webstore": "shopify"}
@@ -96,7 +97,7 @@ def _mutate(payload: dict, rng: random.Random) -> dict:
 
 def _slow(channel: str, payload: Any, ctx: norm.MappingContext) -> tuple:
     try:
-        m = norm.mapper_for(channel)(payload, ctx)
+        m = channel_record(channel).mapper(payload, ctx)
     except (ValidationError, KeyError, TypeError, ValueError, ArithmeticError, AttributeError):
         return ("error",)
     if m.error:
@@ -112,7 +113,7 @@ def _slow(channel: str, payload: Any, ctx: norm.MappingContext) -> tuple:
 
 def _fast(channel: str, payload: Any, ctx: norm.MappingContext) -> tuple | None:
     try:
-        key, cancelled, order = norm.fast_mapper_for(channel)(payload, ctx, 7)
+        key, cancelled, order = channel_record(channel).fast_mapper(payload, ctx, 7)
     except Exception:  # noqa: BLE001 - unsure: the pydantic path decides
         return None
     if cancelled:
@@ -173,7 +174,7 @@ def test_values_keep_pydantic_types(generated):
         x for x in _payloads(stack, "wildberries") if (x.get("address") or {}).get("latitude") is not None
     )
     p["address"]["latitude"] = int(p["address"]["latitude"])  # a JSON integer where a float belongs
-    _, _, order = norm.fast_mapper_for("wildberries")(p, ctx, 1)
+    _, _, order = channel_record("wildberries").fast_mapper(p, ctx, 1)
     values = dict(zip(ORDER_FIELDS, order.staging_values(), strict=True))
     assert type(order.staging_lines()[0][3]) is Decimal
     assert type(values["lat"]) is float and type(values["lon"]) is float
@@ -208,11 +209,9 @@ def test_normalising_with_and_without_the_fast_path_gives_the_same_book(generate
         ]
         key = {"ozon": "posting_number", "wildberries": "id", "webstore": "id"}[channel]
         items = [(str(p.get(key)) if isinstance(p, dict) else "?", p) for p in rows]
-        store_page(conn, channel, items)
+        store_page(conn, channel_record(channel), items)
     books = []
     for fast in (True, False):
-        if not fast:
-            monkeypatch.setattr(norm, "fast_mapper_for", lambda channel: None)
         conn.execute(
             "TRUNCATE oms.orders, oms.order_lines, oms.order_events, raw.quarantine RESTART IDENTITY CASCADE"
         )
@@ -220,7 +219,7 @@ def test_normalising_with_and_without_the_fast_path_gives_the_same_book(generate
             "INSERT INTO raw.pending_orders SELECT channel_code, raw_id FROM raw.channel_orders ON CONFLICT DO NOTHING"
         )
         for channel in sorted(CHANNELS):
-            norm.normalize_pending(conn, channel, batch_size=250)
+            norm.normalize_pending(conn, channel_record(channel), batch_size=250, fast_path=fast)
         books.append(_book(conn))
     assert books[0][0] and books[0][2]  # orders accepted and payloads quarantined
     assert books[0] == books[1]
@@ -233,8 +232,8 @@ def test_a_validated_order_acceptance_refuses_is_quarantined_like_a_normalized_o
 
     conn, stack, ctx = generated
     p = _payloads(stack, "wildberries")[0]
-    _, _, fast = norm.fast_mapper_for("wildberries")(p, ctx, None)
-    slow = NormalizedOrder.model_validate(norm.mapper_for("wildberries")(p, ctx).order)
+    _, _, fast = channel_record("wildberries").fast_mapper(p, ctx, None)
+    slow = NormalizedOrder.model_validate(channel_record("wildberries").mapper(p, ctx).order)
     conn.execute("UPDATE oms.channels SET active = false WHERE channel_code = 'wildberries'")
     res = accept_orders(conn, [fast], actor="test", source="test-fast")
     assert not res.ids and res.rejected == [(fast.external_id, "channel 'wildberries' is inactive")]

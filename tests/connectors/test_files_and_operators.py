@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from oms_ops.connectors import callcentre, pos, wms
-from oms_ops.connectors.normalize import normalize_phone
+from oms_ops import cli
+from oms_ops.channels import callcentre, pos
+from oms_ops.connectors import wms
+from oms_ops.channels.base import normalize_phone
 from simulators.callcentre import generate_callcentre_orders
 from tests.connectors.conftest import count, settings_of
 
@@ -130,10 +132,10 @@ def test_callcentre_cli_submits_a_file(db_url, world, tmp_path, monkeypatch):
     path = tmp_path / "orders.json"
     path.write_text(json.dumps(generate_callcentre_orders(3, 5)), encoding="utf-8")
     monkeypatch.setenv("OMS_DATABASE_URL", db_url)
-    result = CliRunner().invoke(callcentre.callcentre_app, ["submit", str(path)])
+    result = CliRunner().invoke(cli.app, ["callcentre", "submit", str(path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["accepted"] == 5
-    result = CliRunner().invoke(callcentre.callcentre_app, ["submit", "--generate", "7", "--seed", "3"])
+    result = CliRunner().invoke(cli.app, ["callcentre", "submit", "--generate", "7", "--seed", "3"])
     out = json.loads(result.output)
     assert out["submitted"] == 7 and out["accepted"] == 2 and out["duplicates"] == 0  # 5 of them seen already
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oms_ops.connectors import ozon, webstore, wildberries
+from oms_ops.channels import ozon, webstore, wildberries
 from oms_ops.connectors.state import get_cursor
 from tests.connectors.conftest import count
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from oms_ops.connectors.config import load_settings
-from oms_ops.connectors.seed import LOCATION_MAP, seed_from_simulators
+from oms_ops.services.clients import connector_settings as load_settings
+from oms_ops.services.setup import LOCATION_MAP, seed_from_simulators
 from tests.connectors.conftest import count
 
 

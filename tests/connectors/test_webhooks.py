@@ -8,9 +8,9 @@ import logging
 import httpx
 import pytest
 
-from oms_ops.connectors.normalize import normalize_pending
-from oms_ops.connectors.webhooks import WebhookServer
-from simulators.signing import shopify_hmac
+from oms_ops.services.intake import normalize
+from oms_ops.channels.webhooks import WebhookServer
+from oms_ops.wire.shopify import shopify_hmac
 from tests.connectors.conftest import count
 
 SECRET = "sim-shopify-webhook-secret"
@@ -35,7 +35,7 @@ def test_signed_deliveries_become_orders_once_even_when_delivered_twice(world, r
     assert count(conn, "SELECT count(*) FROM raw.channel_orders WHERE channel_code = 'webstore'") == len(
         shop.orders
     )
-    res = normalize_pending(conn, "webstore")
+    res = normalize(conn, "webstore")
     assert res.accepted == len(shop.orders)
 
 

@@ -97,7 +97,7 @@ def test_webhook_sensor_fires_once_per_new_delivery(db_url, conn):
     pg = PostgresResource(database_url=db_url)
     ctx = dg.build_sensor_context(cursor=None, resources={"postgres": pg})
     assert isinstance(webstore_webhook_sensor(ctx), dg.SkipReason)
-    from oms_ops.connectors.state import store_payloads
+    from oms_ops.channels.rawstore import store_payloads
 
     with conn.transaction():
         store_payloads(conn, "webstore", [("1", {"id": 1}), ("2", {"id": 2})])
@@ -123,9 +123,9 @@ def test_manifest_sensor_seeds_once_per_simulator_start(tmp_path):
 def test_backlog_check_reports_payloads_stuck_in_the_normaliser_queue(db_url, conn):
     """The check passes on an empty queue, fails with the numbers once a payload has waited too long, and
     passes again when the normaliser has taken it."""
-    from oms_ops.connectors import normalize
-    from oms_ops.connectors.flow import normalisation_backlog
-    from oms_ops.connectors.state import store_payloads
+    from oms_ops.services import intake
+    from oms_ops.services.monitoring import normalisation_backlog
+    from oms_ops.channels.rawstore import store_payloads
     from pipelines.defs.channels.checks import CHECKS, MAX_QUEUE_WAIT_SECONDS
 
     pg = PostgresResource(database_url=db_url)
@@ -145,5 +145,5 @@ def test_backlog_check_reports_payloads_stuck_in_the_normaliser_queue(db_url, co
     assert not stuck.passed
     assert stuck.metadata["queued"].value == 1
     assert stuck.metadata["oldest_wait_seconds"].value > MAX_QUEUE_WAIT_SECONDS
-    normalize.normalize_pending(conn, "webstore")  # not an order: quarantined with the reason, off the queue
+    intake.normalize(conn, "webstore")  # not an order: quarantined with the reason, off the queue
     assert check(postgres=pg).passed

@@ -1,6 +1,7 @@
-"""Channel ingestion assets (one per channel), WMS stock assets (one per location) and the channel mappings.
+"""Channel order assets (one per channel of the registry), WMS stock assets (one per location) and the channel
+mappings.
 
-Each asset calls one ``oms_ops.connectors`` function and reports what it did as metadata; the business logic
+Each asset calls one service (``oms_ops.services``) and reports what it did as metadata; the business logic
 (cursors, crash safety, normalisation) lives there. A system that is not configured (no variables, no
 simulators' manifest) makes its asset succeed with ``skipped`` in the metadata, so a partial setup still runs.
 """
@@ -9,12 +10,13 @@ import re
 
 import dagster as dg
 
-from oms_ops.connectors import callcentre, ozon, pos, state, webstore, wildberries, wms
+from oms_ops.channels import registry
+from oms_ops.channels.base import Channel
+from oms_ops.connectors import state, wms
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
-from oms_ops.connectors.normalize import normalize_pending
-from oms_ops.connectors.seed import LOCATION_MAP, seed_from_simulators
-from oms_ops.connectors.state import record_failure
+from oms_ops.services import intake
+from oms_ops.services.setup import LOCATION_MAP, seed_from_simulators
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
 
@@ -26,119 +28,50 @@ def _skipped(context, exc: Exception) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"skipped": str(exc)})
 
 
-def _failed(postgres: PostgresResource, feed: str, exc: Exception) -> dg.Failure:
-    with postgres.connection() as conn:
-        record_failure(conn, feed, str(exc))
-    return dg.Failure(description=str(exc), metadata={"feed": feed, "error": str(exc)})
+def order_asset(channel: Channel) -> dg.AssetsDefinition:
+    """The order feed of one channel: poll (or, without a feed, sweep what is queued) → orders."""
 
-
-def _ingest(context, postgres, channels, system: str, channel: str, run) -> dg.MaterializeResult:
-    try:
-        with channels.client(system) as client, postgres.connection() as conn:
-            res = run(conn, client)
-    except NotConfigured as exc:
-        return _skipped(context, exc)
-    except ConnectorError as exc:
-        raise _failed(postgres, channel, exc) from exc
-    context.log.info("%s: %s", channel, res.metadata())
-    return dg.MaterializeResult(
-        metadata={
-            **res.metadata(),
-            "cursor": dg.MetadataValue.json(res.cursor or {}),
-            "notes": dg.MetadataValue.json(res.notes),
-        }
+    @dg.asset(
+        name=channel.asset_name,
+        group_name=GROUP,
+        kinds={"python", "postgres"},
+        description=channel.feed or f"{channel.title} orders.",
+        tags={"channel": channel.code},
     )
+    def _orders(
+        context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+    ) -> dg.MaterializeResult:
+        try:
+            with channels.clients() as clients, postgres.connection() as conn:
+                res = intake.poll(conn, channel.code, clients)
+        except NotConfigured as exc:
+            return _skipped(context, exc)
+        except ConnectorError as exc:
+            raise dg.Failure(
+                description=str(exc), metadata={"feed": channel.code, "error": str(exc)}
+            ) from exc
+        context.log.info("%s: %s", channel.code, res.metadata())
+        meta = {k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in res.metadata().items()}
+        return dg.MaterializeResult(
+            metadata={
+                **meta,
+                "cursor": dg.MetadataValue.json(res.cursor or {}),
+                "notes": dg.MetadataValue.json(res.notes),
+            }
+        )
+
+    return _orders
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python", "postgres"},
-    description="Ozon FBS postings: v4 list by in_process_at watermark → raw.channel_orders → orders.",
-)
-def ozon_orders(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
-) -> dg.MaterializeResult:
-    return _ingest(context, postgres, channels, "ozon", "ozon", lambda c, cl: ozon.ingest_ozon(c, cl))
+ORDER_ASSETS = [order_asset(c) for c in registry.CHANNELS]
+#: asset name → the channel it ingests
+ORDER_CHANNELS = {c.asset_name: c for c in registry.CHANNELS}
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python", "postgres"},
-    description="Wildberries assembly tasks: orders/new + orders by next cursor → orders; WB cancellations.",
-)
-def wildberries_orders(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
-) -> dg.MaterializeResult:
-    return _ingest(
-        context,
-        postgres,
-        channels,
-        "wildberries",
-        "wildberries",
-        lambda c, cl: wildberries.ingest_wildberries(c, cl),
-    )
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python", "postgres"},
-    description="Web store (Shopify REST) orders by updated_at window with Link paging, plus webhook "
-    "deliveries already stored by the receiver → orders.",
-)
-def webstore_orders(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
-) -> dg.MaterializeResult:
-    return _ingest(
-        context, postgres, channels, "shopify", "webstore", lambda c, cl: webstore.ingest_webstore(c, cl)
-    )
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python", "postgres"},
-    description="POS end-of-day CSV files from the drop folder → orders of the offline channel.",
-)
-def offline_orders(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
-) -> dg.MaterializeResult:
-    try:
-        drop_dir = channels.settings().endpoint("pos").get("drop_dir")
-    except NotConfigured as exc:
-        return _skipped(context, exc)
-    with postgres.connection() as conn:
-        res = pos.ingest_pos(conn, drop_dir)
-    files = [f.__dict__ for f in res.files if not f.skipped]
-    return dg.MaterializeResult(
-        metadata={
-            "files": len(files),
-            "receipts": sum(f["receipts"] for f in files),
-            "quarantined": sum(f["quarantined"] for f in files),
-            "file_details": dg.MetadataValue.json(files),
-            **{f"normalized_{k}": v for k, v in (res.normalized.as_dict() if res.normalized else {}).items()},
-        }
-    )
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"python", "postgres"},
-    description="Call-centre orders submitted with `oms callcentre submit`: anything still pending → orders.",
-)
-def callcentre_orders(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    with postgres.connection() as conn:
-        res = normalize_pending(conn, callcentre.CHANNEL)
-    return dg.MaterializeResult(metadata={f"normalized_{k}": v for k, v in res.as_dict().items()})
-
-
-ORDER_ASSETS = [ozon_orders, wildberries_orders, webstore_orders, offline_orders, callcentre_orders]
-#: asset name → the feed name its freshness is measured on
-ORDER_FEEDS = {
-    "ozon_orders": "ozon",
-    "wildberries_orders": "wildberries",
-    "webstore_orders": "webstore",
-    "offline_orders": "offline",
-    "callcentre_orders": "callcentre",
-}
+def order_asset_of(code: str) -> dg.AssetsDefinition:
+    """The order asset of channel ``code``."""
+    name = registry.channel(code).asset_name
+    return next(a for a in ORDER_ASSETS if a.key.path[-1] == name)
 
 
 @dg.asset(

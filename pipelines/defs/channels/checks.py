@@ -3,24 +3,16 @@ with the numbers."""
 
 import dagster as dg
 
-from oms_ops.connectors.flow import feed_freshness, normalisation_backlog, quarantine_growth
-from pipelines.defs.channels.assets import ORDER_ASSETS, ORDER_FEEDS, STOCK_ASSETS, STOCK_FEEDS
+from oms_ops.channels.base import Channel, ChannelChecks
+from oms_ops.services.monitoring import feed_freshness, normalisation_backlog, quarantine_growth
+from pipelines.defs.channels.assets import ORDER_ASSETS, ORDER_CHANNELS, STOCK_ASSETS, STOCK_FEEDS
 from pipelines.resources import PostgresResource
 
-#: a polled feed older than this is stale (POS files arrive once a day)
-MAX_AGE_SECONDS = {"offline": 26 * 3600, "callcentre": None}
-DEFAULT_MAX_AGE_SECONDS = 15 * 60
-#: more new quarantine rows than this in an hour is worth a look
-QUARANTINE_PER_HOUR = 50
-QUARANTINE_SOURCE = {"offline": "pos"}
-#: a payload queued for normalisation longer than this is stuck (the assets normalise every minute; POS
-#: files are normalised as they are read)
-MAX_QUEUE_WAIT_SECONDS = 15 * 60
+#: the WMS stock feeds' thresholds
+STOCK_CHECKS = ChannelChecks()
 
 
-def _freshness_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDefinition:
-    max_age = MAX_AGE_SECONDS.get(feed, DEFAULT_MAX_AGE_SECONDS)
-
+def _freshness_check(asset: dg.AssetsDefinition, feed: str, max_age: int | None) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=asset,
         name="ingestion_is_fresh",
@@ -47,53 +39,58 @@ def _freshness_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDef
     return _check
 
 
-def _quarantine_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDefinition:
-    source = QUARANTINE_SOURCE.get(feed, feed)
+def _quarantine_check(asset: dg.AssetsDefinition, channel: Channel) -> dg.AssetChecksDefinition:
+    sources = channel.sources
+    limit = channel.checks.quarantine_per_hour
 
     @dg.asset_check(
         asset=asset,
         name="quarantine_not_growing",
         blocking=False,
-        description=f"At most {QUARANTINE_PER_HOUR} new open quarantine rows of source {source!r} per hour.",
+        description=f"At most {limit} new open quarantine rows of source(s) {', '.join(sources)} per hour.",
     )
     def _check(postgres: PostgresResource) -> dg.AssetCheckResult:
         with postgres.connection() as conn:
-            numbers = quarantine_growth(conn, source)
-            if source != feed:
-                other = quarantine_growth(conn, feed)
-                numbers = {k: numbers[k] + other[k] for k in numbers}
+            per_source = [quarantine_growth(conn, s) for s in sources]
+        numbers = {k: sum(n[k] for n in per_source) for k in per_source[0]}
         recent = numbers["new_last_60_min"]
         return dg.AssetCheckResult(
-            passed=recent <= QUARANTINE_PER_HOUR,
+            passed=recent <= limit,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"source": source, **numbers, "threshold": QUARANTINE_PER_HOUR},
+            metadata={"source": ", ".join(sources), **numbers, "threshold": limit},
         )
 
     return _check
 
 
-def _backlog_check(asset: dg.AssetsDefinition, feed: str) -> dg.AssetChecksDefinition:
+def _backlog_check(asset: dg.AssetsDefinition, channel: Channel) -> dg.AssetChecksDefinition:
+    max_wait = channel.checks.max_queue_wait_seconds
+
     @dg.asset_check(
         asset=asset,
         name="normalisation_not_stuck",
         blocking=False,
-        description=f"No {feed} payload waits in the normaliser's queue longer than {MAX_QUEUE_WAIT_SECONDS} s.",
+        description=f"No {channel.code} payload waits in the normaliser's queue longer than {max_wait} s.",
     )
     def _check(postgres: PostgresResource) -> dg.AssetCheckResult:
         with postgres.connection() as conn:
-            numbers = normalisation_backlog(conn, feed)
+            numbers = normalisation_backlog(conn, channel.code)
         return dg.AssetCheckResult(
-            passed=numbers["oldest_wait_seconds"] <= MAX_QUEUE_WAIT_SECONDS,
+            passed=numbers["oldest_wait_seconds"] <= max_wait,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"channel": feed, **numbers, "max_wait_seconds": MAX_QUEUE_WAIT_SECONDS},
+            metadata={"channel": channel.code, **numbers, "max_wait_seconds": max_wait},
         )
 
     return _check
 
 
+def _channel_of(asset: dg.AssetsDefinition) -> Channel:
+    return ORDER_CHANNELS[asset.key.path[-1]]
+
+
 CHECKS = [
-    *[_freshness_check(a, ORDER_FEEDS[a.key.path[-1]]) for a in ORDER_ASSETS],
-    *[_quarantine_check(a, ORDER_FEEDS[a.key.path[-1]]) for a in ORDER_ASSETS],
-    *[_backlog_check(a, ORDER_FEEDS[a.key.path[-1]]) for a in ORDER_ASSETS],
-    *[_freshness_check(a, STOCK_FEEDS[a.key.path[-1]]) for a in STOCK_ASSETS],
+    *[_freshness_check(a, _channel_of(a).code, _channel_of(a).checks.max_age_seconds) for a in ORDER_ASSETS],
+    *[_quarantine_check(a, _channel_of(a)) for a in ORDER_ASSETS],
+    *[_backlog_check(a, _channel_of(a)) for a in ORDER_ASSETS],
+    *[_freshness_check(a, STOCK_FEEDS[a.key.path[-1]], STOCK_CHECKS.max_age_seconds) for a in STOCK_ASSETS],
 ]

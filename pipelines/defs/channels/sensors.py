@@ -1,4 +1,5 @@
-"""Sensors where an event fits better than a clock: POS files dropped, webhooks received, simulators restarted.
+"""Sensors where an event fits better than a clock: POS files dropped, payloads queued outside a feed run
+(webhooks, operators), simulators restarted.
 
 Each keeps its position in ``context.cursor`` and gives every run a ``run_key`` derived from what it saw, so
 an evaluation repeated after a daemon restart launches nothing twice; the connectors themselves are the
@@ -11,21 +12,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from oms_ops.connectors import state
+from oms_ops.channels import pos, registry
+from oms_ops.channels.rawstore import pending_raw_orders
 from oms_ops.connectors.config import NotConfigured
-from pipelines.defs.channels.assets import STOCK_ASSETS, channel_mappings, offline_orders, webstore_orders
+from pipelines.defs.channels.assets import ORDER_ASSETS, STOCK_ASSETS, channel_mappings, order_asset_of
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
 
 pos_files_job = dg.define_asset_job(
     "pos_files",
-    selection=dg.AssetSelection.assets(offline_orders),
+    selection=dg.AssetSelection.assets(order_asset_of(pos.CODE)),
     description="Read new POS end-of-day files into offline orders.",
-)
-webstore_webhooks_job = dg.define_asset_job(
-    "webstore_webhooks",
-    selection=dg.AssetSelection.assets(webstore_orders),
-    description="Normalise web-store orders delivered by webhook.",
 )
 seed_job = dg.define_asset_job(
     "channel_seed",
@@ -61,7 +58,7 @@ def new_files(drop_dir: Path, cursor: str | None) -> tuple[list[str], str]:
 )
 def pos_drop_folder_sensor(context: dg.SensorEvaluationContext, channels: ChannelConnectorsResource):
     try:
-        drop_dir = Path(channels.settings().endpoint("pos").get("drop_dir"))
+        drop_dir = Path(channels.settings().endpoint(pos.CHANNEL.system).get("drop_dir"))
     except NotConfigured as exc:
         return dg.SkipReason(str(exc))
     names, cursor = new_files(drop_dir, context.cursor)
@@ -73,19 +70,30 @@ def pos_drop_folder_sensor(context: dg.SensorEvaluationContext, channels: Channe
 
 
 @dg.sensor(
-    job=webstore_webhooks_job,
+    asset_selection=dg.AssetSelection.assets(*ORDER_ASSETS),
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Web-store payloads stored by the webhook receiver and not normalised yet → a run.",
+    description="Payloads stored outside a feed run (webhook deliveries, operator submissions) and still "
+    "queued for the normaliser → a run of that channel's order asset.",
 )
-def webstore_webhook_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
-    after = int(context.cursor or 0)
+def queued_payloads_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
+    seen = json.loads(context.cursor) if context.cursor else {}
+    requests = []
     with postgres.connection() as conn:
-        newest, pending = state.pending_raw_orders(conn, "webstore", after_raw_id=after)
-    if newest is None:
-        return dg.SkipReason("no new webhook deliveries")
-    context.update_cursor(str(newest))
-    return dg.RunRequest(run_key=f"webhooks:{newest}", tags={"oms/pending": str(pending)})
+        for channel in registry.CHANNELS:
+            newest, pending = pending_raw_orders(conn, channel.code, after_raw_id=int(seen.get(channel.code, 0)))
+            if newest is None:
+                continue
+            seen[channel.code] = newest
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"queued:{channel.code}:{newest}",
+                    asset_selection=[order_asset_of(channel.code).key],
+                    tags={"oms/pending": str(pending), "oms/channel": channel.code},
+                )
+            )
+    context.update_cursor(json.dumps(seen))
+    return requests or dg.SkipReason("nothing queued outside the feeds")
 
 
 @dg.sensor(
@@ -105,5 +113,5 @@ def simulators_manifest_sensor(context: dg.SensorEvaluationContext, channels: Ch
     return dg.RunRequest(run_key=f"seed:{started}")
 
 
-SENSORS = [pos_drop_folder_sensor, webstore_webhook_sensor, simulators_manifest_sensor]
-JOBS = [pos_files_job, webstore_webhooks_job, seed_job]
+SENSORS = [pos_drop_folder_sensor, queued_payloads_sensor, simulators_manifest_sensor]
+JOBS = [pos_files_job, seed_job]

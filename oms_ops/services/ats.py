@@ -1,0 +1,49 @@
+"""Available-to-sell out: one push per channel that declares an ATS pusher, each under its own advisory lock
+(a concurrent push of the same channel skips), a channel without configuration skipped with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from oms_ops.business_config import BusinessConfig
+from oms_ops.channels import registry
+from oms_ops.channels.ats import PushResult, push_ats
+from oms_ops.connectors.config import NotConfigured
+from oms_ops.services.clients import Clients
+
+
+@dataclass
+class PushAllResult:
+    results: dict[str, PushResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {code: r.metadata() for code, r in self.results.items()}
+        out.update({code: {"skipped": why} for code, why in self.skipped.items()})
+        return out
+
+
+def push_all(conn: psycopg.Connection, clients: Clients, config: BusinessConfig) -> PushAllResult:
+    """Push the changed ATS values of every channel with a pusher."""
+    out = PushAllResult()
+    for channel in registry.with_ats():
+        try:
+            client = clients.get(channel.system)
+        except NotConfigured as exc:
+            out.skipped[channel.code] = str(exc)
+            continue
+        res = push_ats(conn, channel, client, config)
+        out.results[channel.code] = res
+        out.errors += [f"{channel.code}: {e}" for e in res.errors]
+    return out
+
+
+def push(conn: psycopg.Connection, code: str, clients: Clients, config: BusinessConfig, **kw: Any) -> PushResult:
+    """Push the changed ATS values of channel ``code``."""
+    channel = registry.channel(code)
+    return push_ats(conn, channel, clients.get(channel.system), config, **kw)
