@@ -38,6 +38,8 @@ from pydantic import (
     model_validator,
 )
 
+from oms_ops.platform.settings import load_settings
+
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "business.yaml"
 
 ChannelKind = Literal["marketplace", "webstore", "store", "callcentre"]
@@ -588,9 +590,7 @@ def parse_business_config(data: Any, *, source: str | None = None) -> BusinessCo
 def load_business_config(path: str | Path | None = None) -> BusinessConfig:
     """Read and validate the YAML file (``path``, else ``$OMS_BUSINESS_CONFIG``, else the shipped sample);
     errors name the file and each field path."""
-    import os
-
-    path = Path(path or os.environ.get("OMS_BUSINESS_CONFIG") or DEFAULT_PATH)
+    path = Path(path or load_settings().business_config or DEFAULT_PATH)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:

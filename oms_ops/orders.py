@@ -28,10 +28,13 @@ from pydantic import (
     model_validator,
 )
 
+from oms_ops import fulfillment
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
 from oms_ops.outbox import dumps, enqueue_many
+from oms_ops.payments import request_refund
 from oms_ops.quarantine import quarantine_many
+from oms_ops.reservations import release_reservations
 from oms_ops.state_machine import Change, apply_transitions
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
@@ -587,9 +590,7 @@ def _lock_orders(conn: psycopg.Connection, order_ids: Sequence[int]) -> dict[int
 def _release_and_reset_lines(
     conn: psycopg.Connection, order_ids: list[int], *, actor: str, reason: str
 ) -> None:
-    """Give back every active reservation of the orders (B's release) and move allocated lines to 'new'."""
-    from oms_ops.reservations import release_reservations
-
+    """Give back every active reservation of the orders (``reservations.release_reservations``) and move allocated lines to 'new'."""
     release_reservations(conn, order_ids=order_ids, actor=actor, reason=reason)
     lines = conn.execute(
         "SELECT line_id FROM oms.order_lines WHERE order_id = ANY(%s) AND state = 'allocated' ORDER BY line_id",
@@ -678,7 +679,7 @@ def cancel_orders(
 ) -> CancelResult:
     """Cancel orders (one transaction, all or nothing).
 
-    Reservations are released through B's ``release_reservations``, open picks are cancelled (picked goods
+    Reservations are released through ``reservations.release_reservations``, open picks are cancelled (picked goods
     go back to the shelf: on_hand never moved), every line's open quantity becomes qty_cancelled. An order
     that has already shipped something keeps what shipped: only the remainder is cancelled and it moves to
     'shipped'. Paid orders get a refund (refunds row + outbox 'payment.refund') for the cancelled value; the
@@ -687,9 +688,6 @@ def cancel_orders(
     """
 
     def run(c: psycopg.Connection) -> CancelResult:
-        from oms_ops import fulfillment
-        from oms_ops.payments import request_refund
-
         orders = _lock_orders(c, order_ids)
         ids = sorted(orders)
         open_value = {
@@ -713,8 +711,6 @@ def cancel_orders(
                 res.cancelled.append(oid)
         apply_transitions(c, "order", changes, actor=actor)
         c.execute("UPDATE oms.orders SET cancel_reason = %s WHERE order_id = ANY(%s)", (reason, ids))
-        from oms_ops.reservations import release_reservations
-
         release_reservations(c, order_ids=ids, actor=actor, reason=f"cancel: {reason}")
         c.execute(
             "UPDATE oms.picks SET state = 'cancelled' WHERE order_id = ANY(%s) AND state IN ('picked', 'packed')",

@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from oms_ops.errors import NotFound
+
 #: Effects known to the drainers; ``enqueue`` refuses others so a typo cannot create an undeliverable row.
 EFFECTS = frozenset(
     {
@@ -31,6 +33,7 @@ EFFECTS = frozenset(
         "ats.push",
         "notify.customer",
         "erp.export",
+        "wms.announce_return",
     }
 )
 
@@ -83,7 +86,7 @@ def enqueue_many(conn: psycopg.Connection, rows: Sequence[tuple[str, dict, str]]
         _check_effect(effect)
     cur = conn.execute(
         """INSERT INTO oms.outbox (effect, payload, idempotency_key)
-           SELECT e, p, k FROM unnest(%s::text[], %s::jsonb[], %s::text[]) AS t(e, p, k)
+           SELECT e, p, k FROM unnest(%b::text[], %b::jsonb[], %b::text[]) AS t(e, p, k)
            ON CONFLICT (idempotency_key) DO NOTHING""",
         ([r[0] for r in rows], [jsonb(r[1]) for r in rows], [r[2] for r in rows]),
     )
@@ -160,7 +163,5 @@ def fail(
             {"max": max_attempts, "err": error, "base": backoff_seconds, "id": outbox_id},
         ).fetchone()
     if row is None:
-        from oms_ops.errors import NotFound
-
         raise NotFound("outbox", [outbox_id])
     return row[0]

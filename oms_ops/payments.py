@@ -21,7 +21,7 @@ from decimal import Decimal
 import psycopg
 
 from oms_ops.db import run_in_transaction
-from oms_ops.errors import ValidationFailed
+from oms_ops.errors import NotFound, ValidationFailed
 from oms_ops.outbox import enqueue
 from oms_ops.quarantine import quarantine_many
 from oms_ops.state_machine import Change, allowed, apply_transitions, record_creations, states
@@ -275,8 +275,6 @@ def request_refund(
             "SELECT refund_id FROM oms.refunds WHERE idempotency_key = %s", (idempotency_key,)
         ).fetchone()
         if existing is None:
-            from oms_ops.errors import NotFound
-
             raise NotFound("order", [order_id])
         return existing[0]
     refund_id, currency = row

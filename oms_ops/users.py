@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from oms_ops.platform.settings import load_settings
+
 ROLES = ("ops", "manager", "admin")
 _N, _R, _P = 2**14, 8, 1
 _USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
@@ -41,10 +43,9 @@ class User:
 
 
 def users_file() -> Path:
-    explicit = os.environ.get("OMS_USERS_FILE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("OMS_HOME") or ".oms").resolve() / "users.yaml"
+    """``OMS_USERS_FILE``, else ``$OMS_HOME/users.yaml``."""
+    settings = load_settings()
+    return settings.users_file or settings.home / "users.yaml"
 
 
 def hash_password(password: str) -> str:

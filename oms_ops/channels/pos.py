@@ -26,7 +26,14 @@ import polars as pl
 import psycopg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from oms_ops.channels.base import Channel, ChannelChecks, IngestResult, Mapped, MappingContext, validation_text
+from oms_ops.channels.base import (
+    Channel,
+    ChannelChecks,
+    IngestResult,
+    Mapped,
+    MappingContext,
+    validation_text,
+)
 from oms_ops.channels.normalize import normalize_pending
 from oms_ops.channels.rawstore import store_payloads
 from oms_ops.connectors.state import record_success

@@ -21,10 +21,10 @@ Run it: ``uv run python -m oms_ops.channels.webhooks --port 8000`` (reads ``OMS_
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
 import json
 import logging
+import os
 import socket
 import threading
 import time

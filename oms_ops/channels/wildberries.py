@@ -27,7 +27,13 @@ from oms_ops.channels import fastcheck as fc
 from oms_ops.channels.ats import AtsItem, Outcome, PushResult
 from oms_ops.channels.base import AtsPush, Channel, IngestResult, Mapped, MappingContext, PageHook
 from oms_ops.channels.normalize import CANCELLABLE_STATES, cancel_channel_orders, normalize_pending
-from oms_ops.channels.rawstore import fetch_ahead, normalize_stored, split_by_id, store_page, store_polled_page
+from oms_ops.channels.rawstore import (
+    fetch_ahead,
+    normalize_stored,
+    split_by_id,
+    store_page,
+    store_polled_page,
+)
 from oms_ops.connectors.http import ApiClient, ConnectorError, RetryPolicy
 from oms_ops.connectors.state import get_cursor, record_success, set_cursor
 

@@ -8,28 +8,37 @@ happens once, at start-up, and names the variable that is wrong.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ConfigError(RuntimeError):
     """Invalid configuration: the message names the variable and the cause (one line)."""
 
 
-def _check_url(var: str, value: str, schemes: tuple[str, ...]) -> str:
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """A URL of one of ``schemes`` with a host and a numeric port (raises ValueError: inside a model the
+    variable is named by :func:`config_error`)."""
     parts = urlsplit(value)
     if parts.scheme not in schemes:
-        raise ConfigError(
-            f"{var}: unsupported scheme {parts.scheme!r} in {redact(value)!r} (expected {' or '.join(schemes)})"
+        raise ValueError(
+            f"unsupported scheme {parts.scheme!r} in {redact(value)!r} (expected {' or '.join(schemes)})"
         )
     if not parts.hostname and "host=" not in (parts.query or ""):
-        raise ConfigError(f"{var}: no host in {redact(value)!r}")
+        raise ValueError(f"no host in {redact(value)!r}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(f"{var}: bad port in {redact(value)!r}: {exc}") from None
+        raise ValueError(f"bad port in {redact(value)!r}: {exc}") from None
     return value
+
+
+S = TypeVar("S", bound=BaseModel)
 
 
 def redact(url: str) -> str:
@@ -41,30 +50,68 @@ def redact(url: str) -> str:
     return url
 
 
-def _int_env(env: dict[str, str], var: str, default: int) -> int:
-    raw = env.get(var)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{var}: expected an integer port, got {raw!r}") from None
-    if not 0 <= value <= 65535:
-        raise ConfigError(f"{var}: port {value} out of range 0..65535")
-    return value
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated settings. ``database_url``/``clickhouse_url`` of ``None`` mean "use the embedded server"."""
+def _blank_is_unset(value: Any) -> Any:
+    """An empty variable means "not set" (``OMS_DATABASE_URL=`` keeps the embedded server)."""
+    return None if value == "" else value
 
-    home: Path
-    database_url: str | None
-    clickhouse_url: str | None
-    pg_port: int
-    clickhouse_port: int
-    dagster_port: int
-    streamlit_port: int
+
+class Settings(BaseSettings):
+    """Every platform variable, validated once at start-up. ``database_url``/``clickhouse_url`` of ``None``
+    mean "use the embedded server". The outside systems' endpoints are added to this model by
+    ``oms_ops.services.settings`` from the channel registry, so the whole environment is one model."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, validate_default=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # noqa: ANN001
+        """Values come from the mapping :func:`load_model` is given (the process environment by default), so
+        a test's explicit environment is the whole environment."""
+        return (init_settings,)
+
+    home: Path = Field(Path(".oms"), validation_alias="OMS_HOME")
+    database_url: str | None = Field(None, validation_alias="OMS_DATABASE_URL")
+    clickhouse_url: str | None = Field(None, validation_alias="OMS_CLICKHOUSE_URL")
+    pg_port: Port = Field(0, validation_alias="OMS_PG_PORT")
+    clickhouse_port: Port = Field(0, validation_alias="OMS_CLICKHOUSE_PORT")
+    dagster_port: Port = Field(3000, validation_alias="OMS_DAGSTER_PORT")
+    streamlit_port: Port = Field(8501, validation_alias="OMS_STREAMLIT_PORT")
+    dagster_database_url: str | None = Field(None, validation_alias="OMS_DAGSTER_DATABASE_URL")
+    dashboard_database_url: str | None = Field(None, validation_alias="OMS_DASHBOARD_DATABASE_URL")
+    users_file: Path | None = Field(None, validation_alias="OMS_USERS_FILE")
+    business_config: Path | None = Field(None, validation_alias="OMS_BUSINESS_CONFIG")
+    simulators_manifest: Path | None = Field(None, validation_alias="OMS_SIMULATORS_MANIFEST")
+    demo_rate: float = Field(3.0, gt=0, le=10_000, validation_alias="OMS_DEMO_RATE")
+    demo_seed: int = Field(42, validation_alias="OMS_DEMO_SEED")
+    demo_transit_scale: float = Field(1 / 240, gt=0, le=1, validation_alias="OMS_DEMO_TRANSIT_SCALE")
+
+    _blank = field_validator(
+        "database_url",
+        "clickhouse_url",
+        "dagster_database_url",
+        "dashboard_database_url",
+        "users_file",
+        "business_config",
+        "simulators_manifest",
+        mode="before",
+    )(_blank_is_unset)
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home(cls, value: Any) -> Any:
+        return Path(value or ".oms").expanduser().resolve()
+
+    @field_validator("database_url", "dagster_database_url", "dashboard_database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        return value and _check_url(value, ("postgresql", "postgres", "postgresql+psycopg2"))
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_url(cls, value: str | None) -> str | None:
+        return value and _check_url(value, ("http", "https"))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -95,22 +142,32 @@ class Settings:
         return self.home / "dagster"
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Read and validate settings from the environment (``env`` overrides ``os.environ`` for tests)."""
-    env = dict(os.environ if env is None else env)
-    home = Path(env.get("OMS_HOME") or ".oms").expanduser().resolve()
-    db_url = env.get("OMS_DATABASE_URL") or None
-    ch_url = env.get("OMS_CLICKHOUSE_URL") or None
-    if db_url:
-        _check_url("OMS_DATABASE_URL", db_url, ("postgresql", "postgres"))
-    if ch_url:
-        _check_url("OMS_CLICKHOUSE_URL", ch_url, ("http", "https"))
-    return Settings(
-        home=home,
-        database_url=db_url,
-        clickhouse_url=ch_url,
-        pg_port=_int_env(env, "OMS_PG_PORT", 0),
-        clickhouse_port=_int_env(env, "OMS_CLICKHOUSE_PORT", 0),
-        dagster_port=_int_env(env, "OMS_DAGSTER_PORT", 3000),
-        streamlit_port=_int_env(env, "OMS_STREAMLIT_PORT", 8501),
-    )
+def config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
+    """One line naming each wrong variable and why, from a settings model's validation error."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else "settings"
+        field = model.model_fields.get(name)
+        var = (
+            field.validation_alias if field is not None and isinstance(field.validation_alias, str) else name
+        )
+        given = err.get("input")
+        # never echo a URL (it may carry a password): the URL checks name the redacted URL themselves
+        shown = f", got {given!r}" if isinstance(given, str | int | float) and "://" not in str(given) else ""
+        problems.append(f"{var}: {err['msg'].removeprefix('Value error, ')}{shown}")
+    return ConfigError("; ".join(problems))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate settings from the environment (``env`` replaces ``os.environ`` for tests);
+    a wrong value raises :class:`ConfigError` naming the variable."""
+    return load_model(Settings, env)
+
+
+def load_model(model: type[S], env: Mapping[str, str] | None = None) -> S:
+    """Validate ``model`` (a Settings subclass) from ``env`` (default: the process environment)."""
+    source = dict(os.environ if env is None else env)
+    try:
+        return model.model_validate({k: v for k, v in source.items() if k.startswith("OMS_")})
+    except ValidationError as exc:
+        raise config_error(exc, model) from None

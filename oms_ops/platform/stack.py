@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import psycopg
+from psycopg import sql
 
 from oms_ops.business_config import BusinessConfigError, load_business_config
+from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process
 from oms_ops.platform.migrate import migrate
 from oms_ops.platform.netutil import choose_port
 from oms_ops.platform.postgres import EmbeddedPostgres, ensure_database
@@ -145,8 +147,6 @@ def ensure_dashboard_login(conn: psycopg.Connection) -> None:
     """On the embedded server (loopback only, trust authentication) the dashboards log in as a member of
     the least-privilege role ``oms_dashboard`` instead of the superuser. With a real server the operator
     creates that login with a password and sets OMS_DASHBOARD_DATABASE_URL (docs/dashboards.md)."""
-    from psycopg import sql
-
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DASHBOARD_LOGIN,)).fetchone()
     if not exists:
         conn.execute(
@@ -155,7 +155,7 @@ def ensure_dashboard_login(conn: psycopg.Connection) -> None:
 
 
 def dashboard_database_url(settings: Settings, state: StackState) -> str | None:
-    explicit = os.environ.get("OMS_DASHBOARD_DATABASE_URL")
+    explicit = settings.dashboard_database_url
     if explicit or settings.database_url or not state.database_url:
         return explicit
     return (
@@ -169,10 +169,10 @@ def with_database(url: str, database: str) -> str:
     return urlsplit(url)._replace(path="/" + database).geturl()
 
 
-def dagster_storage_url(database_url: str) -> str:
+def dagster_storage_url(database_url: str, override: str | None = None) -> str:
     """Dagster gets a psycopg2 URL: with SQLAlchemy 2.1 a plain postgresql:// URL selects psycopg 3 and
-    Dagster's ``NOTIFY run_events, %(notify_id)s`` then fails (see DESIGN.md pitfalls)."""
-    override = os.environ.get("OMS_DAGSTER_DATABASE_URL")
+    Dagster's ``NOTIFY run_events, %(notify_id)s`` then fails (see DESIGN.md pitfalls). ``override``:
+    ``OMS_DAGSTER_DATABASE_URL``."""
     url = override or with_database(database_url, DAGSTER_DB)
     scheme, rest = url.split("://", 1)
     return "postgresql+psycopg2://" + rest if "+" not in scheme else url
@@ -248,7 +248,9 @@ def child_env(settings: Settings, state: StackState) -> dict[str, str]:
     env["OMS_HOME"] = str(settings.home)
     if state.database_url:
         env["OMS_DATABASE_URL"] = state.database_url
-        env["OMS_DAGSTER_STORAGE_URL"] = dagster_storage_url(state.database_url)
+        env["OMS_DAGSTER_STORAGE_URL"] = dagster_storage_url(
+            state.database_url, settings.dagster_database_url
+        )
     if state.clickhouse_url:
         env["OMS_CLICKHOUSE_URL"] = state.clickhouse_url
     env["DAGSTER_HOME"] = str(settings.dagster_home)
@@ -290,7 +292,7 @@ def start_stores(settings: Settings, state: StackState) -> None:
         migrate(conn)
         if not settings.database_url:
             ensure_dashboard_login(conn)
-    if settings.database_url and not os.environ.get("OMS_DAGSTER_DATABASE_URL"):
+    if settings.database_url and not settings.dagster_database_url:
         try:
             ensure_database(settings.database_url, DAGSTER_DB)
         except psycopg.Error as exc:
@@ -306,8 +308,6 @@ def start_stores(settings: Settings, state: StackState) -> None:
             "clickhouse", redact(settings.clickhouse_url), embedded=False
         )
     else:
-        from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process
-
         settings.clickhouse_data_dir.mkdir(parents=True, exist_ok=True)
         log = settings.log_dir / "clickhouse.log"
         settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -322,15 +322,15 @@ def start_stores(settings: Settings, state: StackState) -> None:
     _write_state(settings, state)
 
 
-def demo_stream_settings() -> dict[str, str]:
-    """How busy the simulated world is (environment overrides for a bigger or smaller demo)."""
+def demo_stream_settings(settings: Settings) -> dict[str, str]:
+    """How busy the simulated world is (``OMS_DEMO_*`` for a bigger or smaller demo)."""
     return {
-        "seed": os.environ.get("OMS_DEMO_SEED", "42"),
+        "seed": str(settings.demo_seed),
         # orders per minute per channel; the simulated clock runs in real time so that placed, shipped and
         # delivered timestamps stay on one clock …
-        "rate": os.environ.get("OMS_DEMO_RATE", "3"),
+        "rate": str(settings.demo_rate),
         # … while the carrier compresses transit (1/240: a day in the network takes six minutes)
-        "transit_scale": os.environ.get("OMS_DEMO_TRANSIT_SCALE", str(1 / 240)),
+        "transit_scale": str(settings.demo_transit_scale),
     }
 
 
@@ -352,13 +352,13 @@ def start_outside_world(
     manifest = simulators_manifest(settings)
     webhook_port = choose_port(0)
     if "simulators" in services:
-        demo = demo_stream_settings()
+        demo = demo_stream_settings(settings)
         manifest.unlink(missing_ok=True)
         args = [
             sys.executable, "-m", "simulators",
             "--seed", demo["seed"], "--rate", demo["rate"], "--speed", "1",
             "--state-dir", str(manifest.parent),
-            "--options", json.dumps({"cdek": {"transit_scale": float(demo["transit_scale"])}}),
+            "--options", json.dumps({s: {"transit_scale": float(demo["transit_scale"])} for s in ("cdek", "wms")}),
         ]  # fmt: skip
         if "webhooks" in services:
             args += ["--webhook-url", f"http://127.0.0.1:{webhook_port}/webhooks/shopify"]

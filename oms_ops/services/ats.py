@@ -43,7 +43,9 @@ def push_all(conn: psycopg.Connection, clients: Clients, config: BusinessConfig)
     return out
 
 
-def push(conn: psycopg.Connection, code: str, clients: Clients, config: BusinessConfig, **kw: Any) -> PushResult:
+def push(
+    conn: psycopg.Connection, code: str, clients: Clients, config: BusinessConfig, **kw: Any
+) -> PushResult:
     """Push the changed ATS values of channel ``code``."""
     channel = registry.channel(code)
     return push_ats(conn, channel, clients.get(channel.system), config, **kw)

@@ -175,5 +175,9 @@ def _dispatch(conn, clients: Clients, item: outbox.OutboxItem, *, fallback_phone
 def _channel_status(conn, clients: Clients, p: dict):
     channel = registry.find(p.get("channel_code") or "")
     if channel is None or channel.push_status is None:
-        return "skipped", f"no order-status call for channel {p.get('channel_code')!r} in this integration", None
+        return (
+            "skipped",
+            f"no order-status call for channel {p.get('channel_code')!r} in this integration",
+            None,
+        )
     return channel.push_status(conn, clients.get(channel.system), p)

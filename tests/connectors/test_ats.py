@@ -45,7 +45,10 @@ def test_ozon_pushes_at_most_100_pairs_per_request_and_retries_throttled_items_l
     assert pushed == {(d.offer_id, int(d.external_location)): d.qty for d in desired}
     # nothing changed: nothing is sent
     client.batches.clear()
-    assert ats.push_ats(conn, registry.channel("ozon"), client, business_config).changed == 0 and client.batches == []
+    assert (
+        ats.push_ats(conn, registry.channel("ozon"), client, business_config).changed == 0
+        and client.batches == []
+    )
     # a change within 30 s of the last push of that pair: Ozon says TOO_MANY_REQUESTS inside a 200
     sku = stack.catalog[0].sku
     adjust_stock(conn, "WH-MSK-POD", {sku: 5}, reference="t-1", reason="found", actor="test")

@@ -51,7 +51,10 @@ def order_asset(channel: Channel) -> dg.AssetsDefinition:
                 description=str(exc), metadata={"feed": channel.code, "error": str(exc)}
             ) from exc
         context.log.info("%s: %s", channel.code, res.metadata())
-        meta = {k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v for k, v in res.metadata().items()}
+        meta = {
+            k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
+            for k, v in res.metadata().items()
+        }
         return dg.MaterializeResult(
             metadata={
                 **meta,

@@ -20,11 +20,10 @@ from oms_ops.business_config import DEFAULT_PATH, BusinessConfig, load_business_
 from oms_ops.connectors.http import RetryPolicy
 from oms_ops.services.clients import ENV_VARS, Clients, connector_settings
 from oms_ops.services.outbox import DEFAULT_FALLBACK_PHONE
+from oms_ops.services.settings import ENDPOINT_FIELDS, load_oms_settings
 
-#: resource field → environment variable: the endpoint fields, generated, and the resource's own
-ENDPOINT_FIELDS: dict[str, tuple[str, str]] = {
-    f"{system}_{key}": (system, key) for system, fields in ENV_VARS.items() for key in fields
-}
+#: resource field → environment variable: the endpoint fields (those of the settings model) and the
+#: resource's own
 FIELD_ENV: dict[str, str] = {
     **{name: ENV_VARS[system][key] for name, (system, key) in ENDPOINT_FIELDS.items()},
     "manifest_path": "OMS_SIMULATORS_MANIFEST",
@@ -94,6 +93,8 @@ ChannelConnectorsResource = create_model(
 
 
 def channel_resources() -> dict[str, dg.ConfigurableResource]:
-    """``{"channels": …}`` with every field whose variable is set bound as an ``EnvVar``."""
+    """``{"channels": …}`` with every field whose variable is set bound as an ``EnvVar``. The environment
+    is validated by the settings model first: a wrong value fails the code location naming the variable."""
+    load_oms_settings()
     bound = {field: dg.EnvVar(var) for field, var in FIELD_ENV.items() if os.environ.get(var)}
     return {"channels": ChannelConnectorsResource(**bound)}

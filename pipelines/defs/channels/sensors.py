@@ -81,7 +81,9 @@ def queued_payloads_sensor(context: dg.SensorEvaluationContext, postgres: Postgr
     requests = []
     with postgres.connection() as conn:
         for channel in registry.CHANNELS:
-            newest, pending = pending_raw_orders(conn, channel.code, after_raw_id=int(seen.get(channel.code, 0)))
+            newest, pending = pending_raw_orders(
+                conn, channel.code, after_raw_id=int(seen.get(channel.code, 0))
+            )
             if newest is None:
                 continue
             seen[channel.code] = newest
