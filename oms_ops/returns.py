@@ -2,10 +2,18 @@
 
 Quantities are validated against what the customer really received: a line may be returned at most the
 units of its delivered / picked-up shipments minus what other RMAs (not cancelled) already claim.
+Requesting a return also announces it to the warehouse (outbox 'wms.announce_return', expected at the
+location that shipped most of the returned units), so the WMS can match the parcel when it arrives and
+report its receipt.
 Restocking is a ledger 'return_restock' entry at the receiving location; a written-off unit never re-enters
 stock, so it has no ledger entry (its disposition and reason are on the return line, which the return-rate
 and damage KPIs read). Refunds go through ``payments.request_refund`` (refunds row + outbox 'payment.refund');
 an exchange creates the replacement order (``parent_order_id`` → original) through the normal acceptance.
+
+Receiving, inspecting and refunding exist per return (``receive_return`` …) and for many returns at once
+(``receive_returns_in_transaction`` …, called inside the caller's transaction): the batch forms lock orders and
+returns in id order, validate every return and report all problems together, then write with one statement
+per table. The single forms are the batch forms with one item.
 """
 
 from __future__ import annotations
@@ -21,9 +29,18 @@ import psycopg
 
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import IllegalTransition, NotFound, ValidationFailed
+from oms_ops.fulfillment import sync_lines
 from oms_ops.inventory import Movement, apply_movements
+from oms_ops.orders import NormalizedOrder, accept_orders_in_transaction
 from oms_ops.outbox import enqueue
+from oms_ops.payments import request_refund
 from oms_ops.state_machine import Change, apply_transitions, record_creations
+
+#: outbox effect that tells the warehouse to expect a returned parcel
+ANNOUNCE_EFFECT = "wms.announce_return"
+#: return states that still wait for something to happen (the "in flight" list of the operations page)
+OPEN_STATES = ("requested", "received", "inspected")
+DISPOSITIONS = ("restock", "write_off")
 
 
 @dataclass(frozen=True)
@@ -149,9 +166,77 @@ def request_return(
             {"order_id": order_id, "template": "rma_created", "rma_number": rma},
             f"notify.customer:rma:{rma}",
         )
+        _announce(c, return_id)
         return ReturnResult(return_id, rma, created=True)
 
     return run_in_transaction(conn, run)
+
+
+def expected_location(conn: psycopg.Connection, return_id: int) -> str | None:
+    """Where the parcel of a return is expected: the location whose delivered shipments carried most of the
+    returned units (ties: the first location code)."""
+    row = conn.execute(
+        """SELECT s.location_code FROM oms.return_lines rl
+           JOIN oms.shipment_lines sl ON sl.line_id = rl.line_id
+           JOIN oms.shipments s ON s.shipment_id = sl.shipment_id AND s.state IN ('delivered', 'picked_up')
+           WHERE rl.return_id = %s GROUP BY s.location_code ORDER BY sum(sl.qty) DESC, s.location_code LIMIT 1""",
+        (return_id,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _announce(c: psycopg.Connection, return_id: int) -> None:
+    """Outbox 'wms.announce_return' for a new RMA (inside its transaction): number, expected location and
+    the units per SKU. The drain maps the location to the WMS's warehouse code and posts it."""
+    head = c.execute(
+        """SELECT r.rma_number, r.order_id, o.order_number FROM oms.returns r
+           JOIN oms.orders o ON o.order_id = r.order_id WHERE r.return_id = %s""",
+        (return_id,),
+    ).fetchone()
+    lines = c.execute(
+        """SELECT sku, sum(qty)::int FROM oms.return_lines WHERE return_id = %s GROUP BY sku ORDER BY sku""",
+        (return_id,),
+    ).fetchall()
+    enqueue(
+        c,
+        ANNOUNCE_EFFECT,
+        {
+            "return_id": return_id,
+            "rma_number": head[0],
+            "order_id": head[1],
+            "order_number": head[2],
+            "location_code": expected_location(c, return_id),
+            "lines": [{"sku": sku, "qty": qty} for sku, qty in lines],
+        },
+        f"{ANNOUNCE_EFFECT}:{head[0]}",
+    )
+
+
+def _lock_returns(c: psycopg.Connection, return_ids: Sequence[int]) -> dict[int, dict]:
+    """Lock the orders (id order) then the returns (id order) of ``return_ids``; NotFound lists unknown ids."""
+    ids = sorted(set(return_ids))
+    orders = [
+        r[0]
+        for r in c.execute(
+            "SELECT DISTINCT order_id FROM oms.returns WHERE return_id = ANY(%s) ORDER BY 1", (ids,)
+        ).fetchall()
+    ]
+    c.execute("SELECT 1 FROM oms.orders WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE", (orders,))
+    cur = c.cursor(row_factory=psycopg.rows.dict_row)
+    rows = cur.execute(
+        "SELECT * FROM oms.returns WHERE return_id = ANY(%s) ORDER BY return_id FOR UPDATE", (ids,)
+    ).fetchall()
+    found = {r["return_id"]: r for r in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound("return", missing)
+    return found
+
+
+def _once_each(ids: Sequence[int], what: str) -> None:
+    dupes = sorted({i for i in ids if list(ids).count(i) > 1})
+    if dupes:
+        raise ValidationFailed(f"{what}: return(s) {dupes} appear more than once in one batch")
 
 
 def _lock_return(c: psycopg.Connection, return_id: int) -> dict:
@@ -161,6 +246,19 @@ def _lock_return(c: psycopg.Connection, return_id: int) -> dict:
     c.execute("SELECT 1 FROM oms.orders WHERE order_id = %s FOR UPDATE", (row[0],))
     cur = c.cursor(row_factory=psycopg.rows.dict_row)
     return cur.execute("SELECT * FROM oms.returns WHERE return_id = %s FOR UPDATE", (return_id,)).fetchone()
+
+
+@dataclass(frozen=True)
+class ReturnReceipt:
+    """A returned parcel that arrived at ``location_code``. ``received`` maps return_line_id → units really
+    in the parcel (None: as requested); ``at`` is when it arrived (None: now); ``reference`` is the
+    warehouse's receipt id, kept in the return's event."""
+
+    return_id: int
+    location_code: str
+    received: Mapping[int, int] | None = None
+    at: datetime | None = None
+    reference: str | None = None
 
 
 def receive_return(
@@ -173,45 +271,97 @@ def receive_return(
 ) -> None:
     """The parcel arrived at ``location_code``: requested → received. ``received`` maps return_line_id →
     units actually in the parcel (default: as requested); all problems are reported together."""
+    run_in_transaction(
+        conn,
+        lambda c: receive_returns_in_transaction(
+            c, [ReturnReceipt(return_id, location_code, received)], actor=actor
+        ),
+    )
 
-    def run(c):
-        ret = _lock_return(c, return_id)
-        if ret["state"] == "received" and ret["location_code"] == location_code:
-            return
-        if (
-            c.execute("SELECT 1 FROM oms.locations WHERE location_code = %s", (location_code,)).fetchone()
-            is None
-        ):
-            raise ValidationFailed(f"unknown location {location_code!r}")
-        lines = dict(
-            c.execute(
-                "SELECT return_line_id, qty FROM oms.return_lines WHERE return_id = %s", (return_id,)
-            ).fetchall()
-        )
-        got = {lid: q for lid, q in lines.items()}
-        problems = []
-        for lid, q in (received or {}).items():
-            if lid not in lines:
-                problems.append(f"return line {lid}: not part of return {return_id}")
-            elif isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= lines[lid]:
-                problems.append(f"return line {lid}: received must be 0..{lines[lid]}, got {q!r}")
+
+def receive_returns_in_transaction(
+    c: psycopg.Connection, receipts: Sequence[ReturnReceipt], *, actor: str
+) -> list[int]:
+    """Receive many returns (inside the caller's transaction): requested → received, location and received
+    units recorded. A return already received at the same location is left as it is (a repeated receipt).
+    Every problem of every receipt is collected first (ValidationFailed); a return in another state refuses
+    the batch (IllegalTransition listing each). Returns the ids received now."""
+    if not receipts:
+        return []
+    _once_each([r.return_id for r in receipts], "receive")
+    rets = _lock_returns(c, [r.return_id for r in receipts])
+    known_locations = {
+        row[0]
+        for row in c.execute(
+            "SELECT location_code FROM oms.locations WHERE location_code = ANY(%s)",
+            (sorted({r.location_code for r in receipts}),),
+        ).fetchall()
+    }
+    lines: dict[int, dict[int, int]] = defaultdict(dict)
+    for rid, lid, q in c.execute(
+        """SELECT return_id, return_line_id, qty FROM oms.return_lines WHERE return_id = ANY(%s)
+           ORDER BY return_id, return_line_id""",
+        (sorted(rets),),
+    ).fetchall():
+        lines[rid][lid] = q
+    problems: list[str] = []
+    todo: list[tuple[ReturnReceipt, dict[int, int]]] = []
+    for r in receipts:
+        ret = rets[r.return_id]
+        if ret["state"] == "received" and ret["location_code"] == r.location_code:
+            continue
+        if r.location_code not in known_locations:
+            problems.append(f"{ret['rma_number']}: unknown location {r.location_code!r}")
+        got = dict(lines[r.return_id])
+        for lid, q in (r.received or {}).items():
+            if lid not in got:
+                problems.append(f"return line {lid}: not part of return {r.return_id}")
+            elif isinstance(q, bool) or not isinstance(q, int) or not 0 <= q <= lines[r.return_id][lid]:
+                problems.append(
+                    f"return line {lid}: received must be 0..{lines[r.return_id][lid]}, got {q!r}"
+                )
             else:
                 got[lid] = q
-        if problems:
-            raise ValidationFailed(problems)
-        apply_transitions(
-            c, "return", [Change(return_id, "received", f"received at {location_code}")], actor=actor
-        )
-        c.execute(
-            "UPDATE oms.returns SET location_code = %s WHERE return_id = %s", (location_code, return_id)
-        )
-        c.execute(
-            """UPDATE oms.return_lines rl SET qty_received = t.q FROM unnest(%s::int8[], %s::int4[]) AS t(id, q)
-               WHERE rl.return_line_id = t.id""",
-            (list(got), list(got.values())),
-        )
+        todo.append((r, got))
+    if problems:
+        raise ValidationFailed(problems)
+    if not todo:
+        return []
+    apply_transitions(
+        c,
+        "return",
+        [
+            Change(
+                r.return_id,
+                "received",
+                f"received at {r.location_code}",
+                {"receipt": r.reference} if r.reference else None,
+                at=r.at,
+            )
+            for r, _ in todo
+        ],
+        actor=actor,
+    )
+    c.execute(
+        """UPDATE oms.returns r SET location_code = t.loc FROM unnest(%s::int8[], %s::text[]) AS t(id, loc)
+           WHERE r.return_id = t.id""",
+        ([r.return_id for r, _ in todo], [r.location_code for r, _ in todo]),
+    )
+    got_all = [(lid, q) for _, got in todo for lid, q in got.items()]
+    c.execute(
+        """UPDATE oms.return_lines rl SET qty_received = t.q FROM unnest(%s::int8[], %s::int4[]) AS t(id, q)
+           WHERE rl.return_line_id = t.id""",
+        ([g[0] for g in got_all], [g[1] for g in got_all]),
+    )
+    return [r.return_id for r, _ in todo]
 
-    run_in_transaction(conn, run)
+
+@dataclass(frozen=True)
+class ReturnInspection:
+    """The verdict on a received return: one disposition for every line, or return_line_id → disposition."""
+
+    return_id: int
+    dispositions: Mapping[int, str] | str
 
 
 def inspect_return(
@@ -224,64 +374,107 @@ def inspect_return(
     """Decide per return line: 'restock' (ledger 'return_restock' at the receiving location) or 'write_off'
     (no ledger entry). ``dispositions`` is one value for all lines or return_line_id → value; every received
     line needs one. received → inspected; the order lines' qty_returned grows. Returns restocked (sku, qty)."""
+    done = run_in_transaction(
+        conn,
+        lambda c: inspect_returns_in_transaction(c, [ReturnInspection(return_id, dispositions)], actor=actor),
+    )
+    return done[return_id]
 
-    def run(c):
-        from oms_ops.fulfillment import sync_lines
 
-        ret = _lock_return(c, return_id)
-        if ret["state"] != "received":
-            raise IllegalTransition([("return", return_id, ret["state"], "inspected")])
-        lines = c.execute(
-            """SELECT return_line_id, line_id, sku, qty_received FROM oms.return_lines WHERE return_id = %s
-               ORDER BY return_line_id""",
-            (return_id,),
-        ).fetchall()
-        disp = {r[0]: dispositions for r in lines} if isinstance(dispositions, str) else dict(dispositions)
-        problems = []
+def inspect_returns_in_transaction(
+    c: psycopg.Connection, inspections: Sequence[ReturnInspection], *, actor: str
+) -> dict[int, list[tuple[str, int]]]:
+    """Inspect many received returns (inside the caller's transaction): dispositions written, resellable
+    units restocked at each return's receiving location in one ledger write, order lines' qty_returned
+    grown and their states derived. A return that is not 'received' refuses the batch (IllegalTransition
+    listing each); every disposition problem is collected (ValidationFailed). Returns return_id →
+    restocked (sku, qty)."""
+    if not inspections:
+        return {}
+    _once_each([i.return_id for i in inspections], "inspect")
+    rets = _lock_returns(c, [i.return_id for i in inspections])
+    refused = [
+        ("return", i.return_id, rets[i.return_id]["state"], "inspected")
+        for i in inspections
+        if rets[i.return_id]["state"] != "received"
+    ]
+    if refused:
+        raise IllegalTransition(refused)
+    by_return: dict[int, list[tuple[int, int, str, int]]] = defaultdict(list)
+    for rid, rl_id, lid, sku, q in c.execute(
+        """SELECT return_id, return_line_id, line_id, sku, qty_received FROM oms.return_lines
+           WHERE return_id = ANY(%s) ORDER BY return_id, return_line_id""",
+        (sorted(rets),),
+    ).fetchall():
+        by_return[rid].append((rl_id, lid, sku, q))
+    problems: list[str] = []
+    verdicts: dict[int, dict[int, str | None]] = {}
+    for insp in inspections:
+        lines = by_return[insp.return_id]
+        d = insp.dispositions
+        disp = {r[0]: d for r in lines} if isinstance(d, str) else dict(d)
         for lid in sorted(set(disp) - {r[0] for r in lines}):
-            problems.append(f"return line {lid}: not part of return {return_id}")
+            problems.append(f"return line {lid}: not part of return {insp.return_id}")
         for rl_id, _, _, q in lines:
-            if q > 0 and disp.get(rl_id) not in ("restock", "write_off"):
+            if q > 0 and disp.get(rl_id) not in DISPOSITIONS:
                 problems.append(
-                    f"return line {rl_id}: disposition must be 'restock' or 'write_off', "
-                    f"got {disp.get(rl_id)!r}"
+                    f"return line {rl_id}: disposition must be 'restock' or 'write_off', got {disp.get(rl_id)!r}"
                 )
-        if problems:
-            raise ValidationFailed(problems)
-        apply_transitions(c, "return", [Change(return_id, "inspected", "inspected")], actor=actor)
-        c.execute(
-            """UPDATE oms.return_lines rl SET disposition = t.d, inspected_at = now()
-               FROM unnest(%s::int8[], %s::text[]) AS t(id, d) WHERE rl.return_line_id = t.id AND rl.qty_received > 0""",
-            ([r[0] for r in lines], [disp.get(r[0]) for r in lines]),
-        )
-        got = [(lid, q) for _, lid, _, q in lines if q > 0]
-        c.execute(
-            """UPDATE oms.order_lines l SET qty_returned = l.qty_returned + t.q, updated_at = now()
-               FROM unnest(%s::int8[], %s::int4[]) AS t(id, q) WHERE l.line_id = t.id""",
-            ([g[0] for g in got], [g[1] for g in got]),
-        )
-        restock = [(sku, q, lid) for rl_id, lid, sku, q in lines if q > 0 and disp.get(rl_id) == "restock"]
-        apply_movements(
-            c,
-            [
-                Movement(
-                    ret["location_code"],
-                    sku,
-                    "return_restock",
-                    q,
-                    order_id=ret["order_id"],
-                    line_id=lid,
-                    reference=ret["rma_number"],
-                    reason="return inspected: restock",
+        verdicts[insp.return_id] = {rl_id: disp.get(rl_id) for rl_id, _, _, q in lines if q > 0}
+    if problems:
+        raise ValidationFailed(problems)
+    apply_transitions(
+        c, "return", [Change(i.return_id, "inspected", "inspected") for i in inspections], actor=actor
+    )
+    decided = [(rl_id, v) for per in verdicts.values() for rl_id, v in per.items()]
+    c.execute(
+        """UPDATE oms.return_lines rl SET disposition = t.d, inspected_at = now()
+           FROM unnest(%s::int8[], %s::text[]) AS t(id, d) WHERE rl.return_line_id = t.id""",
+        ([x[0] for x in decided], [x[1] for x in decided]),
+    )
+    returned: dict[int, int] = defaultdict(int)  # one order line may be in several returns of the batch
+    restocked: dict[int, list[tuple[str, int]]] = {i.return_id: [] for i in inspections}
+    movements = []
+    for insp in inspections:
+        ret = rets[insp.return_id]
+        for rl_id, lid, sku, q in by_return[insp.return_id]:
+            if q <= 0:
+                continue
+            returned[lid] += q
+            if verdicts[insp.return_id][rl_id] == "restock":
+                restocked[insp.return_id].append((sku, q))
+                movements.append(
+                    Movement(
+                        ret["location_code"],
+                        sku,
+                        "return_restock",
+                        q,
+                        order_id=ret["order_id"],
+                        line_id=lid,
+                        reference=ret["rma_number"],
+                        reason="return inspected: restock",
+                    )
                 )
-                for sku, q, lid in restock
-            ],
-            actor=actor,
-        )
-        sync_lines(c, [ret["order_id"]], actor=actor, reason=f"return {ret['rma_number']}")
-        return [(sku, q) for sku, q, _ in restock]
+    c.execute(
+        """UPDATE oms.order_lines l SET qty_returned = l.qty_returned + t.q, updated_at = now()
+           FROM unnest(%s::int8[], %s::int4[]) AS t(id, q) WHERE l.line_id = t.id""",
+        (list(returned), list(returned.values())),
+    )
+    apply_movements(c, movements, actor=actor)
+    sync_lines(
+        c,
+        sorted({rets[i.return_id]["order_id"] for i in inspections}),
+        actor=actor,
+        reason=_returns_reason([rets[i.return_id]["rma_number"] for i in inspections]),
+    )
+    return restocked
 
-    return run_in_transaction(conn, run)
+
+def _returns_reason(rmas: Sequence[str]) -> str:
+    rmas = sorted(rmas)
+    if len(rmas) <= 3:
+        return "return " + ", ".join(rmas)
+    return f"returns {rmas[0]} … {rmas[-1]} ({len(rmas)})"
 
 
 def _require_inspected(ret: dict) -> None:
@@ -294,42 +487,77 @@ def refund_return(
 ) -> int | None:
     """Refund an inspected return and close it (one transaction). Default amount = Σ received × unit price.
     Idempotency key ``refund:return:<return_id>``. Returns the refund id (None when nothing was received)."""
+    done = run_in_transaction(
+        conn,
+        lambda c: refund_returns_in_transaction(
+            c, [return_id], actor=actor, amounts=None if amount is None else {return_id: amount}
+        ),
+    )
+    return done[return_id]
 
-    def run(c):
-        ret = _lock_return(c, return_id)
-        if ret["state"] == "closed":
-            row = c.execute(
-                "SELECT refund_id FROM oms.refunds WHERE idempotency_key = %s",
-                (f"refund:return:{return_id}",),
-            ).fetchone()
-            return row[0] if row else None
-        _require_inspected(ret)
-        from oms_ops.payments import request_refund
 
-        value = amount
-        if value is None:
-            value = c.execute(
-                """SELECT coalesce(sum(rl.qty_received * l.unit_price), 0) FROM oms.return_lines rl
-                   JOIN oms.order_lines l ON l.line_id = rl.line_id WHERE rl.return_id = %s""",
-                (return_id,),
-            ).fetchone()[0]
-        refund_id = None
+def refund_returns_in_transaction(
+    c: psycopg.Connection,
+    return_ids: Sequence[int],
+    *,
+    actor: str,
+    amounts: Mapping[int, Decimal] | None = None,
+) -> dict[int, int | None]:
+    """Refund and close many inspected returns (inside the caller's transaction). The default amount of each
+    is Σ received × unit price, computed for all in one query; a refund is requested per return (refunds
+    row + outbox 'payment.refund', key ``refund:return:<id>``), then all are closed in one transition batch.
+    A return already closed answers its existing refund (repeating is harmless); any other state refuses
+    the batch. Returns return_id → refund id (None when nothing was received)."""
+    if not return_ids:
+        return {}
+    _once_each(list(return_ids), "refund")
+    rets = _lock_returns(c, return_ids)
+    refused = [
+        ("return", rid, rets[rid]["state"], "closed")
+        for rid in return_ids
+        if rets[rid]["state"] not in ("inspected", "closed")
+    ]
+    if refused:
+        raise IllegalTransition(refused)
+    keys = {rid: f"refund:return:{rid}" for rid in return_ids}
+    out: dict[int, int | None] = {}
+    closed = [rid for rid in return_ids if rets[rid]["state"] == "closed"]
+    if closed:
+        existing = dict(
+            c.execute(
+                "SELECT idempotency_key, refund_id FROM oms.refunds WHERE idempotency_key = ANY(%s)",
+                ([keys[rid] for rid in closed],),
+            ).fetchall()
+        )
+        out.update({rid: existing.get(keys[rid]) for rid in closed})
+    todo = [rid for rid in return_ids if rets[rid]["state"] == "inspected"]
+    if not todo:
+        return out
+    values = dict(
+        c.execute(
+            """SELECT rl.return_id, coalesce(sum(rl.qty_received * l.unit_price), 0) FROM oms.return_lines rl
+               JOIN oms.order_lines l ON l.line_id = rl.line_id WHERE rl.return_id = ANY(%s)
+               GROUP BY rl.return_id""",
+            (todo,),
+        ).fetchall()
+    )
+    for rid in todo:
+        value = (amounts or {}).get(rid, values.get(rid, Decimal("0")))
+        out[rid] = None
         if value > 0:
-            refund_id = request_refund(
+            out[rid] = request_refund(
                 c,
-                order_id=ret["order_id"],
+                order_id=rets[rid]["order_id"],
                 amount=value,
                 actor=actor,
-                reason=f"return {ret['rma_number']}",
-                idempotency_key=f"refund:return:{return_id}",
-                return_id=return_id,
+                reason=f"return {rets[rid]['rma_number']}",
+                idempotency_key=keys[rid],
+                return_id=rid,
             )
-        apply_transitions(
-            c, "return", [Change(return_id, "closed", "refunded", {"refund_id": refund_id})], actor=actor
-        )
-        return refund_id
-
-    return run_in_transaction(conn, run)
+    apply_transitions(
+        c, "return", [Change(rid, "closed", "refunded", {"refund_id": out[rid]}) for rid in todo], actor=actor
+    )
+    return out
 
 
 def exchange_return(
@@ -346,8 +574,6 @@ def exchange_return(
     Returns the replacement order id."""
 
     def run(c):
-        from oms_ops.orders import NormalizedOrder, accept_orders_in_transaction
-
         ret = _lock_return(c, return_id)
         if ret["state"] == "closed" and ret["exchange_order_id"]:
             return ret["exchange_order_id"]
@@ -420,3 +646,54 @@ def cancel_return(conn: psycopg.Connection, return_id: int, *, reason: str, acto
         apply_transitions(c, "return", [Change(return_id, "cancelled", reason)], actor=actor)
 
     run_in_transaction(conn, run)
+
+
+# -- read models (the operations page's returns panel) ------------------------------------------------------
+#: display stage of a return: 'requested' becomes 'in transit' once the warehouse was told to expect it
+STAGES = ("requested", "in transit", "received", "inspected")
+
+
+def returns_in_flight(conn: psycopg.Connection, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Returns not closed or cancelled, oldest request first, with their stage (requested / in transit /
+    received / inspected), the location where they are (or are expected), units and value."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(
+        """SELECT r.return_id, r.rma_number, o.order_number, r.kind, r.state,
+                  CASE WHEN r.state = 'requested' AND ob.state = 'done' THEN 'in transit' ELSE r.state END AS stage,
+                  coalesce(r.location_code, ob.payload->>'location_code') AS location_code,
+                  r.requested_at, r.received_at, r.inspected_at,
+                  l.lines, l.units, l.units_received, l.value
+           FROM oms.returns r
+           JOIN oms.orders o ON o.order_id = r.order_id
+           LEFT JOIN oms.outbox ob ON ob.idempotency_key = %(prefix)s || r.rma_number
+           CROSS JOIN LATERAL (
+               SELECT count(*) AS lines, coalesce(sum(rl.qty), 0) AS units,
+                      coalesce(sum(rl.qty_received), 0) AS units_received,
+                      coalesce(sum(rl.qty * ol.unit_price), 0) AS value
+               FROM oms.return_lines rl JOIN oms.order_lines ol ON ol.line_id = rl.line_id
+               WHERE rl.return_id = r.return_id) l
+           WHERE r.state = ANY(%(states)s)
+           ORDER BY r.requested_at, r.return_id LIMIT %(limit)s""",
+        {"prefix": f"{ANNOUNCE_EFFECT}:", "states": list(OPEN_STATES), "limit": limit},
+    ).fetchall()
+
+
+def return_lines(conn: psycopg.Connection, return_id: int) -> list[dict[str, Any]]:
+    """The lines of one return: requested and received units, reason, disposition once inspected."""
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(
+        """SELECT return_line_id, sku, qty, qty_received, reason_code, disposition FROM oms.return_lines
+           WHERE return_id = %s ORDER BY return_line_id""",
+        (return_id,),
+    ).fetchall()
+
+
+def receiving_locations(conn: psycopg.Connection) -> list[str]:
+    """Active locations that can take a returned parcel (warehouses and stores)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """SELECT location_code FROM oms.locations WHERE active AND kind IN ('warehouse', 'store')
+               ORDER BY location_code"""
+        ).fetchall()
+    ]

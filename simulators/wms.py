@@ -17,7 +17,21 @@ API (our own, documented in ``docs/simulators.md``; header ``X-Api-Key``):
 * ``POST /wms/v1/shipments`` ``{shipment_id, warehouse, lines}`` — goods picked and shipped: subtracts;
   all-or-nothing, 409 ``insufficient_stock`` listing every short line; idempotent like receipts;
 * ``GET /wms/v1/receipts?since=ISO`` and ``GET /wms/v1/movements?after_id=N&limit=M`` (append-only log of
-  receipts, shipments, store sales and adjustments — lets the OMS reconcile incrementally).
+  receipts, shipments, store sales, customer returns and adjustments — lets the OMS reconcile incrementally);
+* ``POST /wms/v1/returns`` ``{rma, warehouse, lines: [{sku, qty}], order_ref?}`` — the OMS announces a customer
+  return (an RMA) so the warehouse expects the parcel. Idempotent on ``rma`` (same content → 200, other content
+  → 409). ``GET /wms/v1/returns/{rma}`` → the announced return with ``status`` ``expected`` | ``received`` and
+  its ``receipt_id`` once received;
+* ``GET /wms/v1/returns/receipts?after=<cursor>&limit=N`` → ``{receipts: [{receipt_id, warehouse, rma,
+  received_at, lines: [{sku, qty, condition}]}], next_cursor, has_more}``: the feed of returned parcels the
+  warehouse received, oldest first. ``after`` is the ``next_cursor`` of the previous page (none: from the
+  start), opaque to the client; ``limit`` 1..500 (100). ``condition`` is ``resellable`` (back on the shelf:
+  the WMS's on-hand grows) or ``damaged`` (kept aside, not on hand).
+
+Customer returns: an announced parcel arrives after a simulated transit of one to five days (times
+``transit_scale``, so a demo that compresses carrier transit compresses returns too); its receipt lists
+every announced line, each ``damaged`` with probability ``damaged_share`` — drawn from an RNG seeded by the
+RMA, so the same seed and RMA always give the same arrival time and conditions.
 
 The WMS also replenishes warehouses by itself once a simulated day (``auto_receipt_hour`` Moscow time): SKUs
 below ``reorder_point`` get an ``AUTO-…`` receipt, as supplier deliveries would. Store stock drops when the
@@ -28,6 +42,7 @@ Errors: ``{"error": {"code", "message", "details"?}}``.
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import random
 from collections import OrderedDict
@@ -65,10 +80,19 @@ class WmsSimulator(Simulator):
         auto_receipt_hour: int = 6,
         reorder_point: int = 10,
         reorder_qty: int = 60,
+        transit_scale: float = 1.0,
+        damaged_share: float = 0.1,
         faults=(),
     ) -> None:
         super().__init__(ctx, faults=faults)
+        if transit_scale <= 0:
+            raise ValueError("transit_scale must be > 0")
+        if not 0 <= damaged_share <= 1:
+            raise ValueError("damaged_share must be within 0..1")
         self.api_key = api_key
+        #: multiplies the return transit (days in the carrier's network before the parcel reaches the dock)
+        self.transit_scale = transit_scale
+        self.damaged_share = damaged_share
         self.auto_receipts = auto_receipts
         self.auto_receipt_hour = auto_receipt_hour
         self.reorder_point = reorder_point
@@ -94,6 +118,10 @@ class WmsSimulator(Simulator):
         self.movements: list[dict] = []
         self.snapshots: OrderedDict[str, dict] = OrderedDict()
         self._snapshot_seq = 0
+        #: announced customer returns by RMA, and the receipts of those that arrived (in arrival order)
+        self.returns: dict[str, dict] = {}
+        self.return_receipts: list[dict] = []
+        self._return_due: list[tuple[datetime, str]] = []  # (arrival time, rma), a heap
         self._next_auto = self._next_auto_after(start)
 
     def credentials(self) -> dict:
@@ -108,9 +136,10 @@ class WmsSimulator(Simulator):
         return at - timedelta(hours=MOSCOW_UTC_OFFSET)
 
     def sync(self) -> None:
+        now = self.now
+        self._receive_due_returns(now)
         if not self.auto_receipts:
             return
-        now = self.now
         while self._next_auto <= now:
             at = self._next_auto
             for loc in LOCATIONS:
@@ -144,6 +173,41 @@ class WmsSimulator(Simulator):
                   "status": "posted", "source": source}  # fmt: skip
         self.receipts[receipt_id] = record
         return record
+
+    # -- customer returns ---------------------------------------------------------------------------------
+    def _return_rng(self, rma: str) -> random.Random:
+        return random.Random(f"{self.ctx.seed}:wms:return:{rma}")
+
+    def _announce_return(self, rma: str, warehouse: str, lines: list[dict], order_ref, at: datetime) -> dict:
+        rng = self._return_rng(rma)
+        due = at + timedelta(hours=rng.uniform(24, 120) * self.transit_scale)
+        record = {"rma": rma, "warehouse": warehouse, "order_ref": order_ref, "lines": lines,
+                  "announced_at": iso_z(at), "status": "expected", "receipt_id": None}  # fmt: skip
+        self.returns[rma] = record
+        heapq.heappush(self._return_due, (due, rma))
+        return record
+
+    def _receive_due_returns(self, now: datetime) -> None:
+        """Parcels whose transit is over reach the dock: one receipt each, conditions drawn per line."""
+        while self._return_due and self._return_due[0][0] <= now:
+            at, rma = heapq.heappop(self._return_due)
+            record = self.returns[rma]
+            rng = self._return_rng(rma)
+            rng.random()  # the draw that fixed the arrival time
+            receipt_id = f"RR-{len(self.return_receipts) + 1:08d}"
+            lines = [
+                {"sku": line["sku"], "qty": line["qty"],
+                 "condition": "damaged" if rng.random() < self.damaged_share else "resellable"}
+                for line in record["lines"]
+            ]  # fmt: skip
+            for line in lines:
+                if line["condition"] == "resellable":
+                    self._move("return", record["warehouse"], line["sku"], line["qty"], receipt_id, at)
+            self.return_receipts.append(
+                {"receipt_id": receipt_id, "warehouse": record["warehouse"], "rma": rma,
+                 "received_at": iso_z(at), "lines": lines}
+            )  # fmt: skip
+            record["status"], record["receipt_id"] = "received", receipt_id
 
     def apply_sales(self, location: str, sold: dict[str, int], ref: str, at: datetime) -> None:
         """Store sales of a closed business day (called by the POS simulator). Floored at zero: a till can sell
@@ -198,6 +262,9 @@ class WmsSimulator(Simulator):
             ("/wms/v1/receipts", self.list_receipts, ["GET"]),
             ("/wms/v1/shipments", self.post_shipment, ["POST"]),
             ("/wms/v1/movements", self.list_movements, ["GET"]),
+            ("/wms/v1/returns", self.post_return, ["POST"]),
+            ("/wms/v1/returns/receipts", self.list_return_receipts, ["GET"]),
+            ("/wms/v1/returns/{rma}", self.get_return, ["GET"]),
         ]
 
     async def list_warehouses(self, request: Request, faults: FaultSet) -> Response:
@@ -370,6 +437,54 @@ class WmsSimulator(Simulator):
         next_after = items[-1]["id"] if items else after
         return JSONResponse({"movements": items, "next_after_id": next_after, "has_more": next_after < last})
 
+    async def post_return(self, request: Request, faults: FaultSet) -> Response:
+        try:
+            body = await read_json(request)
+        except ValueError as exc:
+            raise _error(400, "invalid_argument", str(exc)) from exc
+        if not isinstance(body, dict):
+            raise _error(400, "invalid_argument", "expected an object")
+        rma, warehouse, lines = self._parse_lines(body, "rma")
+        order_ref = body.get("order_ref")
+        with self.lock:
+            existing = self.returns.get(rma)
+            if existing is not None:
+                if existing["warehouse"] == warehouse and existing["lines"] == lines:
+                    return JSONResponse({"return": existing}, status_code=200)
+                raise _error(409, "conflict", "rma already announced with different content")
+            record = self._announce_return(rma, warehouse, lines, order_ref, self.now)
+        return JSONResponse({"return": record}, status_code=201)
+
+    async def get_return(self, request: Request, faults: FaultSet) -> Response:
+        rma = request.path_params["rma"]
+        with self.lock:
+            record = self.returns.get(rma)
+            if record is None:
+                raise _error(404, "not_found", f"no announced return {rma}")
+            return JSONResponse({"return": dict(record)})
+
+    async def list_return_receipts(self, request: Request, faults: FaultSet) -> Response:
+        params = request.query_params
+        try:
+            after = int(params.get("after") or "0")
+            limit = int(params.get("limit", "100"))
+        except ValueError as exc:
+            raise _error(
+                400, "invalid_argument", "after must be a cursor from next_cursor, limit an integer"
+            ) from exc
+        if after < 0:
+            raise _error(400, "invalid_argument", "after must be a cursor from next_cursor")
+        if not 1 <= limit <= 500:
+            raise _error(400, "invalid_argument", "limit must be within 1..500")
+        with self.lock:
+            page = self.return_receipts[after : after + limit]
+            total = len(self.return_receipts)
+        end = after + len(page)
+        if faults.get("duplicate") and len(page) > 1:
+            end -= 1  # the last record of this page shows up again on the next one
+        records = faults.apply_records(page, _malform_return_receipt) if faults else page
+        return JSONResponse({"receipts": records, "next_cursor": str(end), "has_more": end < total})
+
     def control_routes(self) -> list[Route]:
         async def adjust(request: Request) -> Response:
             try:
@@ -391,6 +506,8 @@ class WmsSimulator(Simulator):
             "receipts": len(self.receipts),
             "shipments": len(self.shipments),
             "movements": len(self.movements),
+            "returns_expected": sum(1 for r in self.returns.values() if r["status"] == "expected"),
+            "return_receipts": len(self.return_receipts),
         }
 
 
@@ -399,3 +516,13 @@ def _malform_item(record: dict, rng: random.Random) -> None:
         record["on_hand"] = "n/a"
     else:
         record.pop("sku", None)
+
+
+def _malform_return_receipt(record: dict, rng: random.Random) -> None:
+    lines = record.get("lines") or []
+    if lines and rng.random() < 0.5:
+        lines[0]["qty"] = "one"
+    elif lines:
+        lines[0]["condition"] = "unknown"
+    else:
+        record.pop("rma", None)

@@ -14,14 +14,15 @@ as *partial* (SKUs not in it keep their stock instead of being counted as zero).
 Customer returns: a requested return writes the outbox effect 'wms.announce_return'; the drain calls
 :func:`deliver_return_announcement`, which posts the RMA to the warehouse that is expected to receive the parcel
 (``POST /wms/v1/returns``, idempotent on the RMA number). When the parcel arrives the WMS lists a receipt in
-``GET /wms/v1/returns/receipts`` (cursor-paged, oldest first), with a condition per line. :func:`sync_return_receipts`
-reads the feed from its cursor (``connectors.cursors``, name ``wms:returns:receipts``), matches each receipt
-to its return by RMA number and its lines by SKU, and calls the returns services: receive at the mapped OMS
-location, then inspect — ``resellable`` units are restocked, ``damaged`` ones written off. A receipt that
-cannot be applied (unknown RMA or warehouse, SKUs or quantities the return does not have, an unknown
-condition, a return cancelled or already received by hand) is quarantined with the reason (source
-``wms:returns``) and the rest of the page goes on. Seen twice, a receipt changes nothing: its id is kept in
-the return's 'received' event, and a quarantined one is not quarantined again.
+``GET /wms/v1/returns/receipts`` (cursor-paged, oldest first), with a condition per line: :func:`read_receipt_page`
+reads a page and :func:`plan_receipts` matches it to the OMS — each receipt to its return by RMA number, its
+lines by SKU, its warehouse to the mapped OMS location, ``resellable`` → restock and ``damaged`` → write-off —
+without writing anything. A receipt that cannot be applied (unknown RMA or warehouse, SKUs or quantities the
+return does not have, an unknown condition, a return cancelled or already received by hand) becomes a reject
+with the reason (:func:`quarantine_receipts`, source ``wms:returns``); one seen before is a duplicate (its id
+is kept in the return's 'received' event, or it was quarantined already). Applying the plans, the cursor
+(``connectors.cursors``, name ``wms:returns:receipts``) and the feed health are the returns use case
+``oms_ops.services.returns.sync_return_receipts``.
 """
 
 from __future__ import annotations
@@ -34,17 +35,9 @@ import psycopg
 
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
-from oms_ops.connectors.state import (
-    external_location_id,
-    get_cursor,
-    record_failure,
-    record_success,
-    set_cursor,
-)
-from oms_ops.errors import OmsError
+from oms_ops.connectors.state import external_location_id, record_failure, record_success
 from oms_ops.inventory import SnapshotResult, apply_wms_snapshot
 from oms_ops.quarantine import quarantine_many
-from oms_ops.services import returns as returns_service
 
 PAGE_SIZE = 1000
 RETURNS_PAGE_SIZE = 100
@@ -250,73 +243,40 @@ def deliver_return_announcement(
 
 
 @dataclass
-class ReceiptSync:
-    """What one run of :func:`sync_return_receipts` did."""
+class ReceiptPlan:
+    """How one WMS receipt applies to its return."""
 
-    receipts: int = 0
-    received: int = 0
-    inspected: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    units_restocked: int = 0
-    units_written_off: int = 0
-    pages: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def metadata(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:20]}
-
-
-@dataclass
-class _Plan:
     record: dict
     receipt_id: str
     return_id: int
     location_code: str
     received_at: datetime | None
-    received: dict[int, int]  # return_line_id → units
+    received: dict[int, int]  # return_line_id → units in the parcel (0 for lines not in it)
     dispositions: dict[int, str]  # return_line_id → restock / write_off (lines with units only)
-    receive: bool  # False: received by this receipt already (a rerun after a crash) — inspect only
+    receive: bool  # False: already received by this very receipt (a rerun after a crash) — inspect only
+
+    def units(self, disposition: str) -> int:
+        return sum(self.received[rl] for rl, d in self.dispositions.items() if d == disposition)
 
 
-def sync_return_receipts(
-    conn: psycopg.Connection,
-    client: WmsClient,
-    *,
-    actor: str = "wms",
-    page_size: int = RETURNS_PAGE_SIZE,
-    max_pages: int = 100,
-) -> ReceiptSync:
-    """Read the return-receipt feed from the stored cursor and apply every page (see the module docstring).
+@dataclass
+class PagePlan:
+    """A page of receipts matched to the OMS: what to apply, what to quarantine, what was seen already."""
 
-    A page with unreadable receipts (no id, no RMA, lines without SKU, quantity or a known condition) is read
-    once more — a garbled answer is not the WMS's data — and whatever is still unreadable is quarantined. A
-    page is applied first, then the cursor moves past it: a crash in between reads the page again, which
-    changes nothing. A failing call to the WMS is recorded in the feed's health and raised."""
-    res = ReceiptSync()
-    after = (get_cursor(conn, RETURNS_CURSOR) or {}).get("after")
-    try:
-        for _ in range(max_pages):
-            body = client.return_receipts(after, page_size)
-            if any(_unusable(r) for r in body.get("receipts") or []):
-                body = client.return_receipts(after, page_size)  # read once more: a garbled answer passes
-            records = body.get("receipts") or []
-            res.pages += 1
-            res.receipts += len(records)
-            _apply_page(conn, records, res, actor)
-            nxt = body.get("next_cursor")
-            if nxt is None or nxt == after:
-                break
-            with conn.transaction():
-                set_cursor(conn, RETURNS_CURSOR, {"after": nxt})
-            after = nxt
-            if not body.get("has_more"):
-                break
-    except Exception as exc:
-        record_failure(conn, RETURNS_FEED, str(exc))
-        raise
-    record_success(conn, RETURNS_FEED, res.receipts)
-    return res
+    plans: list[ReceiptPlan] = field(default_factory=list)
+    #: (record, receipt id, reason)
+    rejects: list[tuple[Any, str | None, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def read_receipt_page(client: WmsClient, after: str | None, limit: int = RETURNS_PAGE_SIZE) -> dict:
+    """One page of the receipt feed. A page with unreadable receipts (no id, no RMA, lines without SKU,
+    quantity or a known condition) is read once more — a garbled answer is not the WMS's data; what is still
+    unreadable then is the WMS's and gets quarantined."""
+    body = client.return_receipts(after, limit)
+    if any(_unusable(r) for r in body.get("receipts") or []):
+        body = client.return_receipts(after, limit)
+    return body
 
 
 def _unusable(rec: Any) -> bool:
@@ -334,100 +294,30 @@ def _unusable(rec: Any) -> bool:
     )
 
 
-def _apply_page(conn: psycopg.Connection, records: list, res: ReceiptSync, actor: str) -> None:
-    plans, rejects = _plan_page(conn, records, res)
-    if rejects:
-        _quarantine(conn, rejects, res)
-    to_receive = [p for p in plans if p.receive]
-    received = _isolated(
-        conn,
-        to_receive,
-        lambda part: returns_service.receive_returns(
-            conn,
-            [
-                returns_service.ReturnReceipt(
-                    p.return_id, p.location_code, p.received, at=p.received_at, reference=p.receipt_id
-                )
-                for p in part
-            ],
-            actor=actor,
-        ),
-        res,
-    )
-    res.received += len(received)
-    failed = {id(p) for p in to_receive} - {id(p) for p in received}
-    to_inspect = [p for p in plans if id(p) not in failed]
-    inspected = _isolated(
-        conn,
-        to_inspect,
-        lambda part: returns_service.inspect_returns(
-            conn, [returns_service.ReturnInspection(p.return_id, p.dispositions) for p in part], actor=actor
-        ),
-        res,
-    )
-    res.inspected += len(inspected)
-    for p in inspected:
-        for rl_id, disposition in p.dispositions.items():
-            units = p.received[rl_id]
-            if disposition == "restock":
-                res.units_restocked += units
-            else:
-                res.units_written_off += units
-
-
-def _isolated(conn: psycopg.Connection, plans: list[_Plan], step, res: ReceiptSync) -> list[_Plan]:
-    """Run ``step`` on all plans at once (set-based); if the batch is refused (a return changed since the
-    page was planned: cancelled or received by hand meanwhile), run it per receipt and quarantine the ones
-    that still fail, with the domain's reason. Returns the plans that went through."""
-    if not plans:
-        return []
-    try:
-        step(plans)
-        return plans
-    except OmsError as exc:
-        if len(plans) == 1:
-            _quarantine(conn, [(plans[0].record, plans[0].receipt_id, _why(plans[0], exc))], res)
-            return []
-    done, failed = [], []
-    for p in plans:
-        try:
-            step([p])
-            done.append(p)
-        except OmsError as exc:
-            failed.append((p.record, p.receipt_id, _why(p, exc)))
-    if failed:
-        _quarantine(conn, failed, res)
-    return done
-
-
-def _why(plan: _Plan, exc: Exception) -> str:
-    return f"{plan.record.get('rma')}: cannot be applied: {exc}"
-
-
-def _quarantine(
-    conn: psycopg.Connection, rejects: list[tuple[Any, str | None, str]], res: ReceiptSync
-) -> None:
+def quarantine_receipts(conn: psycopg.Connection, rejects: list[tuple[Any, str | None, str]]) -> None:
+    """Keep receipts that cannot be applied, with the reason (own transaction; source ``wms:returns``)."""
     with conn.transaction():
         quarantine_many(conn, [(RETURNS_SOURCE, rid, record, why) for record, rid, why in rejects])
-    res.quarantined += len(rejects)
-    res.errors += [why for _, _, why in rejects]
 
 
-def _plan_page(conn: psycopg.Connection, records: list, res: ReceiptSync):
-    """Match a page of receipts to returns (a few set-based reads), without writing anything. Returns the
-    plans and the rejects ``(record, receipt_id, reason)``."""
+def plan_receipts(conn: psycopg.Connection, records: list) -> PagePlan:
+    """Match a page of receipts to the OMS returns with a few set-based reads; writes nothing.
+
+    A receipt is applied when its RMA is a requested return and its warehouse, SKUs, quantities and
+    conditions fit; it is a duplicate when the return was received by this very receipt id (or the receipt
+    was quarantined before); anything else is a reject with the reason."""
+    out = PagePlan()
     unique: dict[str, dict] = {}
-    rejects: list[tuple[Any, str | None, str]] = []
     for rec in records:
         rid = rec.get("receipt_id") if isinstance(rec, dict) else None
         if not isinstance(rid, str) or not rid:
-            rejects.append((rec, None, "return receipt without receipt_id: cannot be identified"))
+            out.rejects.append((rec, None, "return receipt without receipt_id: cannot be identified"))
         elif rid in unique:
-            res.duplicates += 1  # repeated inside the page
+            out.duplicates += 1  # repeated inside the page
         else:
             unique[rid] = rec
     if not unique:
-        return [], rejects
+        return out
     seen_bad = {
         r[0]
         for r in conn.execute(
@@ -464,24 +354,23 @@ def _plan_page(conn: psycopg.Connection, records: list, res: ReceiptSync):
             "SELECT external_id, location_code FROM connectors.channel_locations WHERE system = 'wms' AND active"
         ).fetchall()
     )
-    plans: list[_Plan] = []
     claimed: dict[str, str] = {}  # rma → receipt id, inside this page
     for rid, rec in unique.items():
         if rid in seen_bad:
-            res.duplicates += 1
+            out.duplicates += 1
             continue
         plan_or_reason = _plan_one(rid, rec, returns, lines, received_by, locations, claimed)
-        if isinstance(plan_or_reason, _Plan):
-            plans.append(plan_or_reason)
+        if isinstance(plan_or_reason, ReceiptPlan):
+            out.plans.append(plan_or_reason)
             claimed[rec["rma"]] = rid
         elif plan_or_reason is None:
-            res.duplicates += 1
+            out.duplicates += 1
         else:
-            rejects.append((rec, rid, plan_or_reason))
-    return plans, rejects
+            out.rejects.append((rec, rid, plan_or_reason))
+    return out
 
 
-def _plan_one(rid, rec, returns, lines, received_by, locations, claimed) -> _Plan | str | None:
+def _plan_one(rid, rec, returns, lines, received_by, locations, claimed) -> ReceiptPlan | str | None:
     """A plan, a reason to quarantine, or None for a receipt already applied."""
     rma = rec.get("rma")
     ret = returns.get(rma) if isinstance(rma, str) else None
@@ -515,7 +404,7 @@ def _plan_one(rid, rec, returns, lines, received_by, locations, claimed) -> _Pla
     if isinstance(matched, str):
         return matched
     received, dispositions = matched
-    return _Plan(
+    return ReceiptPlan(
         rec, rid, ret["return_id"], location, at, received, dispositions, receive=state == "requested"
     )
 

@@ -1,4 +1,4 @@
-"""Operational steps between the connectors: ship what is reserved, refund inspected returns, health numbers.
+"""Ship what is reserved, order by order: the per-order path (the baseline of ``bench/fulfilment.py``).
 
 Each step is idempotent — it decides *which* orders to move and leaves *how* to the domain: a repeated run
 finds nothing left to do.
@@ -21,7 +21,6 @@ from oms_ops import fulfillment
 from oms_ops.allocation import latest_decision
 from oms_ops.channels import registry
 from oms_ops.errors import OmsError
-from oms_ops.returns import refund_return
 
 log = logging.getLogger("oms.services.operations")
 #: channels whose orders are handed over at the moment of the sale (the customer leaves with the goods)
@@ -75,27 +74,4 @@ def ship_allocated(
             if channel in instant_handover_channels:
                 fulfillment.mark_picked_up(conn, [shipment.shipment_id], actor=actor)
             res.handovers += 1
-    return res
-
-
-@dataclass
-class ReturnsResult:
-    refunded: int = 0
-    refund_ids: list[int] = field(default_factory=list)
-
-
-def refund_inspected_returns(
-    conn: psycopg.Connection, *, actor: str = "returns", limit: int = 500
-) -> ReturnsResult:
-    """Refund and close every inspected refund-kind return (the refund goes out through the outbox)."""
-    res = ReturnsResult()
-    rows = conn.execute(
-        "SELECT return_id FROM oms.returns WHERE state = 'inspected' AND kind = 'refund' ORDER BY return_id LIMIT %s",
-        (limit,),
-    ).fetchall()
-    for (rid,) in rows:
-        refund_id = refund_return(conn, rid, actor=actor)
-        res.refunded += 1
-        if refund_id:
-            res.refund_ids.append(refund_id)
     return res

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,9 @@ from oms_ops.channels import registry
 from oms_ops.connectors.cdek import book_shipment
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
-from oms_ops.errors import OmsError
+from oms_ops.connectors.wms import deliver_return_announcement
+from oms_ops.db import run_in_transaction
+from oms_ops.errors import NotFound, OmsError, ValidationFailed
 from oms_ops.outbox import jsonb
 from oms_ops.payments import RefundReport, record_refund_status
 from oms_ops.services.clients import Clients
@@ -166,8 +169,6 @@ def _dispatch(conn, clients: Clients, item: outbox.OutboxItem, *, fallback_phone
         log.info("notify customer: order %s template %s", p.get("order_id"), p.get("template"))
         return "recorded", "no notification gateway integrated: recorded", p
     if item.effect == "wms.announce_return":
-        from oms_ops.connectors.wms import deliver_return_announcement
-
         return deliver_return_announcement(conn, clients, p)
     raise ValueError(f"effect {item.effect!r} is not handled by this drain")
 
@@ -181,3 +182,43 @@ def _channel_status(conn, clients: Clients, p: dict):
             None,
         )
     return channel.push_status(conn, clients.get(channel.system), p)
+
+
+RETRYABLE_OUTBOX_STATES = ("failed", "dead")
+
+
+def retry_outbox(conn: psycopg.Connection, outbox_ids: Sequence[int], *, actor: str) -> list[int]:
+    """Make failed / dead outbox effects due now with a fresh attempt budget (one transaction).
+
+    The idempotency key is unchanged, so a retry can never make the effect happen twice. Rows in any
+    other state (pending, in flight, done) refuse the whole call (ValidationFailed naming each); unknown
+    ids raise NotFound. Returns the ids retried. ``actor`` is kept in ``last_error`` as an audit note.
+    """
+    ids = sorted(set(outbox_ids))
+
+    def run(c: psycopg.Connection) -> list[int]:
+        rows = dict(
+            c.execute(
+                "SELECT outbox_id, state FROM oms.outbox WHERE outbox_id = ANY(%s) ORDER BY outbox_id FOR UPDATE",
+                (ids,),
+            ).fetchall()
+        )
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise NotFound("outbox", missing)
+        wrong = [
+            f"outbox {i} is {s}: only failed or dead effects can be retried"
+            for i, s in sorted(rows.items())
+            if s not in RETRYABLE_OUTBOX_STATES
+        ]
+        if wrong:
+            raise ValidationFailed(wrong)
+        c.execute(
+            """UPDATE oms.outbox SET state = 'pending', attempts = 0, next_attempt_at = now(),
+                      last_error = left('retried by ' || %s || ' after: ' || coalesce(last_error, ''), 2000)
+               WHERE outbox_id = ANY(%s)""",
+            (actor, ids),
+        )
+        return ids
+
+    return run_in_transaction(conn, run)

@@ -1,4 +1,5 @@
-"""Returns: RMA quantity validation, receive, inspect (restock / write-off), refund, exchange."""
+"""Returns: RMA quantity validation, the announcement to the warehouse, receive, inspect (restock / write-off),
+refund, exchange — one at a time and in batches — and the in-flight read model."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from decimal import Decimal
 import pytest
 
 from oms_ops import fulfillment as ff
-from oms_ops import returns
+from oms_ops import outbox, returns
 from oms_ops.errors import IllegalTransition, ValidationFailed
 from oms_ops.invariants import check_invariants
 from oms_ops.returns import ReturnLineRequest as R
+from oms_ops.services import returns as svc
 from tests.core import factories as f
 
 
@@ -132,3 +134,121 @@ def test_units_in_transit_are_not_returnable_yet(conn):
         returns.request_return(conn, oid, [R(line, 1, "changed_mind")], actor="cs")
     ff.mark_delivered(conn, [sid], actor="t")
     assert returns.returnable(conn, oid) == {line: 2}
+
+
+# -- the warehouse announcement, batches and the in-flight read model ------------------------------------------
+
+
+def test_request_announces_the_return_to_the_location_that_shipped_it(delivered):
+    conn, oid, (l1, l2) = delivered
+    rma = returns.request_return(conn, oid, [R(l1, 2, "size_fit"), R(l2, 1, "defective")], actor="cs")
+    effect, key, payload = conn.execute(
+        "SELECT effect, idempotency_key, payload FROM oms.outbox WHERE effect = 'wms.announce_return'"
+    ).fetchone()
+    assert key == f"wms.announce_return:{rma.rma_number}"
+    assert payload["location_code"] == "WH-MSK" and payload["return_id"] == rma.return_id
+    assert payload["lines"] == [{"sku": "SKU-1", "qty": 2}, {"sku": "SKU-2", "qty": 1}]
+    again = returns.request_return(conn, oid, [R(l1, 1, "size_fit")], actor="cs")
+    assert conn.execute("SELECT count(*) FROM oms.outbox WHERE effect = %s", (effect,)).fetchone()[0] == 2
+    assert again.rma_number != rma.rma_number
+
+
+def _two_returns(conn, oid, l1):
+    a = returns.request_return(conn, oid, [R(l1, 1, "size_fit")], actor="cs")
+    b = returns.request_return(conn, oid, [R(l1, 2, "changed_mind")], actor="cs")
+    rl = dict(conn.execute("SELECT return_id, return_line_id FROM oms.return_lines").fetchall())
+    return a, b, rl
+
+
+def test_receiving_many_reports_every_problem_and_receives_nothing_until_all_are_right(delivered):
+    conn, oid, (l1, _) = delivered
+    a, b, rl = _two_returns(conn, oid, l1)
+    bad = [
+        svc.ReturnReceipt(a.return_id, "WH-NOWHERE"),
+        svc.ReturnReceipt(b.return_id, "WH-MSK", {rl[b.return_id]: 5, 999: 1}),
+    ]
+    with pytest.raises(ValidationFailed) as exc:
+        svc.receive_returns(conn, bad, actor="wh")
+    assert exc.value.problems == [
+        f"{a.rma_number}: unknown location 'WH-NOWHERE'",
+        f"return line {rl[b.return_id]}: received must be 0..2, got 5",
+        f"return line 999: not part of return {b.return_id}",
+    ]
+    assert conn.execute("SELECT DISTINCT state FROM oms.returns").fetchall() == [("requested",)]
+    good = [
+        svc.ReturnReceipt(a.return_id, "WH-MSK"),
+        svc.ReturnReceipt(b.return_id, "WH-MSK", reference="RR-7"),
+    ]
+    assert svc.receive_returns(conn, good, actor="wh", chunk=1) == [a.return_id, b.return_id]
+    assert svc.receive_returns(conn, good, actor="wh") == []  # the same receipts again: nothing happens
+    assert conn.execute(
+        "SELECT data FROM oms.order_events WHERE entity = 'return' AND to_state = 'received' ORDER BY entity_id"
+    ).fetchall() == [(None,), ({"receipt": "RR-7"},)]
+
+
+def test_inspecting_two_returns_of_one_order_line_in_one_batch_counts_both(delivered):
+    conn, oid, (l1, _) = delivered
+    a, b, rl = _two_returns(conn, oid, l1)
+    svc.receive_returns(conn, [svc.ReturnReceipt(a.return_id, "WH-SPB")], actor="wh")
+    both = [svc.ReturnInspection(a.return_id, "restock"), svc.ReturnInspection(b.return_id, "restock")]
+    with pytest.raises(IllegalTransition) as exc:  # one is not received yet: the whole batch is refused
+        svc.inspect_returns(conn, both, actor="wh")
+    assert exc.value.refused == [("return", b.return_id, "requested", "inspected")]
+    assert conn.execute("SELECT state FROM oms.returns WHERE return_id = %s", (a.return_id,)).fetchone() == (
+        "received",
+    )
+    svc.receive_returns(conn, [svc.ReturnReceipt(b.return_id, "WH-SPB")], actor="wh")
+    res = svc.inspect_returns(
+        conn,
+        [
+            svc.ReturnInspection(a.return_id, "restock"),
+            svc.ReturnInspection(b.return_id, {rl[b.return_id]: "write_off"}),
+        ],
+        actor="wh",
+    )
+    assert res.inspected == [a.return_id, b.return_id] and res.restocked == [(a.return_id, "SKU-1", 1)]
+    assert conn.execute(
+        "SELECT qty_returned, state FROM oms.order_lines WHERE line_id = %s", (l1,)
+    ).fetchone() == (
+        3,
+        "returned",
+    )
+    assert f.stock_row(conn, "WH-SPB", "SKU-1") == (11, 0)
+    assert check_invariants(conn) == []
+
+
+def test_refunding_many_refuses_returns_not_inspected_and_repeats_harmlessly(delivered):
+    conn, oid, (l1, _) = delivered
+    a, b, _ = _two_returns(conn, oid, l1)
+    svc.receive_returns(conn, [svc.ReturnReceipt(r.return_id, "WH-MSK") for r in (a, b)], actor="wh")
+    svc.inspect_returns(conn, [svc.ReturnInspection(a.return_id, "restock")], actor="wh")
+    with pytest.raises(IllegalTransition) as exc:
+        svc.refund_returns(conn, [a.return_id, b.return_id], actor="cs")
+    assert exc.value.refused == [("return", b.return_id, "received", "closed")]
+    assert conn.execute("SELECT count(*) FROM oms.refunds").fetchone()[0] == 0
+    svc.inspect_returns(conn, [svc.ReturnInspection(b.return_id, "restock")], actor="wh")
+    first = svc.refund_inspected(conn, actor="returns")
+    assert sorted(first.refunds) == [a.return_id, b.return_id] and len(first.refund_ids) == 2
+    assert conn.execute("SELECT return_id, amount FROM oms.refunds ORDER BY return_id").fetchall() == [
+        (a.return_id, Decimal("100.00")),
+        (b.return_id, Decimal("200.00")),
+    ]
+    assert svc.refund_returns(conn, [a.return_id, b.return_id], actor="cs").refunds == first.refunds
+    assert svc.refund_inspected(conn, actor="returns").refunds == {}
+    assert conn.execute("SELECT count(*) FROM oms.outbox WHERE effect = 'payment.refund'").fetchone()[0] == 2
+
+
+def test_returns_in_flight_show_their_stage(delivered):
+    conn, oid, (l1, l2) = delivered
+    a = returns.request_return(conn, oid, [R(l1, 1, "size_fit")], actor="cs")
+    b = returns.request_return(conn, oid, [R(l2, 1, "size_fit")], actor="cs")
+    stages = {r["rma_number"]: (r["stage"], r["location_code"]) for r in svc.in_flight(conn)}
+    assert stages == {a.rma_number: ("requested", "WH-MSK"), b.rma_number: ("requested", "WH-MSK")}
+    (item,) = outbox.claim(conn, effects=["wms.announce_return"], limit=1)
+    outbox.complete(conn, [item.outbox_id])  # the warehouse was told about the first one
+    svc.receive_returns(conn, [svc.ReturnReceipt(b.return_id, "WH-SPB", {})], actor="wh")
+    rows = {r["rma_number"]: r for r in svc.in_flight(conn)}
+    assert (rows[a.rma_number]["stage"], rows[b.rma_number]["stage"]) == ("in transit", "received")
+    assert rows[b.rma_number]["location_code"] == "WH-SPB" and rows[b.rma_number]["units_received"] == 1
+    svc.cancel_return(conn, a.return_id, reason="kept", actor="cs")
+    assert [r["rma_number"] for r in svc.in_flight(conn)] == [b.rma_number]

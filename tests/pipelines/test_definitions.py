@@ -8,13 +8,18 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from oms_ops.channels import registry
+from oms_ops.channels.rawstore import store_payloads
+from oms_ops.services import intake
+from oms_ops.services.monitoring import normalisation_backlog
 from pipelines.defs import channels, operations
+from pipelines.defs.channels.checks import CHECKS
 from pipelines.defs.channels.resources import ChannelConnectorsResource, channel_resources
 from pipelines.defs.channels.sensors import (
     new_files,
     pos_drop_folder_sensor,
+    queued_payloads_sensor,
     simulators_manifest_sensor,
-    webstore_webhook_sensor,
 )
 from pipelines.resources import PostgresResource
 
@@ -47,7 +52,7 @@ def test_domains_merge_and_resolve():
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
     assert {s.name for s in merged.sensors} == {
         "pos_drop_folder_sensor",
-        "webstore_webhook_sensor",
+        "queued_payloads_sensor",
         "simulators_manifest_sensor",
     }
 
@@ -58,7 +63,7 @@ def test_credentials_come_from_env_vars(monkeypatch):
     res = channel_resources()["channels"]
     assert isinstance(res, ChannelConnectorsResource)
     assert isinstance(res.ozon_api_key, dg.EnvVar) and res.ozon_api_key.env_var_name == "OMS_OZON_API_KEY"
-    assert res.wb_token == ""
+    assert res.wildberries_token == ""
 
 
 def test_a_schedule_tick_has_a_run_key_and_skips_while_the_job_runs():
@@ -93,18 +98,18 @@ def test_pos_sensor_keeps_its_position_in_the_cursor(tmp_path):
     assert names == ["sales_MSK-S02_2025-03-03.csv"] and json.loads(cursor)["mtime"] == 2e9
 
 
-def test_webhook_sensor_fires_once_per_new_delivery(db_url, conn):
+def test_queued_payloads_sensor_fires_once_per_new_delivery_for_that_channel(db_url, conn):
     pg = PostgresResource(database_url=db_url)
     ctx = dg.build_sensor_context(cursor=None, resources={"postgres": pg})
-    assert isinstance(webstore_webhook_sensor(ctx), dg.SkipReason)
-    from oms_ops.channels.rawstore import store_payloads
-
+    assert isinstance(queued_payloads_sensor(ctx), dg.SkipReason)
     with conn.transaction():
         store_payloads(conn, "webstore", [("1", {"id": 1}), ("2", {"id": 2})])
-    req = webstore_webhook_sensor(dg.build_sensor_context(cursor=None, resources={"postgres": pg}))
-    assert isinstance(req, dg.RunRequest)
-    ctx = dg.build_sensor_context(cursor=req.run_key.split(":")[1], resources={"postgres": pg})
-    assert isinstance(webstore_webhook_sensor(ctx), dg.SkipReason)
+    ctx = dg.build_sensor_context(cursor=None, resources={"postgres": pg})
+    reqs = queued_payloads_sensor(ctx)
+    assert [r.asset_selection for r in reqs] == [[dg.AssetKey("webstore_orders")]]
+    assert reqs[0].tags["oms/pending"] == "2"
+    again = dg.build_sensor_context(cursor=ctx.cursor, resources={"postgres": pg})
+    assert isinstance(queued_payloads_sensor(again), dg.SkipReason)  # nothing new since
 
 
 def test_manifest_sensor_seeds_once_per_simulator_start(tmp_path):
@@ -123,10 +128,7 @@ def test_manifest_sensor_seeds_once_per_simulator_start(tmp_path):
 def test_backlog_check_reports_payloads_stuck_in_the_normaliser_queue(db_url, conn):
     """The check passes on an empty queue, fails with the numbers once a payload has waited too long, and
     passes again when the normaliser has taken it."""
-    from oms_ops.services import intake
-    from oms_ops.services.monitoring import normalisation_backlog
-    from oms_ops.channels.rawstore import store_payloads
-    from pipelines.defs.channels.checks import CHECKS, MAX_QUEUE_WAIT_SECONDS
+    max_wait = registry.channel("webstore").checks.max_queue_wait_seconds
 
     pg = PostgresResource(database_url=db_url)
     check = next(
@@ -144,6 +146,6 @@ def test_backlog_check_reports_payloads_stuck_in_the_normaliser_queue(db_url, co
     stuck = check(postgres=pg)
     assert not stuck.passed
     assert stuck.metadata["queued"].value == 1
-    assert stuck.metadata["oldest_wait_seconds"].value > MAX_QUEUE_WAIT_SECONDS
+    assert stuck.metadata["oldest_wait_seconds"].value > max_wait
     intake.normalize(conn, "webstore")  # not an order: quarantined with the reason, off the queue
     assert check(postgres=pg).passed

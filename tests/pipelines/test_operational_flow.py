@@ -1,6 +1,7 @@
 """The whole operational flow in-process against the embedded Postgres and the simulators over HTTP:
 orders from every channel → ingested → allocated → shipped with a label PDF → delivered; one returned and
-refunded; the invariants hold at the end — all through the real Dagster jobs of pipelines/defs."""
+refunded (announced to the WMS, received and inspected from the WMS's receipt feed); the invariants hold at the
+end — all through the real Dagster jobs of pipelines/defs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from oms_ops.connectors import callcentre, cdek
+from oms_ops.channels import callcentre
+from oms_ops.connectors import cdek
 from oms_ops.invariants import check_invariants
-from oms_ops.returns import inspect_return, receive_return, request_return
+from oms_ops.services import returns as returns_service
 from pipelines.defs import channels, operations
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
@@ -24,6 +26,7 @@ OPTIONS = {
     "shopify": {"rate_limit": False},
     "ozon": {"rps_limit": None},
     "pos": {"rate_per_store": 0.03},
+    "wms": {"transit_scale": 0.01},  # a returned parcel is back within 1.2 simulated hours
 }
 
 
@@ -52,6 +55,12 @@ def _run(defs: dg.Definitions, job: str, instance) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def(job).execute_in_process(instance=instance)
     assert result.success, job
     return result
+
+
+def _materialization(result, asset: str) -> dict:
+    """The metadata of ``asset``'s materialisation in a job run, as plain values."""
+    (mat,) = result.asset_materializations_for_node(asset)
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
 def _checks(result) -> dict[str, bool]:
@@ -138,29 +147,50 @@ def test_orders_from_every_channel_flow_to_delivery_and_a_return_is_refunded(db_
             ).fetchall()
             assert delivered, "nothing delivered"
 
-            # the customer sends one back: ops open, receive and inspect the return
+            # the customer sends one back: ops open the return (as the lookup page does)
             order_id = delivered[0][0]
             conn.execute("UPDATE oms.orders SET payment_status = 'paid' WHERE order_id = %s", (order_id,))
-            line_id, qty = conn.execute(
-                "SELECT line_id, qty_shipped FROM oms.order_lines WHERE order_id = %s "
-                "AND qty_shipped > 0 ORDER BY line_id LIMIT 1",
+            line_id = conn.execute(
+                "SELECT line_id FROM oms.order_lines WHERE order_id = %s AND qty_shipped > 0 "
+                "ORDER BY line_id LIMIT 1",
                 (order_id,),
-            ).fetchone()
-            rma = request_return(conn, order_id, [(line_id, 1, "changed_mind")], actor="ops")
-            loc = conn.execute(
+            ).fetchone()[0]
+            rma = returns_service.request_return(conn, order_id, [(line_id, 1, "changed_mind")], actor="ops")
+            shipped_from = conn.execute(
                 "SELECT location_code FROM oms.shipments WHERE order_id = %s LIMIT 1", (order_id,)
             ).fetchone()[0]
-            receive_return(conn, rma.return_id, location_code=loc, actor="ops")
-            inspect_return(conn, rma.return_id, "restock", actor="ops")
 
-        final = _run(defs, "tracking_and_returns", instance)
+        # the returns job tells the warehouse to expect the parcel …
+        announce = _run(defs, "tracking_and_returns", instance)
+        assert _materialization(announce, "returns")["returns_announced"] == 1
+        expected = stack["wms"].returns[rma.rma_number]
+        assert expected["status"] == "expected"
         with pg.connection() as conn:
             assert (
                 conn.execute(
-                    "SELECT state FROM oms.returns WHERE return_id = %s", (rma.return_id,)
+                    "SELECT external_id FROM connectors.channel_locations WHERE system = 'wms' AND location_code = %s",
+                    (shipped_from,),
                 ).fetchone()[0]
-                == "closed"
+                == expected["warehouse"]
             )
+
+        # … the parcel travels back (transit compressed as in the demo), the warehouse receives it and reports
+        # it in its receipt feed; the next run receives, inspects (by the reported condition) and refunds it
+        stack.advance(2 * 3600)
+        assert stack["wms"].returns[rma.rma_number]["status"] == "received"
+        (receipt,) = [r for r in stack["wms"].return_receipts if r["rma"] == rma.rma_number]
+        final = _run(defs, "tracking_and_returns", instance)
+        synced = _materialization(final, "returns")["wms_receipts"]
+        assert (synced["received"], synced["inspected"], synced["quarantined"]) == (1, 1, 0), synced
+        with pg.connection() as conn:
+            assert conn.execute(
+                "SELECT state, location_code FROM oms.returns WHERE return_id = %s", (rma.return_id,)
+            ).fetchone() == ("closed", shipped_from)
+            disposition = {"resellable": "restock", "damaged": "write_off"}[receipt["lines"][0]["condition"]]
+            assert conn.execute(
+                "SELECT qty_received, disposition FROM oms.return_lines WHERE return_id = %s",
+                (rma.return_id,),
+            ).fetchone() == (1, disposition)
             refund = conn.execute(
                 "SELECT state, amount FROM oms.refunds WHERE return_id = %s", (rma.return_id,)
             ).fetchone()

@@ -113,3 +113,89 @@ def test_pos_file_faults(make_stack):
     broken = [r for r in rows if not r["qty"].isdigit() or "," in r["price"] or not r["sku"]]
     assert broken and len(broken) == round(len(rows) * 0.1)
     assert not list(stack["pos"].drop_dir.glob(".*.tmp"))
+
+
+def _announce(client, url, headers, rma, warehouse, lines):
+    return client.post(
+        url + "/wms/v1/returns", headers=headers, json={"rma": rma, "warehouse": warehouse, "lines": lines}
+    )
+
+
+def test_announced_return_arrives_after_transit_and_is_listed_in_the_receipt_feed(wms, client):
+    stack, url, headers = wms
+    sku_a, sku_b = stack.catalog[2].sku, stack.catalog[3].sku
+    lines = [{"sku": sku_a, "qty": 2}, {"sku": sku_b, "qty": 1}]
+    assert _announce(client, url, headers, "RMA-1", "MSK1", lines).status_code == 201
+    assert _announce(client, url, headers, "RMA-1", "MSK1", lines).status_code == 200  # same content: no-op
+    conflict = _announce(client, url, headers, "RMA-1", "MSK1", lines[:1])
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflict"
+    bad = _announce(client, url, headers, "RMA-2", "MSK1", [{"sku": "NOPE", "qty": 1}])
+    assert bad.status_code == 400
+    before = dict(stack["wms"].on_hand["MSK1"])
+
+    stack.advance(12 * 3600)  # under the shortest transit (one day): nothing yet
+    feed = client.get(url + "/wms/v1/returns/receipts", headers=headers).json()
+    assert feed == {"receipts": [], "next_cursor": "0", "has_more": False}
+    assert client.get(url + "/wms/v1/returns/RMA-1", headers=headers).json()["return"]["status"] == "expected"
+
+    stack.advance(5 * 24 * 3600)  # past the longest transit (five days)
+    feed = client.get(url + "/wms/v1/returns/receipts", headers=headers).json()
+    (receipt,) = feed["receipts"]
+    assert receipt["rma"] == "RMA-1" and receipt["warehouse"] == "MSK1" and feed["has_more"] is False
+    assert [(ln["sku"], ln["qty"]) for ln in receipt["lines"]] == [(sku_a, 2), (sku_b, 1)]
+    assert {ln["condition"] for ln in receipt["lines"]} <= {"resellable", "damaged"}
+    announced = client.get(url + "/wms/v1/returns/RMA-1", headers=headers).json()["return"]
+    assert announced["status"] == "received" and announced["receipt_id"] == receipt["receipt_id"]
+    # resellable units are back on hand in the WMS; damaged ones are not
+    for line in receipt["lines"]:
+        back = line["qty"] if line["condition"] == "resellable" else 0
+        assert stack["wms"].on_hand["MSK1"][line["sku"]] == before[line["sku"]] + back
+    # the cursor moves past what was read: the next page is empty
+    again = client.get(url + "/wms/v1/returns/receipts", headers=headers,
+                       params={"after": feed["next_cursor"]}).json()  # fmt: skip
+    assert again["receipts"] == [] and again["next_cursor"] == feed["next_cursor"]
+
+
+def test_return_receipt_feed_pages_and_needs_the_api_key(make_stack, client):
+    stack = make_stack(only=["wms"], options={"wms": {"transit_scale": 0.01, "damaged_share": 1.0}})
+    url, headers = stack.urls["wms"], {"X-Api-Key": stack.credentials["wms"]["api_key"]}
+    sku = stack.catalog[0].sku
+    before = stack["wms"].on_hand["SPB1"][sku]
+    for n in range(5):
+        assert (
+            _announce(client, url, headers, f"RMA-{n}", "SPB1", [{"sku": sku, "qty": 1}]).status_code == 201
+        )
+    assert client.get(url + "/wms/v1/returns/receipts").status_code == 401
+    stack.advance(2 * 3600)  # five days × 0.01 = 1.2 hours at most
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"after": cursor} if cursor else {})
+        page = client.get(url + "/wms/v1/returns/receipts", headers=headers, params=params).json()
+        seen += page["receipts"]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    assert sorted(r["rma"] for r in seen) == [f"RMA-{n}" for n in range(5)]
+    assert len({r["receipt_id"] for r in seen}) == 5
+    assert all(ln["condition"] == "damaged" for r in seen for ln in r["lines"])
+    assert stack["wms"].on_hand["SPB1"][sku] == before  # damaged parcels never reach the shelf
+    bad = client.get(url + "/wms/v1/returns/receipts", headers=headers, params={"limit": 501})
+    assert bad.status_code == 400
+
+
+def test_return_arrival_and_conditions_are_reproducible(make_stack, client):
+    def run() -> list[dict]:
+        stack = make_stack(only=["wms"], options={"wms": {"damaged_share": 0.5}})
+        url, headers = stack.urls["wms"], {"X-Api-Key": stack.credentials["wms"]["api_key"]}
+        for n in range(6):
+            lines = [{"sku": stack.catalog[n].sku, "qty": 1}, {"sku": stack.catalog[n + 10].sku, "qty": 3}]
+            _announce(client, url, headers, f"RMA-{n}", "EKB1", lines)
+        stack.advance(6 * 24 * 3600)
+        receipts = client.get(url + "/wms/v1/returns/receipts", headers=headers).json()["receipts"]
+        stack.stop()
+        return receipts
+
+    first, second = run(), run()
+    assert first == second and len(first) == 6
+    conditions = [ln["condition"] for r in first for ln in r["lines"]]
+    assert "damaged" in conditions and "resellable" in conditions

@@ -12,10 +12,9 @@ import dagster as dg
 
 from oms_ops.channels import registry
 from oms_ops.channels.base import Channel
-from oms_ops.connectors import state, wms
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
-from oms_ops.services import intake
+from oms_ops.services import intake, stock
 from oms_ops.services.setup import LOCATION_MAP, seed_from_simulators
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
@@ -122,9 +121,8 @@ def stock_asset(wms_code: str, location_code: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
     ) -> dg.MaterializeResult:
         try:
-            with channels.client("wms") as client, postgres.connection() as conn:
-                mapped = state.external_location_id(conn, "wms", location_code)
-                result = wms.sync_location(conn, client, mapped or wms_code, location_code)
+            with channels.clients() as clients, postgres.connection() as conn:
+                result = stock.sync_location(conn, clients, location_code, wms_code=wms_code)
         except NotConfigured as exc:
             return _skipped(context, exc)
         except ConnectorError as exc:

@@ -7,15 +7,20 @@ invariant checks hang off the step that could break them.
 
 import dagster as dg
 
-from oms_ops.connectors import ats, cdek, flow
+from oms_ops.channels import registry
+from oms_ops.connectors import cdek
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
-from oms_ops.connectors.outbox_worker import drain_outbox
+from oms_ops.services import allocation as allocation_service
+from oms_ops.services import ats as ats_service
+from oms_ops.services import operations as flow
+from oms_ops.services import returns as returns_service
+from oms_ops.services.outbox import drain_outbox
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
 
 GROUP = "operations"
-ORDER_FEEDS = ["ozon_orders", "wildberries_orders", "webstore_orders", "offline_orders", "callcentre_orders"]
+ORDER_FEEDS = [c.asset_name for c in registry.CHANNELS]
 
 
 @dg.asset(
@@ -28,7 +33,7 @@ def allocation(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
     with postgres.connection() as conn:
-        res = flow.allocate(conn, channels.business_config())
+        res = allocation_service.allocate(conn, channels.business_config())
     return dg.MaterializeResult(metadata=res.metadata())
 
 
@@ -117,21 +122,38 @@ def carrier_tracking(
     group_name=GROUP,
     kinds={"python", "postgres"},
     deps=[carrier_tracking],
-    description="Refund and close inspected returns, then deliver the refunds and customer notices from "
-    "the outbox.",
+    description="Returned parcels the WMS received → returns received and inspected (restock / write-off by "
+    "the reported condition); inspected returns refunded and closed; then the refunds, customer notices and "
+    "return announcements to the WMS delivered from the outbox.",
 )
 def returns(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
     with postgres.connection() as conn:
-        res = flow.refund_inspected_returns(conn)
+        try:
+            with channels.client("wms") as client:
+                receipts = returns_service.sync_return_receipts(conn, client).metadata()
+        except NotConfigured as exc:
+            context.log.info(f"WMS return receipts skipped: {exc}")
+            receipts = {"skipped": str(exc)}
+        except ConnectorError as exc:  # the refunds of returns inspected by hand still go out
+            context.log.warning(f"WMS return receipts: {exc}")
+            receipts = {"error": str(exc)}
+        for e in receipts.get("errors", [])[:20]:
+            context.log.warning(f"WMS return receipt quarantined: {e}")
+        res = returns_service.refund_inspected(conn, actor="returns")
         with channels.clients() as clients:
-            drained = drain_outbox(conn, clients, effects=("payment.refund", "notify.customer"))
+            drained = drain_outbox(
+                conn, clients, effects=("wms.announce_return", "payment.refund", "notify.customer")
+            )
     return dg.MaterializeResult(
         metadata={
+            "wms_receipts": dg.MetadataValue.json(receipts),
             "refunded": res.refunded,
             "refunds_delivered": drained.by_effect["payment.refund"],
             "notices_delivered": drained.by_effect["notify.customer"],
+            "returns_announced": drained.by_effect["wms.announce_return"],
+            "outbox_errors": dg.MetadataValue.json(drained.errors[:20]),
         }
     )
 
@@ -140,28 +162,18 @@ def returns(
     group_name=GROUP,
     kinds={"python", "postgres"},
     deps=[allocation],
-    description="Available-to-sell (on hand − reserved − safety stock) pushed to Ozon, Wildberries and the "
-    "web store: changed values only, batched to each API's limits, verified.",
+    description="Available-to-sell (on hand − reserved − safety stock) pushed to every channel with an ATS "
+    "pusher: changed values only, batched to each API's limits, verified.",
 )
 def ats_pushes(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
-    config = channels.business_config()
-    meta: dict = {}
-    failures = []
-    for channel, system in (("ozon", "ozon"), ("wildberries", "wildberries"), ("webstore", "shopify")):
-        limit = channels.webstore_ats_max_items if channel == "webstore" else None
-        try:
-            with channels.client(system) as client, postgres.connection() as conn:
-                res = ats.push_ats(conn, channel, client, config, max_items=limit)
-        except NotConfigured as exc:
-            meta[channel] = dg.MetadataValue.json({"skipped": str(exc)})
-            continue
-        meta[channel] = dg.MetadataValue.json(res.metadata())
-        failures += res.errors
-    for e in failures[:20]:
+    with channels.clients() as clients, postgres.connection() as conn:
+        results = ats_service.push_all(conn, clients, channels.business_config())
+    meta = {code: dg.MetadataValue.json(r) for code, r in results.metadata.items()}
+    for e in results.errors[:20]:
         context.log.warning(e)
-    return dg.MaterializeResult(metadata={**meta, "errors": dg.MetadataValue.json(failures[:20])})
+    return dg.MaterializeResult(metadata={**meta, "errors": dg.MetadataValue.json(results.errors[:20])})
 
 
 ASSETS = [allocation, shipments, outbox_delivery, carrier_documents, carrier_tracking, returns, ats_pushes]
