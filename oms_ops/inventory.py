@@ -10,7 +10,7 @@ recorded in ``oms.stock_documents``: a re-delivered document is a no-op, never a
 
 WMS snapshot below reserved (decision): the WMS count is the physical truth, so the snapshot is applied and
 the excess reservations are released — those of the NEWEST orders that have not started picking (states
-allocated / partially_allocated), whole orders at a time, through B's ``release_reservations``. Those orders
+allocated / partially_allocated), whole orders at a time, through``release_reservations``. Those orders
 go back to 'new' with an order event (reason 'stock_shortage' naming the snapshot, location and SKUs) so the
 allocator re-routes them. If releasing every such order still cannot bring reserved down to the count
 (reservations of orders already being picked), that SKU's row is NOT applied and goes to raw.quarantine
@@ -91,7 +91,7 @@ def apply_movements(conn: psycopg.Connection, movements: Sequence[Movement], *, 
 
     Locks the rows (fixed order), checks that no row would break ``on_hand >= 0`` or
     ``0 <= reserved <= on_hand`` — collecting every offending row into one ValidationFailed — then does one
-    UPDATE and one INSERT. Every stock writer uses it (B's release/consume too) except B's allocator,
+    UPDATE and one INSERT. Every stock writer uses it release/consume too) except the allocator,
     which reserves with its own guarded UPDATE (``reserved + qty <= on_hand``) and ledger INSERT.
     """
     if not movements:
@@ -600,7 +600,7 @@ def receive_stock(
     """Book a goods receipt (ledger 'receipt', on_hand += qty) — one transaction, idempotent by reference.
 
     Every line is checked first (known SKU, qty > 0); any problem raises ValidationFailed listing them all.
-    Backorders waiting for this stock are allocated by B's ``allocate_backorders`` (the pipeline runs it).
+    Backorders waiting for this stock are allocated by``allocate_backorders`` (the pipeline runs it).
     """
 
     def check(sku, q, on_hand, reserved):

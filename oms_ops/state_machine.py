@@ -6,7 +6,7 @@ refuses the batch if any change is illegal (listing every refused change, changi
 updates the rows and appends one ``oms.order_events`` row per change.
 
 KPI timestamps (``allocated_at``, ``shipped_at``, ``delivered_at`` …) are stamped here too, from ``STAMPS``,
-the first time an entity reaches a state — so B's allocation and A's fulfillment stamp them the same way, and
+the first time an entity reaches a state — so allocation and fulfillment stamp them the same way, and
 re-entering a state (reroute, re-delivery attempt) never rewrites history.
 """
 

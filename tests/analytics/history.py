@@ -1,4 +1,4 @@
-"""A small, fully known order history built through the real domain operations (A's and B's functions).
+"""A small, fully known order history built through the real domain operations (the domain functions).
 
 The history straddles a month end and the reporting time zone's midnight, so the marts' date bucketing and
 duration arithmetic are exercised where they usually break:

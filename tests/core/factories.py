@@ -2,7 +2,7 @@
 
 Everything goes through the real operations where one exists (receipts via ``receive_stock``, orders via
 ``accept_orders``), so tests start from states the system itself produces. ``reserve`` is the one shortcut:
-it books reservations at a chosen location without B's allocator or a business config (ledger
+it books reservations at a chosen location without the allocator or a business config (ledger
 'reservation' entries, stock.reserved, reservation rows, line/order states) — for tests that need an
 allocated order at a known place.
 
@@ -130,7 +130,7 @@ def reserve(
     conn: psycopg.Connection, order_id: int, location_code: str, qty: Mapping[int, int] | None = None
 ) -> list[int]:
     """Reserve lines of an order at a location (default: every open line in full) — test shortcut for
-    B's allocator. Lines become 'allocated' when fully reserved; the order 'allocated' when every open line
+    the allocator. Lines become 'allocated' when fully reserved; the order 'allocated' when every open line
     is, else 'partially_allocated'."""
     with conn.transaction():
         conn.execute("SELECT 1 FROM oms.orders WHERE order_id = %s FOR UPDATE", (order_id,))

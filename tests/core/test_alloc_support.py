@@ -1,7 +1,7 @@
 """Test data for the allocation tests (reference data from the sample config, products, stock, orders).
 
-Products enter through A's ``upsert_products``, stock through ``receive_stock`` (ledger 'receipt') and
-orders through ``accept_orders``, so the allocation tests exercise the real paths; ``violations`` runs A's
+Products enter through``upsert_products``, stock through ``receive_stock`` (ledger 'receipt') and
+orders through ``accept_orders``, so the allocation tests exercise the real paths; ``violations`` runs 
 ``check_invariants`` (stock = ledger, reserved = active reservations, lines reserved at most once, …).
 """
 
@@ -52,7 +52,7 @@ def order_dict(
     lon: float | None = None,
     fulfilment: str | None = None,
 ) -> dict:
-    """A NormalizedOrder-shaped mapping for A's ``accept_orders``."""
+    """A NormalizedOrder-shaped mapping for``accept_orders``."""
     return {
         "channel_code": channel,
         "external_id": f"EXT-{next(_ids)}",
@@ -69,7 +69,7 @@ def order_dict(
 
 
 def place(conn: psycopg.Connection, lines: list[tuple[str, int]], **fields) -> int:
-    """Accept one order through A's intake; returns its order_id."""
+    """Accept one order through intake; returns its order_id."""
     res = accept_orders(conn, [order_dict(lines, **fields)], actor="test")
     assert res.accepted, res
     return res.accepted[0]
@@ -108,7 +108,7 @@ def order_state(conn: psycopg.Connection, order_id: int) -> tuple[str, list[str]
 
 
 def violations(conn: psycopg.Connection, *, ignore: tuple[str, ...] = ()) -> list[str]:
-    """A's invariant checks as readable strings (empty = healthy)."""
+    """the invariant checks as readable strings (empty = healthy)."""
     return [str(v) for v in check_invariants(conn) if v.invariant not in ignore]
 
 

@@ -352,7 +352,7 @@ def test_consume_reservations_ships_part_then_the_rest(conn, cfg):
         consume_reservations(conn, line_qty=[(line_id, "WH-MSK-POD", 1)], actor="wms", reason="shipped")
     assert stock(conn)[("WH-MSK-POD", "MUG")] == (2, 0)
     assert active_reservations(conn, oid) == []
-    # shipment rows are A's ship step; here only the stock side of shipping is exercised
+    # shipment rows are the ship step; here only the stock side of shipping is exercised
     assert violations(conn, ignore=("line_shipped_equals_consumed_reservations",)) == []
 
 

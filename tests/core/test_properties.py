@@ -2,7 +2,7 @@
 nothing.
 
 The operations are the real ones — receipts, WMS snapshots, write-offs, acceptance (incl. unknown SKUs),
-B's allocator (allocate_batch / allocate_backorders with the sample business config), holds, cancellation,
+the allocator (allocate_batch / allocate_backorders with the sample business config), holds, cancellation,
 pick (with random short picks), pack, ship, delivery, return to sender, RMAs. After every step
 ``check_invariants`` must be empty. One database per test function; each example starts from TRUNCATE.
 """
