@@ -3,7 +3,7 @@
 Data: 10k SKUs with Zipf popularity (a few very hot), 20 stock-holding locations (the sample's warehouses
 and stores plus regional warehouses and stores) and 4 pickup points, 100k order lines (``--quick``: ~10k)
 from five channels, weighted to Moscow and St Petersburg. Stock is loaded with COPY (stock rows and their
-ledger 'receipt' entries), orders through``accept_orders``; all of it once, into a template database
+ledger 'receipt' entries), orders through ``accept_orders``; all of it once, into a template database
 that every timed run clones, so repeats start from the same state.
 
 Measured, on the same machine in the same run:

@@ -320,7 +320,7 @@ def _children(stats: pstats.Stats, file: str, func: str, top: int) -> list[tuple
 
 
 def _top(prof: cProfile.Profile, total_s: float) -> list[tuple[str, float]]:
-    """Where normalisation + load spends its time: the steps of one batch and, insideaccept_orders,
+    """Where normalisation + load spends its time: the steps of one batch and, inside accept_orders,
     its own steps (cumulative seconds; the profiler adds overhead, so read them as shares)."""
     stats = pstats.Stats(prof)
     stats.calc_callees()

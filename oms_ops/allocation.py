@@ -13,7 +13,7 @@ One chunk of orders = one transaction, shaped like Saleor's allocation:
    on_hand`` (its row count is checked: the CHECK constraint and the guard make oversell impossible, not
    unlikely), one INSERT of reservations chained to one INSERT of ledger 'reservation' entries, one INSERT
    of decisions (why: rule, candidate scores, chosen locations), one capacity upsert, and the order/line
-   state changes through:func:`oms_ops.state_machine.apply_transitions` (events included). Rows travel
+   state changes through :func:`oms_ops.state_machine.apply_transitions` (events included). Rows travel
    as one JSON document per statement, not as array parameters psycopg would adapt element by element.
 
 Deadlocks and serialization failures are retried per chunk by :func:`oms_ops.db.run_in_transaction`;
@@ -222,7 +222,7 @@ def expire_reservations(
 
     The whole order lets go (all its active reservations, state 'expired', ledger 'release'), its allocated
     lines go back to 'new' and the order goes on hold (hold_code 'payment_timeout'): back to 'new' would let
-    the allocator grab the same stock again a minute later. Payment releases the hold release_holds).
+    the allocator grab the same stock again a minute later. Payment releases the hold (release_holds).
     Orders paid in the meantime just lose their expiry. Orders locked by another operation are left for
     the next run. Returns the number of reservations expired.
     """

@@ -36,8 +36,8 @@ import psycopg
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
 from oms_ops.connectors.state import external_location_id, record_failure, record_success
-from oms_ops.inventory import SnapshotResult, apply_wms_snapshot
 from oms_ops.quarantine import quarantine_many
+from oms_ops.stock_counts import SnapshotResult, apply_wms_snapshot
 
 PAGE_SIZE = 1000
 RETURNS_PAGE_SIZE = 100

@@ -7,8 +7,8 @@ import psycopg
 
 from oms_ops.connectors import wms
 from oms_ops.connectors.state import external_location_id
-from oms_ops.inventory import SnapshotResult
 from oms_ops.services.clients import Clients
+from oms_ops.stock_counts import SnapshotResult
 
 
 def sync_location(

@@ -1,7 +1,7 @@
 """Test data for the allocation tests (reference data from the sample config, products, stock, orders).
 
-Products enter through``upsert_products``, stock through ``receive_stock`` (ledger 'receipt') and
-orders through ``accept_orders``, so the allocation tests exercise the real paths; ``violations`` runs 
+Products enter through ``upsert_products``, stock through ``receive_stock`` (ledger 'receipt') and
+orders through ``accept_orders``, so the allocation tests exercise the real paths; ``violations`` runs
 ``check_invariants`` (stock = ledger, reserved = active reservations, lines reserved at most once, …).
 """
 
@@ -52,7 +52,7 @@ def order_dict(
     lon: float | None = None,
     fulfilment: str | None = None,
 ) -> dict:
-    """A NormalizedOrder-shaped mapping for``accept_orders``."""
+    """A NormalizedOrder-shaped mapping for ``accept_orders``."""
     return {
         "channel_code": channel,
         "external_id": f"EXT-{next(_ids)}",

@@ -12,8 +12,9 @@ import traceback
 from oms_ops.allocation import allocate_backorders, allocate_batch, reroute
 from oms_ops.db import connect
 from oms_ops.errors import OmsError
-from oms_ops.inventory import apply_wms_snapshot, receive_stock
+from oms_ops.inventory import receive_stock
 from oms_ops.orders import cancel_orders
+from oms_ops.stock_counts import apply_wms_snapshot
 from tests.core.test_alloc_support import (
     NOW,
     order_dict,

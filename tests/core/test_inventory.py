@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from oms_ops import inventory
+from oms_ops import inventory, stock_counts
 from oms_ops.db import connect
 from oms_ops.errors import ValidationFailed
 from oms_ops.fulfillment import start_picking
@@ -102,7 +102,9 @@ def test_write_off_only_free_stock(conn0):
 def test_snapshot_writes_adjustments_for_the_differences(conn0):
     conn = conn0
     f.stock(conn, "WH-MSK", {"SKU-1": 10, "SKU-2": 4})
-    res = inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 7, "SKU-2": 4, "SKU-3": 9}, snapshot_id="S1")
+    res = stock_counts.apply_wms_snapshot(
+        conn, "WH-MSK", {"SKU-1": 7, "SKU-2": 4, "SKU-3": 9}, snapshot_id="S1"
+    )
     assert res.status == "applied" and res.unchanged == 1
     assert res.adjusted == [("SKU-1", 10, 7), ("SKU-3", 0, 9)]
     assert ledger(conn, "adjustment") == [
@@ -112,7 +114,9 @@ def test_snapshot_writes_adjustments_for_the_differences(conn0):
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (7, 0) and f.stock_row(conn, "WH-MSK", "SKU-3") == (9, 0)
     # re-delivery is a no-op, even after stock moved on
     f.stock(conn, "WH-MSK", {"SKU-1": 1})
-    assert inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 7}, snapshot_id="S1").status == "duplicate"
+    assert (
+        stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 7}, snapshot_id="S1").status == "duplicate"
+    )
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (8, 0)
     assert check_invariants(conn) == []
 
@@ -120,14 +124,14 @@ def test_snapshot_writes_adjustments_for_the_differences(conn0):
 def test_full_snapshot_zeroes_skus_not_listed(conn0):
     conn = conn0
     f.stock(conn, "WH-MSK", {"SKU-1": 10, "SKU-2": 4})
-    res = inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 10}, snapshot_id="S1", full=True)
+    res = stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 10}, snapshot_id="S1", full=True)
     assert res.adjusted == [("SKU-2", 4, 0)]
 
 
 def test_stale_snapshot_is_not_applied_and_kept_in_quarantine(conn0):
     conn = conn0
-    inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 5}, snapshot_id="S2", taken_at=f.T0)
-    res = inventory.apply_wms_snapshot(
+    stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 5}, snapshot_id="S2", taken_at=f.T0)
+    res = stock_counts.apply_wms_snapshot(
         conn, "WH-MSK", {"SKU-1": 9}, snapshot_id="S1", taken_at=f.T0 - timedelta(hours=1)
     )
     assert res.status == "stale" and len(res.quarantine_ids) == 1
@@ -136,7 +140,7 @@ def test_stale_snapshot_is_not_applied_and_kept_in_quarantine(conn0):
 
 def test_snapshot_bad_rows_are_quarantined_and_the_rest_applied(conn0):
     conn = conn0
-    res = inventory.apply_wms_snapshot(
+    res = stock_counts.apply_wms_snapshot(
         conn,
         "WH-MSK",
         [("SKU-1", 5), ("NOPE", 1), ("SKU-2", -1), ("SKU-3", 2), ("SKU-3", 3)],
@@ -155,7 +159,7 @@ def test_snapshot_bad_rows_are_quarantined_and_the_rest_applied(conn0):
 
 
 def test_snapshot_for_unknown_location_is_rejected_whole(conn0):
-    res = inventory.apply_wms_snapshot(conn0, "WH-NOPE", {"SKU-1": 5}, snapshot_id="S1")
+    res = stock_counts.apply_wms_snapshot(conn0, "WH-NOPE", {"SKU-1": 5}, snapshot_id="S1")
     assert res.status == "rejected" and len(res.quarantine_ids) == 1
     assert conn0.execute("SELECT count(*) FROM oms.inventory_ledger").fetchone()[0] == 0
 
@@ -168,7 +172,7 @@ def test_snapshot_below_reserved_releases_newest_unpicked_orders(conn0):
     new = f.allocated_order(conn, [("SKU-1", 2)])
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (10, 9)
     # 6 counted: 3 reserved units too many → release newest orders until it fits: new (2), then mid (3)
-    res = inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 6}, snapshot_id="S1")
+    res = stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 6}, snapshot_id="S1")
     assert res.status == "applied" and res.released_orders == sorted([mid, new])
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (6, 4)
     assert f.stock_row(conn, "WH-MSK", "SKU-2") == (10, 0)  # mid's other reservation went too
@@ -188,7 +192,7 @@ def test_snapshot_below_reserved_of_orders_in_picking_quarantines_that_sku(conn0
     f.stock(conn, "WH-MSK", {"SKU-1": 10, "SKU-2": 10})
     oid = f.allocated_order(conn, [("SKU-1", 5)])
     start_picking(conn, [oid], actor="wms")
-    res = inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 3, "SKU-2": 8}, snapshot_id="S1")
+    res = stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 3, "SKU-2": 8}, snapshot_id="S1")
     assert res.adjusted == [("SKU-2", 10, 8)] and res.released_orders == []
     assert res.quarantined[0][0] == "SKU-1" and "below reserved 5" in res.quarantined[0][1]
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (10, 5)
@@ -206,7 +210,7 @@ def test_snapshot_passes_over_an_order_another_transaction_holds(conn0, db_url):
     conn.execute("SET lock_timeout = '500ms'")  # waiting for the busy order fails the test instead of hanging
     with connect(db_url) as other, other.transaction():
         other.execute("SELECT 1 FROM oms.orders WHERE order_id = %s FOR UPDATE", (new,))  # e.g. a cancel
-        res = inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 4}, snapshot_id="S1")
+        res = stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 4}, snapshot_id="S1")
     assert res.status == "applied" and res.released_orders == [old]
     assert f.order_state(conn, new) == "allocated" and f.order_state(conn, old) == "new"
     assert f.stock_row(conn, "WH-MSK", "SKU-1") == (4, 3)
@@ -224,7 +228,7 @@ def test_snapshot_waits_for_a_busy_order_when_no_other_can_give_way(conn0, db_ur
             other.execute("SELECT 1 FROM oms.orders WHERE order_id = %s FOR UPDATE", (oid,))
             worker = threading.Thread(
                 target=lambda: done.update(
-                    res=inventory.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 2}, snapshot_id="S1")
+                    res=stock_counts.apply_wms_snapshot(conn, "WH-MSK", {"SKU-1": 2}, snapshot_id="S1")
                 )
             )
             worker.start()

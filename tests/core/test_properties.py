@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from oms_ops import fulfillment as ff
-from oms_ops import inventory, orders, returns
+from oms_ops import inventory, orders, returns, stock_counts
 from oms_ops.errors import OmsError
 from oms_ops.invariants import check_invariants
 from tests.core import factories as f
@@ -137,7 +137,7 @@ def _run(conn, config, step) -> None:
     if kind == "receive":
         f.stock(conn, LOCS[a[0]], {SKUS[a[1]]: a[2]})
     elif kind == "snapshot":
-        inventory.apply_wms_snapshot(
+        stock_counts.apply_wms_snapshot(
             conn, LOCS[a[0]], dict(zip(SKUS, a[1], strict=True)), snapshot_id=f"S{f.next_id()}"
         )
     elif kind == "write_off":

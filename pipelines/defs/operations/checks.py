@@ -1,7 +1,7 @@
 """Invariant checks on the operational assets, carrying the numbers that disagree.
 
 * ``stock_matches_ledger`` (on ``allocation``): on_hand = Σ ledger, reserved = Σ ledger = Σ active
-  reservations, 0 ≤ reserved ≤ on_hand —``check_invariants``, stock part. ERROR severity.
+  reservations, 0 ≤ reserved ≤ on_hand — ``check_invariants``, stock part. ERROR severity.
 * ``order_lines_consistent`` (on ``shipments``): every other invariant of ``check_invariants`` (a line reserved
   at most once, shipped ≤ ordered, shipped = shipment lines = consumed reservations, returns within shipped,
   no active reservation on a closed order, states in the transition table). ERROR severity.
