@@ -1,9 +1,9 @@
 """Fulfillment: pick, pack, ship, track, deliver / hand over, not delivered, returned to sender.
 
-The unit of work is one order at one location (B's routing may split an order over locations): a *pick*
+The unit of work is one order at one location (routing may split an order over locations): a *pick*
 records, per reservation, what was expected and what the picker found (pick accuracy KPI); packing and
-shipping move that pick on; the shipment consumes the reservations through B's ``consume_reservations``
-and writes the carrier booking to the outbox in the same transaction.
+shipping move that pick on; the shipment consumes the reservations through ``consume_reservations`` and
+writes the carrier booking to the outbox in the same transaction.
 
 Order and line states are *derived* after each operation (``sync_orders``/``sync_lines``) from quantities,
 reservations, picks and shipments, then moved through the state machine — one rule set for every path
@@ -12,30 +12,40 @@ orders (by id) → shipments (by id) → stock (location, sku); reservation rows
 only touched under its lock.
 
 Short pick (decision): the missing units were never on the shelf, so a short pick shrinks the reservation
-to what was picked and writes a ledger 'pick' entry (on_hand −short, reserved −short) — both through B's
+to what was picked and writes a ledger 'pick' entry (on_hand −short, reserved −short) — both through
 ``reservations.release_quantities(missing=True)``, where all reservation bookkeeping lives. The short quantity
 is cancelled on the line and, with ``short_policy='backorder'`` (default), re-ordered as a new line
-(``split_from_line_id`` → original, state 'backordered') that B's ``allocate_backorders`` will reserve;
+(``split_from_line_id`` → original, state 'backordered') that ``allocation.allocate_backorders`` will reserve;
 with ``short_policy='cancel'`` it is cancelled (and refunded if paid).
+
+Set-based shipping (``ship_in_full``): the operations above take one (order, location) per transaction —
+right for a picker's scanner, slow for a warehouse feed of thousands of orders. ``ship_in_full`` picks in
+full, packs and ships many pairs in ONE transaction with the same rows as a result: orders locked by id, the
+stock rows of the whole batch locked in (location, sku) order up front, then picks, pick lines, shipments,
+shipment lines, ledger entries, events and outbox rows written with one statement per kind. An order split
+over locations is shipped location by location ("rounds": the n-th location of every order in round n), so
+its states and events follow exactly the sequence the per-location operations produce. A pair that cannot
+ship (state changed, reservation gone) is skipped with its reason; the rest of the batch ships.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 import psycopg
+from psycopg.rows import dict_row
 
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import IllegalTransition, NotFound, ValidationFailed
-from oms_ops.inventory import Movement, apply_movements
+from oms_ops.inventory import Movement, apply_movements, lock_stock
 from oms_ops.outbox import enqueue_many
 from oms_ops.quarantine import quarantine_many
-from oms_ops.reservations import release_quantities
+from oms_ops.reservations import consume_reservations_bulk, release_quantities
 from oms_ops.state_machine import Change, allowed, apply_transitions, path, record_creations
 
 PRE_FULFILLMENT_ORDER_STATES = frozenset(
@@ -88,18 +98,27 @@ STAGE = {0: "allocated", 1: "picked", 2: "packed"}
 # --------------------------------------------------------------------------------------------------------
 # derivation of order and line states
 # --------------------------------------------------------------------------------------------------------
+#: A reason for every entity of a batch, or one per order (order_id → reason) when a batch spans orders whose
+#: events must name their own pick or shipment.
+Reason = str | Mapping[int, str]
+
+
+def _reason_for(reason: Reason, order_id: int) -> str:
+    return reason if isinstance(reason, str) else reason[order_id]
+
+
 def _move(
     conn: psycopg.Connection,
     entity: str,
     targets: Mapping[int, tuple],
     *,
     actor: str,
-    reason: str,
+    reasons: Mapping[int, str],
     strict: bool,
 ) -> None:
     """Move entities to target states, step by step along the shortest path in the table (each step its own
     event). ``targets``: id → (current, target[, {state: at}]) — when each state really happened, for the
-    KPI stamps. With ``strict`` an unreachable target raises."""
+    KPI stamps; ``reasons``: id → the events' reason. With ``strict`` an unreachable target raises."""
     paths: dict[int, list[str]] = {}
     when: dict[int, dict[str, datetime | None]] = {}
     for eid, (cur, tgt, *at) in targets.items():
@@ -114,7 +133,7 @@ def _move(
     step = 0
     while True:
         changes = [
-            Change(eid, p[step], reason, at=when[eid].get(p[step]))
+            Change(eid, p[step], reasons[eid], at=when[eid].get(p[step]))
             for eid, p in sorted(paths.items())
             if step < len(p)
         ]
@@ -124,29 +143,43 @@ def _move(
         step += 1
 
 
-def sync_lines(conn: psycopg.Connection, order_ids: Sequence[int], *, actor: str, reason: str) -> None:
+def sync_lines(conn: psycopg.Connection, order_ids: Sequence[int], *, actor: str, reason: Reason) -> None:
     """Derive each line's state (inside a transaction): fully shipped → shipped / delivered / returned;
     fully cancelled → cancelled; otherwise the least advanced stage of its active reservations
-    (allocated < picked < packed). Only moves allowed by the table are made; allocation states are B's."""
+    (allocated < picked < packed). Only moves allowed by the table are made; allocation states are the
+    allocator's. ``reason``: one for all, or order_id → reason.
+
+    Pick stages are read through the orders' picks (``picks.order_id`` index, then the pick lines' primary
+    key), never by reservation id alone, which no index serves: the cost follows the orders asked about, not
+    the size of the pick history."""
+    ids = sorted(set(order_ids))
     rows = conn.execute(
-        """SELECT l.line_id, l.state, l.qty - l.qty_shipped - l.qty_cancelled, l.qty_shipped, l.qty_returned,
-                  r.active, r.min_stage, d.undelivered
+        """WITH st AS (
+               SELECT pl.reservation_id, max(CASE pk.state WHEN 'packed' THEN 2 ELSE 1 END) AS stage
+               FROM oms.picks pk JOIN oms.pick_lines pl ON pl.pick_id = pk.pick_id
+               WHERE pk.order_id = ANY(%(ids)b::int8[]) AND pk.state IN ('picked', 'packed')
+               GROUP BY pl.reservation_id),
+           r AS (
+               SELECT r.line_id, count(*) AS active, min(coalesce(st.stage, 0)) AS min_stage
+               FROM oms.reservations r LEFT JOIN st ON st.reservation_id = r.reservation_id
+               WHERE r.order_id = ANY(%(ids)b::int8[]) AND r.state = 'active'
+               GROUP BY r.line_id),
+           d AS (
+               SELECT sl.line_id, count(*) FILTER (WHERE s.state NOT IN ('delivered', 'picked_up')) AS undelivered
+               FROM oms.shipments s JOIN oms.shipment_lines sl ON sl.shipment_id = s.shipment_id
+               WHERE s.order_id = ANY(%(ids)b::int8[])
+               GROUP BY sl.line_id)
+           SELECT l.line_id, l.order_id, l.state, l.qty - l.qty_shipped - l.qty_cancelled, l.qty_shipped,
+                  l.qty_returned, coalesce(r.active, 0), r.min_stage, coalesce(d.undelivered, 0)
            FROM oms.order_lines l
-           LEFT JOIN LATERAL (
-               SELECT count(*) AS active, min(coalesce((
-                   SELECT max(CASE pk.state WHEN 'packed' THEN 2 ELSE 1 END)
-                   FROM oms.pick_lines pl JOIN oms.picks pk ON pk.pick_id = pl.pick_id
-                   WHERE pl.reservation_id = r.reservation_id AND pk.state IN ('picked', 'packed')), 0)) AS min_stage
-               FROM oms.reservations r WHERE r.line_id = l.line_id AND r.state = 'active') r ON true
-           LEFT JOIN LATERAL (
-               SELECT count(*) FILTER (WHERE s.state NOT IN ('delivered', 'picked_up')) AS undelivered
-               FROM oms.shipment_lines sl JOIN oms.shipments s ON s.shipment_id = sl.shipment_id
-               WHERE sl.line_id = l.line_id) d ON true
-           WHERE l.order_id = ANY(%s) ORDER BY l.line_id""",
-        (list(order_ids),),
+           LEFT JOIN r ON r.line_id = l.line_id
+           LEFT JOIN d ON d.line_id = l.line_id
+           WHERE l.order_id = ANY(%(ids)b::int8[]) ORDER BY l.line_id""",
+        {"ids": ids},
     ).fetchall()
     targets = {}
-    for line_id, state, open_qty, shipped, returned, active, min_stage, undelivered in rows:
+    reasons = {}
+    for line_id, order_id, state, open_qty, shipped, returned, active, min_stage, undelivered in rows:
         if open_qty == 0:
             if shipped == 0:
                 target = "cancelled"
@@ -167,7 +200,9 @@ def sync_lines(conn: psycopg.Connection, order_ids: Sequence[int], *, actor: str
             p = path("order_line", state, target)
             if p:
                 targets[line_id] = (state, target)
-    _move(conn, "order_line", targets, actor=actor, reason=reason, strict=False)
+        if line_id in targets:
+            reasons[line_id] = _reason_for(reason, order_id)
+    _move(conn, "order_line", targets, actor=actor, reasons=reasons, strict=False)
 
 
 def _delivery_state(states: list[str]) -> str:
@@ -193,7 +228,7 @@ def derive_order_state(
     shipment_states: list[str],
     after_ship: bool = False,
 ) -> str | None:
-    """Pure rule: the state an order should be in, or None to leave it (allocation states are B's)."""
+    """Pure rule: the state an order should be in, or None to leave it (allocation states are the allocator's)."""
     if open_qty == 0:
         return "cancelled" if shipped == 0 else _delivery_state(shipment_states)
     if state in PRE_FULFILLMENT_ORDER_STATES and open_picks == 0:
@@ -213,33 +248,50 @@ def derive_order_state(
 
 
 def sync_orders(
-    conn: psycopg.Connection, order_ids: Sequence[int], *, actor: str, reason: str, after_ship: bool = False
+    conn: psycopg.Connection,
+    order_ids: Sequence[int],
+    *,
+    actor: str,
+    reason: Reason,
+    after_ship: bool = False,
 ) -> None:
-    """Derive and apply each order's state (inside a transaction) with ``derive_order_state``."""
+    """Derive and apply each order's state (inside a transaction) with ``derive_order_state``. ``reason``:
+    one for all, or order_id → reason. Every figure is read per order set (one aggregate per table over
+    ``order_id = ANY``), so a batch of orders costs one statement, not one per order."""
+    ids = sorted(set(order_ids))
     for _ in range(2):
         rows = conn.execute(
-            """SELECT o.order_id, o.state, coalesce(l.open, 0), coalesce(l.shipped, 0),
-                      r.active, r.unpacked, p.open_picks, coalesce(s.states, '{}'),
+            """WITH l AS (
+                   SELECT order_id, sum(qty - qty_shipped - qty_cancelled)::int AS open,
+                          sum(qty_shipped)::int AS shipped
+                   FROM oms.order_lines WHERE order_id = ANY(%(ids)b::int8[]) GROUP BY order_id),
+               packed AS (
+                   SELECT DISTINCT pl.reservation_id
+                   FROM oms.picks pk JOIN oms.pick_lines pl ON pl.pick_id = pk.pick_id
+                   WHERE pk.order_id = ANY(%(ids)b::int8[]) AND pk.state = 'packed'),
+               r AS (
+                   SELECT r.order_id, count(*) AS active, count(*) FILTER (WHERE p.reservation_id IS NULL) AS unpacked
+                   FROM oms.reservations r LEFT JOIN packed p ON p.reservation_id = r.reservation_id
+                   WHERE r.order_id = ANY(%(ids)b::int8[]) AND r.state = 'active' GROUP BY r.order_id),
+               p AS (
+                   SELECT order_id, count(*) AS open_picks FROM oms.picks
+                   WHERE order_id = ANY(%(ids)b::int8[]) AND state IN ('picked', 'packed') GROUP BY order_id),
+               s AS (
+                   SELECT order_id, array_agg(state ORDER BY shipment_id) AS states,
+                          max(coalesce(delivered_at, picked_up_at)) AS delivered, max(picked_up_at) AS picked_up,
+                          max(ready_for_pickup_at) AS ready, max(not_delivered_at) AS not_delivered,
+                          max(returned_at) AS returned
+                   FROM oms.shipments WHERE order_id = ANY(%(ids)b::int8[]) GROUP BY order_id)
+               SELECT o.order_id, o.state, coalesce(l.open, 0), coalesce(l.shipped, 0), coalesce(r.active, 0),
+                      coalesce(r.unpacked, 0), coalesce(p.open_picks, 0), coalesce(s.states, '{}'),
                       s.delivered, s.picked_up, s.ready, s.not_delivered, s.returned
                FROM oms.orders o
-               LEFT JOIN LATERAL (SELECT sum(qty - qty_shipped - qty_cancelled)::int AS open,
-                                         sum(qty_shipped)::int AS shipped
-                                  FROM oms.order_lines WHERE order_id = o.order_id) l ON true
-               LEFT JOIN LATERAL (
-                   SELECT count(*) AS active,
-                          count(*) FILTER (WHERE NOT EXISTS (
-                              SELECT 1 FROM oms.pick_lines pl JOIN oms.picks pk ON pk.pick_id = pl.pick_id
-                              WHERE pl.reservation_id = r.reservation_id AND pk.state = 'packed')) AS unpacked
-                   FROM oms.reservations r WHERE r.order_id = o.order_id AND r.state = 'active') r ON true
-               LEFT JOIN LATERAL (SELECT count(*) AS open_picks FROM oms.picks
-                                  WHERE order_id = o.order_id AND state IN ('picked', 'packed')) p ON true
-               LEFT JOIN LATERAL (SELECT array_agg(state ORDER BY shipment_id) AS states,
-                                         max(coalesce(delivered_at, picked_up_at)) AS delivered,
-                                         max(picked_up_at) AS picked_up, max(ready_for_pickup_at) AS ready,
-                                         max(not_delivered_at) AS not_delivered, max(returned_at) AS returned
-                                  FROM oms.shipments WHERE order_id = o.order_id) s ON true
-               WHERE o.order_id = ANY(%s) ORDER BY o.order_id""",
-            (list(order_ids),),
+               LEFT JOIN l ON l.order_id = o.order_id
+               LEFT JOIN r ON r.order_id = o.order_id
+               LEFT JOIN p ON p.order_id = o.order_id
+               LEFT JOIN s ON s.order_id = o.order_id
+               WHERE o.order_id = ANY(%(ids)b::int8[]) ORDER BY o.order_id""",
+            {"ids": ids},
         ).fetchall()
         targets = {}
         for oid, state, open_qty, shipped, active, unpacked, open_picks, ship_states, *times in rows:
@@ -256,7 +308,8 @@ def sync_orders(
                     )
                 )
                 targets[oid] = (state, target, at)
-        _move(conn, "order", targets, actor=actor, reason=reason, strict=True)
+        reasons = {oid: _reason_for(reason, oid) for oid in targets}
+        _move(conn, "order", targets, actor=actor, reasons=reasons, strict=True)
         if not after_ship:
             return
         after_ship = False
@@ -329,11 +382,12 @@ def _record_pick(conn, order_id, location_code, picked, actor, picker, reasons, 
         raise IllegalTransition([("order", order_id, order["state"], "picking")])
     res_rows = conn.execute(
         """SELECT r.reservation_id, r.line_id, r.sku, r.qty FROM oms.reservations r
-           WHERE r.order_id = %s AND r.location_code = %s AND r.state = 'active'
-             AND NOT EXISTS (SELECT 1 FROM oms.pick_lines pl JOIN oms.picks pk ON pk.pick_id = pl.pick_id
-                             WHERE pl.reservation_id = r.reservation_id AND pk.state IN ('picked', 'packed'))
+           WHERE r.order_id = %(o)s AND r.location_code = %(l)s AND r.state = 'active'
+             AND NOT EXISTS (SELECT 1 FROM oms.picks pk JOIN oms.pick_lines pl ON pl.pick_id = pk.pick_id
+                             WHERE pk.order_id = %(o)s AND pl.reservation_id = r.reservation_id
+                               AND pk.state IN ('picked', 'packed'))
            ORDER BY r.line_id, r.reservation_id FOR UPDATE OF r""",
-        (order_id, location_code),
+        {"o": order_id, "l": location_code},
     ).fetchall()
     if not res_rows:
         existing = conn.execute(
@@ -401,18 +455,22 @@ def _record_pick(conn, order_id, location_code, picked, actor, picker, reasons, 
     if shorts:
         _short_pick(conn, order, pick_id, shorts, reasons, short_policy, actor, result)
 
-    # every reserved unit of the order is in an open pick now → the order is picked
-    conn.execute(
-        """UPDATE oms.orders o SET picked_at = COALESCE(o.picked_at, now()) WHERE o.order_id = %s
-           AND NOT EXISTS (SELECT 1 FROM oms.reservations r WHERE r.order_id = o.order_id AND r.state = 'active'
-                           AND NOT EXISTS (SELECT 1 FROM oms.pick_lines pl JOIN oms.picks pk USING (pick_id)
-                                           WHERE pl.reservation_id = r.reservation_id
-                                             AND pk.state IN ('picked', 'packed')))""",
-        (order_id,),
-    )
+    _stamp_picked(conn, [order_id])
     sync_lines(conn, [order_id], actor=actor, reason=f"pick {pick_id}")
     sync_orders(conn, [order_id], actor=actor, reason=f"pick {pick_id}")
     return result
+
+
+def _stamp_picked(conn: psycopg.Connection, order_ids: Sequence[int]) -> None:
+    """Stamp ``picked_at`` (first time only) on the orders whose every active reservation is in an open pick."""
+    conn.execute(
+        """UPDATE oms.orders o SET picked_at = COALESCE(o.picked_at, now()) WHERE o.order_id = ANY(%b::int8[])
+           AND NOT EXISTS (SELECT 1 FROM oms.reservations r WHERE r.order_id = o.order_id AND r.state = 'active'
+                           AND NOT EXISTS (SELECT 1 FROM oms.picks pk JOIN oms.pick_lines pl ON pl.pick_id = pk.pick_id
+                                           WHERE pk.order_id = o.order_id AND pl.reservation_id = r.reservation_id
+                                             AND pk.state IN ('picked', 'packed')))""",
+        (sorted(set(order_ids)),),
+    )
 
 
 def _short_pick(conn, order, pick_id, shorts, reasons, short_policy, actor, result) -> None:
@@ -532,7 +590,7 @@ def create_shipment(
 ) -> ShipmentResult:
     """Ship what is packed for the order at the location (one transaction).
 
-    Creates the shipment and its lines, consumes the reservations through B's ``consume_reservations``
+    Creates the shipment and its lines, consumes the reservations through ``consume_reservations``
     (on_hand and reserved go down, ledger 'ship'), raises qty_shipped, and writes the outbox effects in the
     same transaction: 'carrier.create_shipment' (key ``carrier.create_shipment:<shipment_number>``; not for
     carrier 'self', a store handing over its own stock) and 'channel.order_status'. Repeating the call
@@ -618,7 +676,40 @@ def _create_shipment(
         reason=f"shipped from {location_code}",
         data=[{"carrier_code": carrier_code}],
     )
-    items = [{"line_id": r[0], "sku": r[1], "qty": r[2]} for r in line_rows]
+    effects = _shipment_effects(
+        order,
+        sh_id,
+        sh_number,
+        location_code,
+        carrier_code,
+        service_code,
+        weight_g,
+        sum(p[1] for p in picks),
+        [(r[0], r[1], r[2]) for r in line_rows],
+    )
+    enqueue_many(conn, effects)
+    sync_lines(conn, [order_id], actor=actor, reason=f"shipment {sh_number}")
+    sync_orders(conn, [order_id], actor=actor, reason=f"shipment {sh_number}", after_ship=True)
+    return ShipmentResult(sh_id, sh_number, True, tuple((r[0], r[2]) for r in line_rows))
+
+
+def _shipment_effects(
+    order: Mapping,
+    shipment_id: int,
+    shipment_number: str,
+    location_code: str,
+    carrier_code: str,
+    service_code: str | None,
+    weight_g: int,
+    packages: int,
+    lines: Sequence[tuple[int, str, int]],
+) -> list[tuple[str, dict, str]]:
+    """The outbox rows of a new shipment: the channel learns the order shipped ('channel.order_status') and,
+    unless the location hands over itself (carrier 'self'), the carrier gets a booking
+    ('carrier.create_shipment', key ``carrier.create_shipment:<shipment_number>``). ``lines``: (line_id, sku,
+    qty). One builder for the single and the set-based path, so both write the same payloads."""
+    order_id = order["order_id"]
+    items = [{"line_id": lid, "sku": sku, "qty": q} for lid, sku, q in lines]
     effects = [
         (
             "channel.order_status",
@@ -628,10 +719,10 @@ def _create_shipment(
                 "channel_code": order["channel_code"],
                 "external_id": order["external_id"],
                 "status": "shipped",
-                "shipment_number": sh_number,
+                "shipment_number": shipment_number,
                 "items": items,
             },
-            f"channel.order_status:{order_id}:shipment:{sh_id}",
+            f"channel.order_status:{order_id}:shipment:{shipment_id}",
         )
     ]
     if carrier_code != SELF_CARRIER:
@@ -639,8 +730,8 @@ def _create_shipment(
             (
                 "carrier.create_shipment",
                 {
-                    "shipment_id": sh_id,
-                    "shipment_number": sh_number,
+                    "shipment_id": shipment_id,
+                    "shipment_number": shipment_number,
                     "carrier_code": carrier_code,
                     "service_code": service_code,
                     "order_id": order_id,
@@ -662,16 +753,13 @@ def _create_shipment(
                     },
                     "cod_amount": order["total_amount"] if order["payment_method"] == "cod" else Decimal("0"),
                     "weight_g": weight_g,
-                    "packages": sum(p[1] for p in picks),
+                    "packages": packages,
                     "items": items,
                 },
-                f"carrier.create_shipment:{sh_number}",
+                f"carrier.create_shipment:{shipment_number}",
             )
         )
-    enqueue_many(conn, effects)
-    sync_lines(conn, [order_id], actor=actor, reason=f"shipment {sh_number}")
-    sync_orders(conn, [order_id], actor=actor, reason=f"shipment {sh_number}", after_ship=True)
-    return ShipmentResult(sh_id, sh_number, True, tuple((r[0], r[2]) for r in line_rows))
+    return effects
 
 
 def record_carrier_booking(
@@ -736,21 +824,22 @@ def move_shipments(
     if to_state == "returned_to_sender":
         raise ValidationFailed("use return_to_sender(): it needs a restock decision")
 
-    def run(c):
-        orders = _shipment_orders(c, shipment_ids)
-        _lock_orders_of(c, orders.values())
-        done = apply_transitions(
-            c,
-            "shipment",
-            [Change(s, to_state, reason, at=at) for s in sorted(set(shipment_ids))],
-            actor=actor,
-        )
-        oids = sorted(set(orders.values()))
-        sync_lines(c, oids, actor=actor, reason=reason or f"shipment {to_state}")
-        sync_orders(c, oids, actor=actor, reason=reason or f"shipment {to_state}")
-        return done
+    return run_in_transaction(conn, lambda c: _move_shipments(c, shipment_ids, to_state, actor, reason, at))
 
-    return run_in_transaction(conn, run)
+
+def _move_shipments(conn, shipment_ids, to_state, actor, reason, at) -> list[tuple[int, str, str]]:
+    orders = _shipment_orders(conn, shipment_ids)
+    _lock_orders_of(conn, orders.values())
+    done = apply_transitions(
+        conn,
+        "shipment",
+        [Change(s, to_state, reason, at=at) for s in sorted(set(shipment_ids))],
+        actor=actor,
+    )
+    oids = sorted(set(orders.values()))
+    sync_lines(conn, oids, actor=actor, reason=reason or f"shipment {to_state}")
+    sync_orders(conn, oids, actor=actor, reason=reason or f"shipment {to_state}")
+    return done
 
 
 def mark_label_printed(conn, shipment_ids: Sequence[int], *, actor: str, at: datetime | None = None):
@@ -847,6 +936,461 @@ def return_to_sender(
         return restocked
 
     return run_in_transaction(conn, run)
+
+
+# --------------------------------------------------------------------------------------------------------
+# set-based: pick in full, pack and ship many (order, location) pairs in one transaction
+# --------------------------------------------------------------------------------------------------------
+#: Carrier of a location the allocation decision gives none for (and that does not hand over itself).
+DEFAULT_CARRIER = "cdek"
+_LOCK_ORDERS = "SELECT * FROM oms.orders WHERE order_id = ANY(%b::int8[]) ORDER BY order_id FOR UPDATE"
+_LOCK_ORDERS_SKIP = (
+    "SELECT * FROM oms.orders WHERE order_id = ANY(%b::int8[]) ORDER BY order_id FOR UPDATE SKIP LOCKED"
+)
+
+
+@dataclass(frozen=True)
+class ShippingPlan:
+    """How the allocation decided a location ships its part of an order."""
+
+    carrier_code: str
+    service_code: str | None  # the carrier's tariff
+    handover: bool  # the location hands the goods to the customer itself (carrier 'self')
+
+
+#: A location the decision has no plan for ships with the default carrier.
+NO_PLAN = ShippingPlan(DEFAULT_CARRIER, None, False)
+
+
+def shipping_plans(conn: psycopg.Connection, order_ids: Sequence[int]) -> dict[tuple[int, str], ShippingPlan]:
+    """Carrier, tariff and handover per (order, location) from each order's latest allocation decision — one
+    statement for a whole batch (DISTINCT ON over the ``(order_id, decision_id DESC)`` index). A location
+    that hands over ships with carrier 'self'; one without a carrier with ``DEFAULT_CARRIER``."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (order_id) order_id, shipments FROM oms.allocation_decisions
+           WHERE order_id = ANY(%b::int8[]) ORDER BY order_id, decision_id DESC""",
+        (sorted(set(order_ids)),),
+    ).fetchall()
+    plans: dict[tuple[int, str], ShippingPlan] = {}
+    for order_id, shipments in rows:
+        for s in shipments or []:
+            key = (order_id, s.get("location"))
+            if key in plans:
+                continue  # the first plan of a location counts
+            handover = bool(s.get("handover"))
+            carrier = SELF_CARRIER if handover else (s.get("carrier") or DEFAULT_CARRIER)
+            plans[key] = ShippingPlan(carrier, s.get("tariff"), handover)
+    return plans
+
+
+@dataclass(frozen=True)
+class ShipRequest:
+    """Ship everything reserved for an order at a location: picked in full, packed as one parcel.
+    ``carrier_code`` None: carrier and tariff as the allocation decided (``shipping_plans``)."""
+
+    order_id: int
+    location_code: str
+    carrier_code: str | None = None
+    service_code: str | None = None
+
+
+@dataclass
+class BulkShipResult:
+    #: shipments created, by (order_id, location_code)
+    shipments: dict[tuple[int, str], ShipmentResult] = field(default_factory=dict)
+    #: pairs with nothing left to pick that shipped before: their latest shipment (created=False)
+    already_shipped: dict[tuple[int, str], ShipmentResult] = field(default_factory=dict)
+    #: shipments the location hands over itself, now waiting there (ready_for_pickup)
+    ready_for_pickup: list[int] = field(default_factory=list)
+    #: … and those collected at once (instant-handover channels: the customer left with the goods)
+    picked_up: list[int] = field(default_factory=list)
+    #: (order_id, location_code, reason) of pairs that cannot ship
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
+    #: orders locked by another operation (``skip_locked``): left for the next run
+    deferred: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Pair:
+    """One (order, location) of a batch on its way: what is picked now, what is in open picks, what ships."""
+
+    order: dict
+    location: str
+    carrier: str
+    service: str | None
+    #: active reservations in no open pick: (reservation_id, order_id, line_id, location, sku, qty)
+    new: list[tuple]
+    opened: dict[int, tuple]  # open pick id → (state, packages, [(line_id, sku, qty_picked)])
+    lines: list[tuple[int, str, int]]  # what ships: (line_id, sku, qty) in line order
+    pick_id: int | None = None
+    shipment: ShipmentResult | None = None
+
+    @property
+    def order_id(self) -> int:
+        return self.order["order_id"]
+
+
+def ship_in_full(
+    conn: psycopg.Connection,
+    requests: Sequence[ShipRequest],
+    *,
+    actor: str,
+    instant_handover_channels: Collection[str] = (),
+    skip_locked: bool = False,
+) -> BulkShipResult:
+    """Pick in full, pack and ship many (order, location) pairs in ONE transaction.
+
+    The rows written are those of ``record_pick`` (everything found) → ``pack`` (one parcel) →
+    ``create_shipment`` run pair by pair — picks, pick lines, shipments, shipment lines, ledger 'ship' entries,
+    reservation, line and order states, events, outbox payloads — with one statement per kind and round
+    instead of three transactions and dozens of statements per pair. A shipment with carrier 'self' (the location hands over itself) is then marked
+    ready_for_pickup, and picked_up too when the order's channel is in ``instant_handover_channels``.
+
+    Locks: the orders by id (``skip_locked``: orders held by another operation are left out and reported in
+    ``deferred``), their reservations and open picks, then every stock row the batch ships from in
+    (location, sku) order before anything is written. Each pair is checked before anything is written: an
+    order no longer pickable, nothing reserved at the location, or an open pick whose reservation is gone
+    puts the pair in ``skipped`` with its reason and the rest ships. A pair that shipped before and has
+    nothing left is returned in ``already_shipped`` (re-running a batch ships nothing twice).
+    """
+    unique: dict[tuple[int, str], ShipRequest] = {}
+    for r in requests:
+        unique.setdefault((r.order_id, r.location_code), r)
+    return run_in_transaction(
+        conn,
+        lambda c: _ship_in_full(
+            c, list(unique.values()), actor, frozenset(instant_handover_channels), skip_locked
+        ),
+    )
+
+
+def _ship_in_full(
+    conn: psycopg.Connection,
+    requests: list[ShipRequest],
+    actor: str,
+    instant: frozenset[str],
+    skip_locked: bool,
+) -> BulkShipResult:
+    result = BulkShipResult()
+    ids = sorted({r.order_id for r in requests})
+    if not ids:
+        return result
+    cur = conn.cursor(row_factory=dict_row)
+    orders = {
+        o["order_id"]: o for o in cur.execute(_LOCK_ORDERS_SKIP if skip_locked else _LOCK_ORDERS, (ids,))
+    }
+    absent = [i for i in ids if i not in orders]
+    locked: set[int] = set()
+    if absent:
+        locked = {
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM oms.orders WHERE order_id = ANY(%b::int8[])", (absent,)
+            )
+        }
+        result.deferred = sorted(locked)
+    live, idle = [], []
+    for r in requests:
+        order = orders.get(r.order_id)
+        if order is None:
+            if r.order_id not in locked:
+                result.skipped.append((r.order_id, r.location_code, "order not found"))
+        elif order["state"] not in PICKABLE_ORDER_STATES:
+            idle.append(r)
+        else:
+            live.append(r)
+    pairs = _plan_pairs(conn, live, orders, result, idle) if live else []
+    if idle:
+        _settle_idle(conn, idle, orders, result)
+    if not pairs:
+        return result
+    # every stock row the batch ships from, in the one global order, before any of them is written
+    lock_stock(conn, {(p.location, sku) for p in pairs for _, sku, _ in p.lines}, create=False)
+    skus = sorted({sku for p in pairs for _, sku, _ in p.lines})
+    weights = dict(
+        conn.execute("SELECT sku, weight_g FROM oms.products WHERE sku = ANY(%b::text[])", (skus,)).fetchall()
+    )
+    # an order split over locations ships location by location: round n holds the n-th location of each
+    # order, so every order sees exactly the state sequence the pair-by-pair operations produce
+    rounds: dict[int, list[_Pair]] = defaultdict(list)
+    seen: dict[int, int] = defaultdict(int)
+    for p in pairs:
+        rounds[seen[p.order_id]].append(p)
+        seen[p.order_id] += 1
+    for n in sorted(rounds):
+        batch = rounds[n]
+        _pick_in_full(conn, batch, actor)
+        _pack_picked(conn, batch, actor)
+        _ship_packed(conn, batch, weights, actor)
+        _hand_over_own(conn, batch, instant, actor, result)
+    result.shipments = {(p.order_id, p.location): p.shipment for p in pairs}
+    return result
+
+
+def _plan_pairs(
+    conn, requests: list[ShipRequest], orders: dict, result: BulkShipResult, idle: list[ShipRequest]
+) -> list[_Pair]:
+    """Read (and lock) the reservations and open picks of the requested orders and decide, per pair, what
+    is picked now and what ships. Pairs with nothing to pick go to ``idle``, pairs that cannot ship to
+    ``result.skipped``."""
+    oids = sorted({r.order_id for r in requests})
+    reservations = conn.execute(
+        """SELECT reservation_id, order_id, line_id, location_code, sku, qty FROM oms.reservations
+           WHERE order_id = ANY(%b::int8[]) AND state = 'active' ORDER BY line_id, reservation_id FOR UPDATE""",
+        (oids,),
+    ).fetchall()
+    pick_rows = conn.execute(
+        """SELECT pk.pick_id, pk.order_id, pk.location_code, pk.state, coalesce(pk.packages, 1),
+                  pl.reservation_id, pl.line_id, pl.sku, pl.qty_picked
+           FROM oms.picks pk JOIN oms.pick_lines pl ON pl.pick_id = pk.pick_id
+           WHERE pk.order_id = ANY(%b::int8[]) AND pk.state IN ('picked', 'packed')
+           ORDER BY pk.pick_id, pl.line_id FOR UPDATE OF pk""",
+        (oids,),
+    ).fetchall()
+    in_open_pick = {r[5] for r in pick_rows}
+    active: dict[tuple[int, str], list[tuple]] = defaultdict(list)
+    held: dict[tuple[int, str], int] = defaultdict(int)
+    for row in reservations:
+        active[(row[1], row[3])].append(row)
+        held[(row[2], row[3])] += row[5]
+    opened: dict[tuple[int, str], dict[int, tuple]] = defaultdict(dict)
+    for pick_id, oid, loc, state, packages, _, line_id, sku, qty in pick_rows:
+        opened[(oid, loc)].setdefault(pick_id, (state, packages, []))[2].append((line_id, sku, qty))
+    plans = shipping_plans(conn, [r.order_id for r in requests if r.carrier_code is None])
+    pairs: list[_Pair] = []
+    for r in requests:
+        key = (r.order_id, r.location_code)
+        new = [row for row in active.get(key, ()) if row[0] not in in_open_pick]
+        picks = opened.get(key, {})
+        if not new and not picks:
+            idle.append(r)
+            continue
+        qty: dict[int, int] = defaultdict(int)
+        sku_of: dict[int, str] = {}
+        for _, _, plines in picks.values():
+            for line_id, sku, q in plines:
+                if q > 0:
+                    qty[line_id] += q
+                    sku_of[line_id] = sku
+        for _, _, line_id, _, sku, q in new:
+            qty[line_id] += q
+            sku_of[line_id] = sku
+        short = [
+            f"line {lid} at {r.location_code}: ship {q}, only {held.get((lid, r.location_code), 0)} reserved"
+            for lid, q in sorted(qty.items())
+            if q > held.get((lid, r.location_code), 0)
+        ]
+        if short or not qty:
+            result.skipped.append((*key, "; ".join(short) or f"nothing picked at {r.location_code} to ship"))
+            continue
+        if r.carrier_code is None:
+            plan = plans.get(key, NO_PLAN)
+            carrier, service = plan.carrier_code, plan.service_code
+        else:
+            carrier, service = r.carrier_code, r.service_code
+        lines = [(lid, sku_of[lid], q) for lid, q in sorted(qty.items())]
+        pairs.append(_Pair(orders[r.order_id], r.location_code, carrier, service, new, picks, lines))
+    return pairs
+
+
+def _settle_idle(conn, idle: list[ShipRequest], orders: dict, result: BulkShipResult) -> None:
+    """Pairs with nothing to pick: a pair that shipped before is done (its latest shipment goes to
+    ``already_shipped``, so re-running a batch is quiet); any other is skipped with the reason."""
+    last = {
+        (oid, loc): (sid, number)
+        for oid, loc, sid, number in conn.execute(
+            """SELECT DISTINCT ON (p.order_id, p.location_code) p.order_id, p.location_code, s.shipment_id,
+                      s.shipment_number
+               FROM oms.picks p JOIN oms.shipments s ON s.shipment_id = p.shipment_id
+               WHERE p.order_id = ANY(%b::int8[]) AND p.state = 'shipped'
+               ORDER BY p.order_id, p.location_code, s.shipment_id DESC""",
+            (sorted({r.order_id for r in idle}),),
+        )
+    }
+    for r in idle:
+        key = (r.order_id, r.location_code)
+        state = orders[r.order_id]["state"]
+        if key in last:
+            result.already_shipped[key] = ShipmentResult(*last[key], created=False)
+        elif state not in PICKABLE_ORDER_STATES:
+            result.skipped.append((*key, f"order is {state}: nothing to pick"))
+        else:
+            result.skipped.append((*key, f"nothing reserved at {r.location_code} to pick"))
+
+
+def _pick_in_full(conn: psycopg.Connection, batch: list[_Pair], actor: str) -> None:
+    """``record_pick`` with everything found, for every pair of a round (one order appears once)."""
+    todo = [p for p in batch if p.new]
+    if not todo:
+        return
+    rows = conn.execute(
+        """INSERT INTO oms.picks (order_id, location_code, state, actor)
+           SELECT t.o, t.l, 'picked', %s FROM unnest(%b::int8[], %b::text[]) WITH ORDINALITY AS t(o, l, n)
+           ORDER BY t.n
+           RETURNING pick_id, order_id""",
+        (actor, [p.order_id for p in todo], [p.location for p in todo]),
+    ).fetchall()
+    pick_of = {oid: pid for pid, oid in rows}
+    for p in todo:
+        p.pick_id = pick_of[p.order_id]
+    lines = [(p.pick_id, rid, lid, sku, q) for p in todo for rid, _, lid, _, sku, q in p.new]
+    conn.execute(
+        """INSERT INTO oms.pick_lines (pick_id, reservation_id, line_id, sku, qty_expected, qty_picked)
+           SELECT p, r, l, s, q, q
+           FROM unnest(%b::int8[], %b::int8[], %b::int8[], %b::text[], %b::int4[]) AS t(p, r, l, s, q)""",
+        [list(col) for col in zip(*lines, strict=True)],
+    )
+    oids = [p.order_id for p in todo]
+    states = dict(
+        conn.execute(
+            "SELECT order_id, state FROM oms.orders WHERE order_id = ANY(%b::int8[])", (oids,)
+        ).fetchall()
+    )
+    apply_transitions(
+        conn,
+        "order",
+        [
+            Change(p.order_id, "picking", f"picked at {p.location}")
+            for p in todo
+            if states[p.order_id] in ("allocated", "partially_allocated")
+        ],
+        actor=actor,
+    )
+    _stamp_picked(conn, oids)
+    reasons = {p.order_id: f"pick {p.pick_id}" for p in todo}
+    sync_lines(conn, oids, actor=actor, reason=reasons)
+    sync_orders(conn, oids, actor=actor, reason=reasons)
+
+
+def _pack_picked(conn: psycopg.Connection, batch: list[_Pair], actor: str) -> None:
+    """``pack`` (one parcel per pick) for every pair of a round."""
+    packed = conn.execute(
+        """UPDATE oms.picks pk SET state = 'packed', packed_at = now(), packages = 1
+           FROM unnest(%b::int8[], %b::text[]) AS t(o, l)
+           WHERE pk.order_id = t.o AND pk.location_code = t.l AND pk.state = 'picked'
+           RETURNING pk.order_id""",
+        ([p.order_id for p in batch], [p.location for p in batch]),
+    ).fetchall()
+    oids = sorted({r[0] for r in packed})
+    if oids:
+        sync_lines(conn, oids, actor=actor, reason="packed")
+        sync_orders(conn, oids, actor=actor, reason="packed")
+
+
+def _ship_packed(conn: psycopg.Connection, batch: list[_Pair], weights: Mapping[str, int | None], actor: str):
+    """``create_shipment`` for every pair of a round: shipments, lines, consumed reservations, shipped
+    quantities, picks → shipped, creation events, outbox, derived states."""
+    packages = {
+        p.order_id: sum(1 if st == "picked" else n for st, n, _ in p.opened.values())
+        + (1 if p.pick_id else 0)
+        for p in batch
+    }
+    weight = {p.order_id: sum(q * (weights.get(sku) or 0) for _, sku, q in p.lines) for p in batch}
+    rows = conn.execute(
+        """INSERT INTO oms.shipments (order_id, location_code, carrier_code, service_code, delivery_method,
+                                      pickup_location_code, packages, weight_g, promised_at)
+           SELECT t.o, t.l, t.c, t.sc, t.dm, t.pl, t.pk, t.w, t.pa
+           FROM unnest(%b::int8[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int4[],
+                       %b::int4[], %b::timestamptz[]) WITH ORDINALITY AS t(o, l, c, sc, dm, pl, pk, w, pa, n)
+           ORDER BY t.n
+           RETURNING shipment_id, shipment_number, order_id""",
+        (
+            [p.order_id for p in batch],
+            [p.location for p in batch],
+            [p.carrier for p in batch],
+            [p.service for p in batch],
+            [p.order["delivery_method"] for p in batch],
+            [p.order["pickup_location_code"] for p in batch],
+            [packages[p.order_id] for p in batch],
+            [weight[p.order_id] for p in batch],
+            [p.order["latest_promised_at"] or p.order["promised_at"] for p in batch],
+        ),
+    ).fetchall()
+    created = {oid: (sid, number) for sid, number, oid in rows}
+    for p in batch:
+        sid, number = created[p.order_id]
+        p.shipment = ShipmentResult(sid, number, True, tuple((lid, q) for lid, _, q in p.lines))
+    lines = [(p.shipment.shipment_id, lid, sku, q) for p in batch for lid, sku, q in p.lines]
+    conn.execute(
+        """INSERT INTO oms.shipment_lines (shipment_id, line_id, sku, qty)
+           SELECT * FROM unnest(%b::int8[], %b::int8[], %b::text[], %b::int4[])""",
+        [list(col) for col in zip(*lines, strict=True)],
+    )
+    consume_reservations_bulk(
+        conn,
+        line_qty=[
+            (lid, p.location, q, f"shipment {p.shipment.shipment_number}")
+            for p in batch
+            for lid, _, q in p.lines
+        ],
+        actor=actor,
+    )
+    conn.execute(
+        """UPDATE oms.order_lines l SET qty_shipped = l.qty_shipped + t.q, updated_at = now()
+           FROM unnest(%b::int8[], %b::int4[]) AS t(id, q) WHERE l.line_id = t.id""",
+        ([x[1] for x in lines], [x[3] for x in lines]),
+    )
+    picks = [
+        (pick_id, p.shipment.shipment_id)
+        for p in batch
+        for pick_id in sorted([*p.opened, *([p.pick_id] if p.pick_id else [])])
+    ]
+    conn.execute(
+        """UPDATE oms.picks pk SET state = 'shipped', shipment_id = t.s
+           FROM unnest(%b::int8[], %b::int8[]) AS t(p, s) WHERE pk.pick_id = t.p""",
+        ([x[0] for x in picks], [x[1] for x in picks]),
+    )
+    by_location: dict[str, list[_Pair]] = defaultdict(list)
+    for p in batch:
+        by_location[p.location].append(p)
+    for location, group in sorted(by_location.items()):
+        record_creations(
+            conn,
+            "shipment",
+            [(p.order_id, p.shipment.shipment_id, "created") for p in group],
+            actor=actor,
+            reason=f"shipped from {location}",
+            data=[{"carrier_code": p.carrier} for p in group],
+        )
+    enqueue_many(
+        conn,
+        [
+            effect
+            for p in batch
+            for effect in _shipment_effects(
+                p.order,
+                p.shipment.shipment_id,
+                p.shipment.shipment_number,
+                p.location,
+                p.carrier,
+                p.service,
+                weight[p.order_id],
+                packages[p.order_id],
+                p.lines,
+            )
+        ],
+    )
+    oids = [p.order_id for p in batch]
+    reasons = {p.order_id: f"shipment {p.shipment.shipment_number}" for p in batch}
+    sync_lines(conn, oids, actor=actor, reason=reasons)
+    sync_orders(conn, oids, actor=actor, reason=reasons, after_ship=True)
+
+
+def _hand_over_own(
+    conn: psycopg.Connection, batch: list[_Pair], instant: frozenset[str], actor: str, result: BulkShipResult
+) -> None:
+    """Shipments the location hands over itself wait there at once; instant-handover channels' customers
+    take them at once."""
+    own = [p for p in batch if p.carrier == SELF_CARRIER]
+    if not own:
+        return
+    ready = [p.shipment.shipment_id for p in own]
+    _move_shipments(conn, ready, "ready_for_pickup", actor, None, None)
+    result.ready_for_pickup.extend(ready)
+    collected = [p.shipment.shipment_id for p in own if p.order["channel_code"] in instant]
+    if collected:
+        _move_shipments(conn, collected, "picked_up", actor, None, None)
+        result.picked_up.extend(collected)
 
 
 # --------------------------------------------------------------------------------------------------------

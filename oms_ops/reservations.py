@@ -1,8 +1,8 @@
 """Closing reservations: release (cancel, hold, reroute, expiry, WMS shortage), partial release (short
 pick) and consume (shipping) — every change to a reservation row after the allocator made it lives here.
 
-All are called INSIDE the caller's transaction, after the caller has locked the orders concerned (A's
-cancel / ship lock ``oms.orders`` rows first), so no allocator can add a reservation to those orders
+All are called INSIDE the caller's transaction, after the caller has locked the orders concerned (cancel
+and ship lock ``oms.orders`` rows first), so no allocator can add a reservation to those orders
 meanwhile — the allocator skips locked orders. Stock rows are locked in (location_code, sku) order before
 any reservation row is touched, the one global lock order every stock writer follows, and the stock change
 plus its ledger entries go through :func:`oms_ops.inventory.apply_movements` (one checked UPDATE, one
@@ -98,8 +98,49 @@ def consume_reservations(
             wanted[(line_id, location)] += qty
     if problems:
         raise ValidationFailed(problems)
+    _consume(conn, wanted, dict.fromkeys(wanted, reason), actor)
+
+
+def consume_reservations_bulk(
+    conn: psycopg.Connection,
+    *,
+    line_qty: Sequence[tuple[int, str, int, str]],
+    actor: str,
+) -> None:
+    """:func:`consume_reservations` for many shipments at once (call INSIDE a transaction).
+
+    ``line_qty`` holds ``(line_id, location_code, qty, reason)``: the reason goes to that entry's ledger
+    rows, so each 'ship' entry names its own shipment exactly as a shipment-by-shipment run would. A
+    (line, location) pair may appear once. Every problem is collected into one ValidationFailed; nothing
+    changes.
+    """
+    wanted: dict[tuple[int, str], int] = {}
+    reasons: dict[tuple[int, str], str] = {}
+    problems = []
+    for line_id, location, qty, reason in line_qty:
+        if qty <= 0:
+            problems.append(f"line {line_id} at {location}: quantity must be > 0, got {qty}")
+        elif (line_id, location) in wanted:
+            problems.append(f"line {line_id} at {location}: listed more than once")
+        else:
+            wanted[(line_id, location)] = qty
+            reasons[(line_id, location)] = reason
+    if problems:
+        raise ValidationFailed(problems)
+    _consume(conn, wanted, reasons, actor)
+
+
+def _consume(
+    conn: psycopg.Connection,
+    wanted: Mapping[tuple[int, str], int],
+    reasons: Mapping[tuple[int, str], str],
+    actor: str,
+) -> None:
+    """Consume ``wanted`` units per (line, location), oldest reservation first; ledger reason per pair.
+    Stock rows are locked in (location, sku) order before the reservation rows."""
     if not wanted:
         return
+    problems = []
     line_ids = sorted({k[0] for k in wanted})
     skus = dict(
         conn.execute(
@@ -137,7 +178,7 @@ def consume_reservations(
             qty -= take
             if take == rqty:
                 consumed_full.append(rid)
-                moves.append(Movement(loc, sku, "ship", -take, -take, oid, lid, rid, reason=reason))
+                moves.append(Movement(loc, sku, "ship", -take, -take, oid, lid, rid, reason=reasons[key]))
             else:
                 partial.append((rid, take))
                 pending_split.append(((rid, oid, lid, loc, sku), take))
@@ -165,7 +206,9 @@ def consume_reservations(
         new_id = {(lid, loc): rid for rid, lid, loc in created}
         for (_, oid, lid, loc, sku), take in pending_split:
             moves.append(
-                Movement(loc, sku, "ship", -take, -take, oid, lid, new_id[(lid, loc)], reason=reason)
+                Movement(
+                    loc, sku, "ship", -take, -take, oid, lid, new_id[(lid, loc)], reason=reasons[(lid, loc)]
+                )
             )
     apply_movements(conn, moves, actor=actor)
 

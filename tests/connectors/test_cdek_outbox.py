@@ -7,10 +7,10 @@ import pytest
 from oms_ops import outbox
 from oms_ops.channels import callcentre
 from oms_ops.connectors import cdek
-from oms_ops.services import operations as flow
 from oms_ops.services.allocation import allocate
 from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
+from oms_ops.services.shipping import ship_reserved
 from simulators.callcentre import generate_callcentre_orders
 from tests.connectors.conftest import FakeTime, count
 
@@ -26,7 +26,7 @@ def shipped(world, business_config, policy):
             o["delivery"]["method"] = "courier"
         callcentre.submit_orders(conn, orders)
         allocate(conn, business_config)
-        res = flow.ship_allocated(conn)
+        res = ship_reserved(conn)
         assert res.shipments > 0
         clients = Clients(settings, policy=policy, rate=None)
         return conn, stack, clients

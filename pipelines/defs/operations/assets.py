@@ -13,8 +13,8 @@ from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
 from oms_ops.services import allocation as allocation_service
 from oms_ops.services import ats as ats_service
-from oms_ops.services import operations as flow
 from oms_ops.services import returns as returns_service
+from oms_ops.services import shipping
 from oms_ops.services.outbox import drain_outbox
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
@@ -46,7 +46,7 @@ def allocation(
 )
 def shipments(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
     with postgres.connection() as conn:
-        res = flow.ship_allocated(conn)
+        res = shipping.ship_reserved(conn)
     for e in res.errors[:20]:
         context.log.warning(e)
     return dg.MaterializeResult(

@@ -1,0 +1,177 @@
+"""Shipping use cases: ship what is reserved, and move shipments on (handed over, waiting, collected, delivered).
+
+``ship_reserved`` stands in for the warehouse floor where there is no WMS pick/pack feed: reserved units are
+recorded as picked in full, packed as one parcel and shipped with the carrier and tariff the allocation
+decision chose (``self`` where the customer collects at the location, which then waits there; sales of
+instant-handover channels, the till, are collected at once). It is set-based: ``chunk_size`` orders per
+transaction through :func:`oms_ops.fulfillment.ship_in_full`, instead of three to five transactions per
+order. The rows it writes are the ones the pick → pack → create_shipment operations write order by order.
+
+Concurrency: orders are taken oldest first (placed_at, order_id) page by page; each chunk locks its orders
+with SKIP LOCKED, so two shippers take disjoint orders and an order being cancelled or reallocated right
+now is left for the next run (counted in ``deferred``). A chunk whose transaction fails on a domain error
+is split in halves and retried until the failing order stands alone: it is reported in ``errors`` and every
+other order of the chunk ships.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from oms_ops import fulfillment
+from oms_ops.channels import registry
+from oms_ops.errors import OmsError, ValidationFailed
+from oms_ops.fulfillment import BulkShipResult, ShipRequest
+
+log = logging.getLogger("oms.services.shipping")
+#: Order states whose active reservations are shipped.
+SHIPPABLE_STATES = ("allocated", "partially_allocated", "picking", "packed")
+#: Channels whose customers leave the till with the goods (``Channel.instant_handover``).
+INSTANT_HANDOVER_CHANNELS = tuple(c.code for c in registry.CHANNELS if c.instant_handover)
+
+
+@dataclass
+class ShipResult:
+    shipments: int = 0
+    handovers: int = 0
+    errors: list[str] = field(default_factory=list)
+    #: orders locked by another operation when their chunk ran: shipped by a later run
+    deferred: int = 0
+    transactions: int = 0
+
+    def metadata(self) -> dict:
+        return {
+            "shipments": self.shipments,
+            "handovers": self.handovers,
+            "errors": len(self.errors),
+            "deferred": self.deferred,
+            "transactions": self.transactions,
+        }
+
+
+def ship_reserved(
+    conn: psycopg.Connection,
+    *,
+    limit: int = 5000,
+    chunk_size: int = 500,
+    actor: str = "fulfilment",
+    instant_handover_channels: Sequence[str] = INSTANT_HANDOVER_CHANNELS,
+) -> ShipResult:
+    """Pick in full, pack and ship everything reserved for up to ``limit`` orders in states allocated,
+    partially_allocated, picking or packed, oldest first, ``chunk_size`` orders per transaction.
+
+    Store-pickup shipments (carrier 'self') are marked ready_for_pickup in their chunk's transaction, and
+    picked_up for ``instant_handover_channels``. Idempotent: a repeated run finds nothing left to ship.
+    """
+    if chunk_size <= 0:
+        raise ValidationFailed("chunk_size must be > 0")
+    if limit < 0:
+        raise ValidationFailed("limit must be >= 0")
+    res = ShipResult()
+    instant = tuple(instant_handover_channels)
+    after: tuple[datetime, int] | None = None
+    remaining = limit
+    while remaining > 0:
+        size = min(chunk_size, remaining)
+        work = _next_orders(conn, after, size)
+        if not work:
+            break
+        requests = [ShipRequest(order_id, loc) for order_id, _, locations in work for loc in locations]
+        _ship_chunk(conn, requests, res, actor, instant)
+        if len(work) < size:
+            break
+        after = (work[-1][1], work[-1][0])
+        remaining -= len(work)
+    return res
+
+
+def _next_orders(
+    conn: psycopg.Connection, after: tuple[datetime, int] | None, size: int
+) -> list[tuple[int, datetime, list[str]]]:
+    """The next ``size`` orders with active reservations after ``after`` (placed_at, order_id), with the
+    locations holding them. A plain read: the chunk's transaction locks and checks each order again."""
+    return conn.execute(
+        """SELECT o.order_id, o.placed_at, array_agg(DISTINCT r.location_code ORDER BY r.location_code)
+           FROM oms.orders o JOIN oms.reservations r ON r.order_id = o.order_id AND r.state = 'active'
+           WHERE o.state = ANY(%(states)s)
+             AND (%(t)s::timestamptz IS NULL OR (o.placed_at, o.order_id) > (%(t)s, %(id)s::bigint))
+           GROUP BY o.order_id, o.placed_at
+           ORDER BY o.placed_at, o.order_id
+           LIMIT %(n)s""",
+        {
+            "states": list(SHIPPABLE_STATES),
+            "t": after[0] if after else None,
+            "id": after[1] if after else None,
+            "n": size,
+        },
+    ).fetchall()
+
+
+def _ship_chunk(
+    conn: psycopg.Connection,
+    requests: list[ShipRequest],
+    res: ShipResult,
+    actor: str,
+    instant: tuple[str, ...],
+) -> None:
+    """One transaction for the chunk; on a domain error (the transaction rolled back) the chunk is split
+    by order in halves and each half retried, down to the one order that fails."""
+    try:
+        out = fulfillment.ship_in_full(
+            conn, requests, actor=actor, instant_handover_channels=instant, skip_locked=True
+        )
+    except OmsError as exc:
+        orders = list(dict.fromkeys(r.order_id for r in requests))
+        if len(orders) == 1:
+            res.errors.append(f"order {orders[0]}: {exc}")
+            log.warning("ship_reserved: order %s: %s", orders[0], exc)
+            return
+        first = set(orders[: len(orders) // 2])
+        _ship_chunk(conn, [r for r in requests if r.order_id in first], res, actor, instant)
+        _ship_chunk(conn, [r for r in requests if r.order_id not in first], res, actor, instant)
+        return
+    _count(res, out)
+
+
+def _count(res: ShipResult, out: BulkShipResult) -> None:
+    res.transactions += 1
+    res.shipments += len(out.shipments)
+    res.handovers += len(out.ready_for_pickup)
+    res.deferred += len(out.deferred)
+    for order_id, location, reason in out.skipped:
+        res.errors.append(f"order {order_id} at {location}: {reason}")
+        log.warning("ship_reserved: order %s at %s: %s", order_id, location, reason)
+
+
+# -- moving shipments on: one transaction each, lines and orders derived in the same transaction ------------
+def hand_over(
+    conn: psycopg.Connection, shipment_ids: Sequence[int], *, actor: str, at: datetime | None = None
+) -> list[tuple[int, str, str]]:
+    """The carrier took the parcels (created / label_printed → handed_over)."""
+    return fulfillment.hand_over(conn, shipment_ids, actor=actor, at=at)
+
+
+def mark_delivered(
+    conn: psycopg.Connection, shipment_ids: Sequence[int], *, actor: str, at: datetime | None = None
+) -> list[tuple[int, str, str]]:
+    """Delivered to the customer (lines → delivered; an order → delivered once all its shipments are)."""
+    return fulfillment.mark_delivered(conn, shipment_ids, actor=actor, at=at)
+
+
+def mark_ready_for_pickup(
+    conn: psycopg.Connection, shipment_ids: Sequence[int], *, actor: str, at: datetime | None = None
+) -> list[tuple[int, str, str]]:
+    """Waiting for the customer at the store / pickup point."""
+    return fulfillment.mark_ready_for_pickup(conn, shipment_ids, actor=actor, at=at)
+
+
+def mark_picked_up(
+    conn: psycopg.Connection, shipment_ids: Sequence[int], *, actor: str, at: datetime | None = None
+) -> list[tuple[int, str, str]]:
+    """Collected by the customer at the store / pickup point."""
+    return fulfillment.mark_picked_up(conn, shipment_ids, actor=actor, at=at)
