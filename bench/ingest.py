@@ -49,10 +49,10 @@ from oms_ops.channels import normalize as norm  # noqa: E402
 from oms_ops.channels import ozon, registry, webstore, wildberries  # noqa: E402
 from oms_ops.connectors.config import settings_from_manifest  # noqa: E402
 from oms_ops.connectors.http import RetryPolicy  # noqa: E402
-from oms_ops.services.setup import seed_from_simulators  # noqa: E402
 from oms_ops.db import connect  # noqa: E402
 from oms_ops.platform.migrate import migrate  # noqa: E402
 from oms_ops.platform.postgres import EmbeddedPostgres  # noqa: E402
+from oms_ops.services.setup import seed_from_simulators  # noqa: E402
 
 CHANNELS = ("ozon", "wildberries", "webstore")
 #: share of the N orders per channel (WB counts units: one WB order is one unit)

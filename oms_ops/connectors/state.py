@@ -6,12 +6,7 @@ Cursors are written inside the transaction that stored what they cover (see
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from psycopg.types.json import Jsonb
 
 from oms_ops.channels import ozon, webstore, wildberries
-from oms_ops.services.intake import replay_quarantine
 from oms_ops.connectors.state import get_cursor, set_cursor
+from oms_ops.services.intake import replay_quarantine
 from tests.connectors.conftest import count
 
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from oms_ops import cli
 from oms_ops.channels import callcentre, pos
-from oms_ops.connectors import wms
 from oms_ops.channels.base import normalize_phone
+from oms_ops.connectors import wms
 from simulators.callcentre import generate_callcentre_orders
 from tests.connectors.conftest import count, settings_of
 

@@ -7,9 +7,9 @@ from email.utils import format_datetime
 
 import pytest
 
-from oms_ops.connectors.http import ApiError, ConnectorError, RatePacer, RetryPolicy, retry_after_seconds
 from oms_ops.channels.ozon import OzonClient
 from oms_ops.channels.wildberries import WildberriesClient
+from oms_ops.connectors.http import ApiError, ConnectorError, RatePacer, RetryPolicy, retry_after_seconds
 from tests.connectors.conftest import FakeTime, SleepRecorder, settings_of
 
 

@@ -8,8 +8,8 @@ import logging
 import httpx
 import pytest
 
-from oms_ops.services.intake import normalize
 from oms_ops.channels.webhooks import WebhookServer
+from oms_ops.services.intake import normalize
 from oms_ops.wire.shopify import shopify_hmac
 from tests.connectors.conftest import count
 
