@@ -8,13 +8,12 @@ invariant checks hang off the step that could break them.
 import dagster as dg
 
 from oms_ops.channels import registry
-from oms_ops.connectors import cdek
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
 from oms_ops.services import allocation as allocation_service
 from oms_ops.services import ats as ats_service
+from oms_ops.services import carrier, shipping
 from oms_ops.services import returns as returns_service
-from oms_ops.services import shipping
 from oms_ops.services.outbox import drain_outbox
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
@@ -74,8 +73,8 @@ def outbox_delivery(
 
 def _carrier_step(context, postgres, channels, fn) -> dg.MaterializeResult:
     try:
-        with channels.client("cdek") as client, postgres.connection() as conn:
-            out = fn(conn, client)
+        with channels.clients() as clients, postgres.connection() as conn:
+            out = fn(conn, clients)
     except NotConfigured as exc:
         context.log.warning(str(exc))
         return dg.MaterializeResult(metadata={"skipped": str(exc)})
@@ -93,7 +92,7 @@ def _carrier_step(context, postgres, channels, fn) -> dg.MaterializeResult:
 def carrier_documents(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
-    return _carrier_step(context, postgres, channels, lambda c, cl: cdek.sync_bookings(c, cl))
+    return _carrier_step(context, postgres, channels, carrier.sync_documents)
 
 
 @dg.asset(
@@ -105,17 +104,7 @@ def carrier_documents(
 def carrier_tracking(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
-    def run(conn, client):
-        r = cdek.poll_tracking(conn, client)
-        return {
-            "events_new": r.inserted,
-            "events_duplicate": r.duplicates,
-            "transitions": len(r.applied),
-            "ignored": len(r.ignored),
-            "quarantined": len(r.quarantined),
-        }
-
-    return _carrier_step(context, postgres, channels, run)
+    return _carrier_step(context, postgres, channels, carrier.poll_tracking)
 
 
 @dg.asset(
