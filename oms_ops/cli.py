@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from oms_ops.channels.callcentre import read_orders
+from oms_ops.analytics.dbt import OpsViewsError, build_ops_views
 from oms_ops.db import connect
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
@@ -52,6 +52,15 @@ def _print_state(state: stack.StackState) -> None:
         typer.echo(f"  {name:<18} {where}  [{kind}{', pid ' + str(info.pid) if info.pid else ''}]")
 
 
+def _build_views(state: stack.StackState) -> None:
+    """The read model's views, built as soon as the stores are migrated: the pages, pushers and checks read
+    them from the first minute."""
+    try:
+        build_ops_views(state.database_url)
+    except OpsViewsError as exc:
+        raise stack.StackError(str(exc)) from None
+
+
 def _services(option: str | None) -> tuple[str, ...]:
     if not option:
         return stack.ALL_SERVICES
@@ -68,7 +77,9 @@ def up(
     """Start the services in the background (embedded defaults unless OMS_*_URL are set)."""
     settings = _settings()
     try:
-        state, already = stack.up(settings, _services(services), seed=setup.seed_demo)
+        state, already = stack.up(
+            settings, _services(services), after_stores=_build_views, seed=setup.seed_demo
+        )
     except (ConfigError, stack.StackError, MigrationError) as exc:
         _fail(str(exc))
         return
@@ -107,7 +118,7 @@ def status() -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply pending migrations (starts the embedded Postgres if needed)."""
+    """Apply pending migrations and build the operational views (starts the embedded Postgres if needed)."""
     from oms_ops.platform.migrate import migrate as run_migrate
     from oms_ops.platform.postgres import EmbeddedPostgres
 
@@ -124,10 +135,11 @@ def migrate() -> None:
 
         with psycopg.connect(url, autocommit=True) as conn:
             applied = run_migrate(conn)
+        build_ops_views(url)
     except (ConfigError, MigrationError, RuntimeError) as exc:
         _fail(str(exc))
         return
-    typer.echo("Applied: " + ", ".join(applied) if applied else "Up to date.")
+    typer.echo(("Applied: " + ", ".join(applied) if applied else "Up to date.") + " Ops views built.")
 
 
 def load_demo_logins() -> dict[str, tuple[str, str]]:
@@ -158,7 +170,10 @@ def demo(
     try:
         ensure_demo_users(users_file())
         state, _ = stack.up(
-            settings, _services(services) if services else stack.DEMO_SERVICES, seed=setup.seed_demo
+            settings,
+            _services(services) if services else stack.DEMO_SERVICES,
+            after_stores=_build_views,
+            seed=setup.seed_demo,
         )
         typer.echo("\nThe OMS is running on embedded defaults:")
         _print_state(state)
@@ -252,7 +267,7 @@ def generated_callcentre_orders(count: int, seed: int) -> list[dict]:
         text=True,
         check=True,
     )
-    return read_orders(out.stdout)
+    return intake.read_orders(out.stdout)
 
 
 @callcentre_app.command("submit")
@@ -266,9 +281,9 @@ def callcentre_submit(
         if generate:
             orders = generated_callcentre_orders(generate, seed)
         elif source in (None, "-"):
-            orders = read_orders(sys.stdin.read())
+            orders = intake.read_orders(sys.stdin.read())
         else:
-            orders = read_orders(Path(source).read_text(encoding="utf-8"))
+            orders = intake.read_orders(Path(source).read_text(encoding="utf-8"))
         with connect(_database_url(_settings())) as conn:
             res = intake.submit_callcentre_orders(conn, orders)
     except (OSError, ValueError, RuntimeError, subprocess.CalledProcessError) as exc:

@@ -10,12 +10,12 @@ See ``docs/simulators.md``. Public entry points:
 * :func:`generate_callcentre_orders` — operator-entered orders.
 """
 
+from oms_ops.wire.shopify import shopify_hmac, verify_shopify_hmac
 from simulators.callcentre import CallCentre, generate_callcentre_orders
 from simulators.catalog import Product, generate_catalog, is_valid_ean13
 from simulators.clock import SimClock
 from simulators.faults import FAULT_KINDS, FaultRule
 from simulators.generator import GeneratedOrder, OrderGenerator, generate_orders
-from oms_ops.wire.shopify import shopify_hmac, verify_shopify_hmac
 from simulators.stack import SIMULATOR_NAMES, SimulatorStack, start_simulators
 
 __all__ = [

@@ -44,13 +44,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from oms_ops.wire.shopify import shopify_hmac, verify_shopify_hmac  # noqa: F401  (re-exported for receivers)
 from simulators.base import ApiError, SimContext, Simulator, read_json
 from simulators.clock import iso_z, parse_rfc3339
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import LeakyBucket
 from simulators.network import BY_SHOPIFY_LOCATION, LOCATION_BY_CODE
-from oms_ops.wire.shopify import shopify_hmac, verify_shopify_hmac  # noqa: F401  (re-exported for receivers)
 
 log = logging.getLogger("simulators.shopify")
 

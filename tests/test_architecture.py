@@ -222,3 +222,36 @@ def test_the_registry_is_the_only_list_of_channels(package):
         for hit in _channel_literals(path)
     ]
     assert bad == []
+
+
+#: what entry points may import of oms_ops: the use cases, the read side, and the plumbing they are built on
+ENTRY_POINT_ALLOWED = (
+    "oms_ops.services",
+    "oms_ops.read_model",
+    "oms_ops.dashboard_queries",
+    "oms_ops.queries",
+    "oms_ops.invariants",
+    "oms_ops.errors",
+    "oms_ops.users",
+    "oms_ops.business_config",
+    "oms_ops.db",
+    "oms_ops.platform",
+    "oms_ops.analytics",
+    "oms_ops.channels.registry",
+    "oms_ops.channels.base",
+    "oms_ops.connectors.config",
+    "oms_ops.connectors.http",
+)
+
+
+def test_entry_points_call_services_not_the_domain():
+    bad = [
+        f"{m} → {t}"
+        for m, targets in _project_edges().items()
+        if _layer(m) == 3
+        for t in targets
+        if t.startswith("oms_ops")
+        and not any(t == a or t.startswith(a + ".") for a in ENTRY_POINT_ALLOWED)
+        and _layer(t) < 3
+    ]
+    assert bad == []

@@ -14,7 +14,7 @@ import streamlit as st
 from dashboards.common import READ_TTL_S, actor, pg, require_database, require_role
 from oms_ops import dashboard_queries as dq
 from oms_ops.errors import OmsError
-from oms_ops.orders import accept_orders
+from oms_ops.services.intake import take_orders
 
 CHANNEL = "callcentre"
 MAX_LINES = 5
@@ -147,7 +147,7 @@ if submitted:
         "lines": lines,
     }
     try:
-        res = pg(accept_orders, URL, [order], actor=actor(user), source=CHANNEL)
+        res = pg(take_orders, URL, [order], actor=actor(user), source=CHANNEL)
     except (OmsError, psycopg.Error) as exc:  # shown to the operator; the form keeps its input
         st.error(f"The order could not be saved: {exc}")
         st.stop()

@@ -1,8 +1,11 @@
 """KPIs (manager, admin) from the ClickHouse marts: fulfilment time p50/p90, on-time, pick accuracy, return
 rates (by channel, location, SKU, reason), channel mix and perfect-order rate; filters by dates, channel and
-location; Altair charts; CSV downloads; the data's freshness next to the numbers. Definitions:
-``/work/shared/reference/kpi-definitions.md`` → docs/kpi-glossary.md (rates are re-computed from the
-numerators and denominators, so any filter combination stays exact)."""
+location; Altair charts; CSV downloads; the data's freshness next to the numbers.
+
+Every rate, its name and its definition come from the KPI glossary the marts are built with (dbt seed
+``kpi_glossary`` → ``dim_kpi``, docs/kpi-glossary.md): the page re-computes each rate from the sums of the
+numerator and denominator columns the glossary names, so any filter combination stays exact and the page
+cannot drift from the mart's formula."""
 
 from __future__ import annotations
 
@@ -55,6 +58,11 @@ def _dimension_values(url: str, db: str) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=KPI_TTL_S, show_spinner=False)
+def _rates(url: str, db: str) -> list[dq.KpiRate]:
+    return dq.kpi_rates(_client())
+
+
+@st.cache_data(ttl=KPI_TTL_S, show_spinner=False)
 def _query(url: str, db: str, name: str, f: dq.KpiFilter, *args: Any) -> Any:
     return getattr(dq, name)(_client(), f, *args)
 
@@ -75,6 +83,12 @@ if "agg_kpi_daily" not in tables or freshness.get("agg_kpi_daily") is None:
     st.info(f"No KPI data yet: the marts in the ClickHouse database `{DB}` have not been built or are empty.")
     st.caption(freshness_caption())
     st.stop()
+if "dim_kpi" not in tables:
+    st.info(f"No KPI definitions yet: the KPI glossary `dim_kpi` in `{DB}` has not been built.")
+    st.caption(freshness_caption())
+    st.stop()
+RATES = _rates(CH_URL, DB)
+RATE_BY_COLUMN = {r.column: r for r in RATES}
 
 # -- filters --------------------------------------------------------------------------------------------------------
 values = _dimension_values(CH_URL, DB)
@@ -93,7 +107,7 @@ start, end = period
 f = dq.KpiFilter(start=start, end=end, channels=tuple(channels), locations=tuple(locations))
 
 cells = _query(CH_URL, DB, "kpi_rows", f)
-totals = dq.rollup(cells)[0] if cells else {}
+totals = dq.rollup(cells, RATES)[0] if cells else {}
 if not totals or not totals.get("orders_placed"):
     st.info("No orders in this period for these filters.")
     st.caption(freshness_caption())
@@ -104,15 +118,33 @@ def pct(value: Any) -> str:
     return "—" if value is None or pd.isna(value) else f"{float(value):.1f} %"
 
 
-m = st.columns(7)
+#: the headline rates (agg_kpi_daily columns); names and definitions from the glossary
+HEADLINE = (
+    "on_time_shipment_pct",
+    "on_time_delivery_pct",
+    "pick_accuracy_pct",
+    "return_rate_units_pct",
+    "return_rate_orders_pct",
+    "perfect_order_rate_pct",
+)
+headline = [RATE_BY_COLUMN[c] for c in HEADLINE if c in RATE_BY_COLUMN]
+m = st.columns(1 + len(headline))
 m[0].metric("Orders placed", f"{int(totals['orders_placed']):,}".replace(",", " "))
-m[1].metric("On-time shipment", pct(totals["on_time_shipment_pct"]))
-m[2].metric("On-time delivery", pct(totals["on_time_delivery_pct"]))
-m[3].metric("Pick accuracy", pct(totals["pick_accuracy_pct"]))
-m[4].metric("Return rate (units)", pct(totals["return_rate_units_pct"]))
-m[5].metric("Return rate (orders)", pct(totals["return_rate_orders_pct"]))
-m[6].metric("Perfect orders", pct(totals["perfect_order_rate_pct"]))
+for col, rate in zip(m[1:], headline, strict=True):
+    col.metric(rate.name, pct(totals[rate.column]), help=rate.help or None)
 st.caption(freshness_caption() + " · dates are the orders' placed dates (sales cohort), reporting time zone")
+with st.expander("Definitions (KPI glossary)"):
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"KPI": r.name, "numerator": r.numerator, "denominator": r.denominator, "column": r.column}
+                for r in RATES
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="kpi_glossary_table",
+    )
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -146,7 +178,7 @@ def csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
 
 
-daily = frame(dq.rollup(cells, ["date_day"]))
+daily = frame(dq.rollup(cells, RATES, ["date_day"]))
 
 # -- fulfilment time ----------------------------------------------------------------------------------------------
 st.subheader("Fulfilment time (placed → shipped), hours")
@@ -197,8 +229,8 @@ with right:
     )
 
 # -- channel mix and return rates by channel / location ----------------------------------------------------------
-by_channel = frame(dq.rollup(cells, ["channel_code"])).rename(columns={"channel_code": "channel"})
-by_location = frame(dq.rollup(cells, ["location_code"])).rename(columns={"location_code": "location"})
+by_channel = frame(dq.rollup(cells, RATES, ["channel_code"])).rename(columns={"channel_code": "channel"})
+by_location = frame(dq.rollup(cells, RATES, ["location_code"])).rename(columns={"location_code": "location"})
 left, right = st.columns(2)
 with left:
     st.subheader("Channel mix (orders)")

@@ -1,12 +1,19 @@
 """Order lookup (every role): find an order by its number, the channel's order id, the customer's phone or a
 tracking number and show its whole story — events, lines, shipments with tracking and print forms, returns.
-Ops and admins can open a return or an exchange from here. Managers see customer data masked."""
+Ops and admins can open a return or an exchange from here. Managers see customer data masked.
+
+Print forms come from the read model: ``read_model.shipment_documents`` lists what is stored (no bytes); a
+download fetches one document's bytes through ``read_model.document_bytes`` only when it is clicked. Labels
+carry the customer's name, phone and address, which cannot be masked inside a PDF, so roles that see masked
+data see which documents exist but cannot download them."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pandas as pd
+import psycopg
 import streamlit as st
 
 from dashboards.common import (
@@ -23,8 +30,10 @@ from dashboards.common import (
 )
 from dashboards.masking import mask_row, mask_rows, mask_tree
 from oms_ops import dashboard_queries as dq
+from oms_ops import read_model
 from oms_ops.queries import find_orders, order_timeline
-from oms_ops.returns import ReturnLineRequest, exchange_return, request_return, returnable
+from oms_ops.services import returns as return_actions
+from oms_ops.services.returns import ReturnLineRequest
 
 user = require_role("lookup")
 URL = require_database()
@@ -57,13 +66,26 @@ def _timeline(url: str, order_id: int):
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
-def _documents(url: str, shipment_ids: tuple[int, ...]) -> list[dq.Document]:
-    return pg(dq.shipment_documents, url, list(shipment_ids))
+def _documents(url: str, shipment_ids: tuple[int, ...]) -> list[read_model.ShipmentDocument]:
+    return pg(read_model.shipment_documents, url, list(shipment_ids))
+
+
+def _document_download(url: str, shipment_id: int, kind: str) -> Callable[[], bytes]:
+    """The bytes of one document, fetched when its download button is clicked. Streamlit runs this outside
+    the script thread, so it opens its own short connection instead of using the page's pool."""
+
+    def fetch() -> bytes:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=5, application_name="oms-dashboards"
+        ) as conn:
+            return read_model.document_bytes(conn, shipment_id, kind) or b""
+
+    return fetch
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def _returnable(url: str, order_id: int) -> dict[int, int]:
-    return pg(returnable, url, order_id)
+    return pg(return_actions.returnable, url, order_id)
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -163,20 +185,27 @@ else:
         st.caption("Carrier tracking")
         _table(tl.tracking, drop=("received_at",), key="tracking_table")
     docs = _documents(URL, tuple(s["shipment_id"] for s in tl.shipments))
-    if docs:
+    if not docs:
+        st.caption("No label or waybill stored for these shipments.")
+    elif MASKED:
+        st.caption(
+            "Stored print forms: "
+            + ", ".join(f"{md(d.kind)} of {md(d.shipment_number)}" for d in docs)
+            + " (they show the customer's data: ops and admins download them)."
+        )
+    else:
         cols = st.columns(min(4, len(docs)))
         for i, doc in enumerate(docs):
             cols[i % len(cols)].download_button(
-                f"{doc.kind.title()} · shipment {doc.shipment_id}",
-                data=doc.content,
-                file_name=doc.filename,
-                mime="application/pdf",
+                f"{doc.kind.title()} · {doc.shipment_number}",
+                data=_document_download(URL, doc.shipment_id, doc.kind),
+                file_name=doc.file_name,
+                mime=doc.content_type,
                 on_click="ignore",
                 icon=":material/download:",
-                key=f"doc_{doc.shipment_id}_{i}",
+                help=f"{doc.size_bytes / 1024:.0f} kB, stored {fmt_ts(doc.created_at)}",
+                key=f"doc_{doc.shipment_id}_{doc.kind}",
             )
-    else:
-        st.caption("No label or waybill stored for these shipments.")
 
 st.subheader("Returns")
 if tl.returns:
@@ -205,7 +234,7 @@ def _request_return(order_id: int, line_ids: list[int]) -> None:
     note = (st.session_state.get("rma_note") or "").strip() or None
 
     def do() -> str:
-        res = pg(request_return, URL, order_id, reqs, actor=actor(user), kind=kind, note=note)
+        res = pg(return_actions.request_return, URL, order_id, reqs, actor=actor(user), kind=kind, note=note)
         return f"{res.rma_number} opened ({kind}, {sum(r.qty for r in reqs)} unit(s))"
 
     run_action(FLASH, do)
@@ -213,7 +242,7 @@ def _request_return(order_id: int, line_ids: list[int]) -> None:
 
 def _exchange(return_id: int, rma: str) -> None:
     def do() -> str:
-        new_id = pg(exchange_return, URL, return_id, actor=actor(user))
+        new_id = pg(return_actions.exchange, URL, return_id, actor=actor(user))
         number = pg(dq.order_number, URL, new_id)
         return f"{rma}: replacement order {number} created"
 

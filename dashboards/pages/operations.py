@@ -1,7 +1,10 @@
 """Operations (ops, admin): live backlog and risk, exceptions with actions, stock, ATS, channel sync health.
 
-Live panels refresh themselves with ``st.fragment(run_every=…)``; reads are cached with a short ttl; every
-action calls one ``oms_ops`` function (see docs/dashboards.md) and clears the caches.
+Every operational figure on this page — backlog, orders at risk and its threshold, quarantine, available to
+sell, parcels awaiting pickup, ingest and sync state — comes from the read model (``oms_ops.read_model``, the
+dbt ``ops`` views), the same definitions the ATS pushers and the Dagster checks use. Live panels refresh
+themselves with ``st.fragment(run_every=…)``; reads are cached with a short ttl; every action calls one
+``oms_ops`` function (see docs/dashboards.md) and clears the caches.
 """
 
 from __future__ import annotations
@@ -27,35 +30,59 @@ from dashboards.common import (
     show_flash,
 )
 from dashboards.masking import mask_rows, mask_tree
+from dashboards.returns_panel import returns_panel
 from oms_ops import dashboard_queries as dq
-from oms_ops import quarantine
-from oms_ops.allocation import REROUTABLE_STATES, reroute
+from oms_ops import read_model
 from oms_ops.business_config import BusinessConfigError, load_business_config
-from oms_ops.dashboard_actions import replay_quarantined_order, retry_outbox
-from oms_ops.orders import cancel_orders, release_holds, replay_quarantined_orders
+from oms_ops.services import intake
+from oms_ops.services import orders as order_actions
+from oms_ops.services.outbox import retry_outbox
 
 user = require_role("operations")
 URL = require_database()
 MASKED = user.masked_pii
-AT_RISK_HOURS = 4
+#: order states top to bottom in the backlog chart (the order of an order's life)
+STATE_ORDER = (
+    "new",
+    "on_hold",
+    "backordered",
+    "partially_allocated",
+    "allocated",
+    "picking",
+    "packed",
+    "partially_shipped",
+    "shipped",
+    "ready_for_pickup",
+    "not_delivered",
+)
 
 
 # -- cached reads (ttl) -------------------------------------------------------------------------------------------
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
-def _counts(url: str) -> dict:
-    return pg(dq.exception_counts, url)
-
-
-@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def _backlog(url: str) -> list[dict]:
-    return pg(dq.backlog, url)
+    return pg(read_model.backlog, url)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _at_risk_hours(url: str) -> float:
+    return pg(read_model.at_risk_hours, url)
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
-def _at_risk(url: str, hours: float) -> list[dict]:
-    return pg(dq.orders_at_risk, url, at_risk_hours=hours)
+def _at_risk(url: str) -> list[dict]:
+    return pg(read_model.orders_at_risk, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _quarantine_summary(url: str) -> list[dict]:
+    return pg(read_model.quarantine_summary, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _outbox_counts(url: str) -> dict:
+    return pg(dq.outbox_counts, url)
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
@@ -70,12 +97,17 @@ def _order_brief(url: str, number: str) -> dict | None:
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def _quarantine(url: str) -> list[dict]:
-    return [row.__dict__ for row in pg(quarantine.list_open, url, limit=200)]
+    return pg(read_model.open_quarantine, url, limit=200)
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def _outbox(url: str) -> list[dict]:
     return pg(dq.outbox_problems, url)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _awaiting_pickup(url: str) -> list[dict]:
+    return pg(read_model.shipments_awaiting_pickup, url)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -94,13 +126,18 @@ def _locations(url: str) -> list[dict]:
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def _ingest(url: str) -> list[dict]:
-    return pg(dq.channel_ingest, url)
+def _ats_by_channel(url: str) -> list[dict]:
+    return pg(read_model.ats_by_channel, url)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def _sync_state(url: str) -> tuple[str | None, list[dict]]:
-    return pg(dq.connector_sync_state, url)
+def _ingest(url: str) -> list[dict]:
+    return pg(read_model.channel_ingest, url)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _sync_state(url: str) -> list[dict]:
+    return pg(read_model.sync_state, url)
 
 
 @st.cache_resource(ttl=300, show_spinner=False)
@@ -117,40 +154,57 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 st.title("Operations")
 
 
+def _total(rows: list[dict], *, states: tuple[str, ...] | None = None, awaiting: bool | None = None) -> int:
+    return sum(
+        r["orders"]
+        for r in rows
+        if (states is None or r["order_status"] in states)
+        and (awaiting is None or r["is_awaiting_shipment"] == awaiting)
+    )
+
+
 @st.fragment(run_every=LIVE_REFRESH_S)
 def live_overview() -> None:
-    counts = _counts(URL)
+    rows = _backlog(URL)
+    outbox = _outbox_counts(URL)
     cols = st.columns(6)
-    cols[0].metric("Backlog (orders)", counts["backlog"])
-    cols[1].metric("On hold", counts["on_hold"])
-    cols[2].metric("Backordered", counts["backordered"])
-    cols[3].metric("Quarantined", counts["quarantined"])
-    cols[4].metric("Outbox dead", counts["outbox_dead"])
-    cols[5].metric("Outbox failed", counts["outbox_failed"])
+    cols[0].metric("Backlog (orders)", _total(rows, awaiting=True), help="Open orders not fully shipped yet")
+    cols[1].metric("On hold", _total(rows, states=("on_hold",)))
+    cols[2].metric("Backordered", _total(rows, states=("backordered", "partially_allocated")))
+    cols[3].metric("Quarantined", sum(r["open_rows"] for r in _quarantine_summary(URL)))
+    cols[4].metric("Outbox dead", outbox["dead"])
+    cols[5].metric("Outbox failed", outbox["failed"])
     live_caption(LIVE_REFRESH_S)
 
     left, right = st.columns([5, 6])
     with left:
         st.subheader("Backlog by state and age")
-        rows = _backlog(URL)
         if not rows:
             st.info("No open orders.")
         else:
             df = _frame(rows)
+            ages = [b for _, b in sorted({(r["age_bucket_rank"], r["age_bucket"]) for r in rows})]
+            present = {r["order_status"] for r in rows}
+            states = [s for s in STATE_ORDER if s in present] + sorted(present - set(STATE_ORDER))
             base = alt.Chart(df).encode(
-                x=alt.X("age_bucket:N", title="Age since placed", sort=[b for b, _ in dq.AGE_BUCKETS]),
-                y=alt.Y("state:N", title=None, sort=list(dq.BACKLOG_STATES)),
+                x=alt.X("age_bucket:N", title="Age since placed", sort=ages),
+                y=alt.Y("order_status:N", title=None, sort=states),
             )
             heat = base.mark_rect().encode(
                 color=alt.Color("orders:Q", scale=alt.Scale(scheme="orangered"), legend=None),
-                tooltip=["state", "age_bucket", "orders", "units", "oldest_placed_at"],
+                tooltip=["order_status", "age_bucket", "orders", "open_units", "oldest_placed_at"],
             )
             st.altair_chart(heat + base.mark_text().encode(text="orders:Q"), width="stretch")
+            st.caption(
+                f"{_total(rows, awaiting=False)} more open order(s) are on their way to the customer "
+                "(shipped, ready for pickup, not delivered)."
+            )
     with right:
-        st.subheader(f"Orders at risk (deadline within {AT_RISK_HOURS} h or passed)")
-        risk = _at_risk(URL, AT_RISK_HOURS)
+        hours = _at_risk_hours(URL)
+        st.subheader(f"Orders at risk (deadline within {hours:g} h or passed)")
+        risk = _at_risk(URL)
         if not risk:
-            st.success("No order is at risk of missing its promise.")
+            st.success("No order is at risk of missing its ship-by time or promise.")
         else:
             st.dataframe(
                 _frame(risk).drop(columns=["order_id"]),
@@ -172,7 +226,7 @@ def _release(number: str, order_id: int) -> None:
     reason = (st.session_state.get("ops_reason") or "").strip() or "released by ops"
 
     def do() -> str:
-        pg(release_holds, URL, [order_id], reason=reason, actor=actor(user))
+        pg(order_actions.release, URL, [order_id], reason=reason, actor=actor(user))
         return f"{number}: hold released, the order is new again and waits for allocation"
 
     run_action("flash_orders", do)
@@ -185,7 +239,7 @@ def _cancel(number: str, order_id: int) -> None:
         return
 
     def do() -> str:
-        res = pg(cancel_orders, URL, [order_id], reason=reason, actor=actor(user))
+        res = pg(order_actions.cancel, URL, [order_id], reason=reason, actor=actor(user))
         if res.cancelled:
             return f"{number}: cancelled, reservations released" + (
                 " and refund requested" if res.refunds else ""
@@ -205,7 +259,13 @@ def _reroute(number: str, order_id: int) -> None:
         except (BusinessConfigError, OSError) as exc:
             raise ValueError(f"business configuration cannot be loaded: {exc}") from exc
         res = pg(
-            reroute, URL, order_id, config=config, actor=actor(user), reason=reason, exclude_locations=exclude
+            order_actions.reroute_order,
+            URL,
+            order_id,
+            config=config,
+            actor=actor(user),
+            reason=reason,
+            exclude_locations=exclude,
         )
         outcome = res.by_order().get(order_id)
         if outcome is None:
@@ -264,7 +324,7 @@ def exception_orders_panel() -> None:
     r.button(
         "Reroute",
         key="ops_reroute",
-        disabled=brief["state"] not in REROUTABLE_STATES,
+        disabled=brief["state"] not in order_actions.REROUTABLE_STATES,
         on_click=_reroute,
         args=(brief["order_number"], brief["order_id"]),
     )
@@ -280,9 +340,9 @@ def _replay(qid: int, original: object) -> None:
 
     def do() -> str:
         if fixed == original:
-            res = pg(replay_quarantined_orders, URL, [qid], actor=actor(user))
+            res = pg(intake.replay_orders, URL, [qid], actor=actor(user))
         else:
-            res = pg(replay_quarantined_order, URL, qid, fixed, actor=actor(user))
+            res = pg(intake.replay_fixed_order, URL, qid, fixed, actor=actor(user))
         if res.rejected:
             raise ValueError("still rejected: " + "; ".join(reason for _, reason in res.rejected))
         if res.ids:
@@ -297,7 +357,7 @@ def _discard(qid: int) -> None:
         "flash_quarantine",
         lambda: (
             f"Quarantine #{qid} discarded"
-            if pg(quarantine.resolve, URL, [qid], state="discarded", actor=actor(user))
+            if pg(intake.discard_quarantined, URL, [qid], actor=actor(user))
             else f"Quarantine #{qid} was no longer open"
         ),
     )
@@ -359,8 +419,27 @@ def outbox_panel() -> None:
     st.button("Retry", key="outbox_retry", disabled=not ids, on_click=_retry, args=(list(ids),))
 
 
-tab_orders, tab_quarantine, tab_outbox = st.tabs(
-    ["On hold / backordered", "Quarantine", "Carrier & outbox errors"]
+@st.fragment
+def pickup_panel() -> None:
+    st.subheader("Parcels waiting for carrier pickup")
+    rows = _awaiting_pickup(URL)
+    if not rows:
+        st.caption("No parcel is waiting for a carrier.")
+        return
+    missing = sum(not r["has_label"] for r in rows)
+    if missing:
+        st.warning(f"{missing} parcel(s) wait without a stored carrier label.")
+    st.dataframe(
+        _frame(rows).drop(columns=["shipment_id"]),
+        hide_index=True,
+        width="stretch",
+        column_config={"hours_waiting": st.column_config.NumberColumn("hours waiting", format="%.1f")},
+        key="awaiting_pickup_table",
+    )
+
+
+tab_orders, tab_quarantine, tab_outbox, tab_returns = st.tabs(
+    ["On hold / backordered", "Quarantine", "Carrier & outbox errors", "Returns"]
 )
 with tab_orders:
     exception_orders_panel()
@@ -368,6 +447,9 @@ with tab_quarantine:
     quarantine_panel()
 with tab_outbox:
     outbox_panel()
+    pickup_panel()
+with tab_returns:
+    returns_panel()
 
 # -- stock, reservations, ATS -------------------------------------------------------------------------------------
 
@@ -390,20 +472,16 @@ def stock_panel() -> None:
         st.info(f"No stock at {loc}.")
 
     st.subheader("Available to sell per channel")
-    try:
-        config = _business_config()
-    except (BusinessConfigError, OSError) as exc:
-        st.warning(f"ATS needs the business configuration: {exc}")
-        return
-    ats = dq.compute_ats(_stock_rows(URL, None), config)
+    ats = _ats_by_channel(URL)
     if not ats:
-        st.info("No stock yet.")
+        st.info("No stock in any channel's pool yet.")
         return
     pivot = _frame(ats).pivot_table(
         index="sku", columns="channel_code", values="ats", aggfunc="sum", fill_value=0
     )
     st.caption(
-        "ATS = Σ over the channel's pool of max(0, on hand − reserved − safety stock) — config/business.yaml"
+        "ATS = Σ over the channel's pool of max(0, on hand − reserved − safety stock); pools and safety "
+        "stock from the synced business configuration — what the ATS pushers send, before channel mappings"
     )
     st.dataframe(pivot, width="stretch", key="ats_table")
 
@@ -415,6 +493,10 @@ stock_panel()
 st.header("Channel sync health")
 
 
+def _as_text(value: object) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
 @st.fragment(run_every=SLOW_REFRESH_S)
 def sync_panel() -> None:
     live_caption(SLOW_REFRESH_S)
@@ -423,14 +505,38 @@ def sync_panel() -> None:
         st.dataframe(_frame(ingest), hide_index=True, width="stretch", key="ingest_table")
     else:
         st.info("No channels configured yet.")
-    table, state = _sync_state(URL)
-    if table is None:
-        st.caption("Connector cursors: the connectors' sync-state table does not exist yet.")
-    elif not state:
-        st.caption(f"Connector cursors ({table}): no rows yet.")
-    else:
-        st.caption(f"Connector cursors ({table})")
-        st.dataframe(_frame(state), hide_index=True, width="stretch", key="sync_state_table")
+    st.subheader("Feeds: last success, last error, cursor")
+    feeds = _sync_state(URL)
+    if not feeds:
+        st.caption("No feed has run yet and no cursor is stored.")
+        return
+    failing = [f["feed"] for f in feeds if f["is_failing"]]
+    if failing:
+        st.error("Failing since their last success: " + ", ".join(failing), icon=":material/sync_problem:")
+    table = [{**f, "cursor_value": _as_text(f["cursor_value"])} for f in feeds]
+    st.dataframe(
+        _frame(table),
+        hide_index=True,
+        width="stretch",
+        column_order=[
+            "feed",
+            "is_failing",
+            "success_age_seconds",
+            "cursor_name",
+            "cursor_value",
+            "last_error",
+            "last_fetched",
+            "last_success_at",
+            "last_error_at",
+            "cursor_updated_at",
+            "total_fetched",
+            "cursors",
+        ],
+        column_config={
+            "success_age_seconds": st.column_config.NumberColumn("success age (s)", format="%.0f")
+        },
+        key="sync_state_table",
+    )
 
 
 sync_panel()

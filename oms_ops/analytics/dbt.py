@@ -1,13 +1,19 @@
-"""The environment dbt needs for the analytics project, and an in-process runner for tests and benchmarks.
+"""The environment dbt needs for the analytics project, an in-process runner, and the start-up build of the
+operations read model.
 
 ``profiles.yml`` reads connection fields from environment variables; :func:`analytics_dbt_env` derives them
 from the store URLs (through ``oms_ops.platform.dbt_env``) and adds the two databases of the analytics:
 ``OMS_CH_RAW_DATABASE`` (the replicated raw tables, dbt sources) and ``OMS_CH_DATABASE`` (the models).
+
+:func:`build_ops_views` creates the ``ops`` views (the read model that pages, pushers and checks read through
+``oms_ops.read_model``) right after the migrations, so they exist from the first moment the system runs
+instead of after the first scheduled dbt run.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,3 +141,35 @@ def _summary(res: Any) -> DbtRun:
             }
         )
     return DbtRun(bool(res.success), results, res.exception)
+
+
+#: dbt selection of the operations read model (the models under dbt/models/ops)
+OPS_SELECT = "ops"
+
+
+class OpsViewsError(RuntimeError):
+    """The ops views could not be built; the message names the failed models and dbt's errors."""
+
+
+def build_ops_views(database_url: str, *, target_path: Path | None = None) -> None:
+    """Create (or replace) the read model's views in Postgres: ``dbt run --target postgres --select ops``.
+
+    Views over the system of record hold no data, so building them is a matter of seconds and safe to repeat
+    (every start-up does): a rebuilt view shows the same live rows, keeps its grants (dbt ``grants`` config)
+    and picks up a changed definition. Run it after the migrations — the views read their tables. The dbt
+    tests of the views run with the Dagster asset ``ops_dbt_views`` (``dbt build``), not here: start-up must
+    not fail because live data breaks an invariant the tests watch. ``target_path``: where dbt keeps its
+    artefacts (default: a temporary folder, removed afterwards). Raises :class:`OpsViewsError`.
+    """
+    env = analytics_dbt_env(database_url, None, target="postgres")
+    with tempfile.TemporaryDirectory(prefix="oms-ops-views-") as tmp:
+        res = run_dbt(
+            ["run", "--target", "postgres", "--select", OPS_SELECT, "--quiet"],
+            env,
+            target_path=target_path or Path(tmp),
+        )
+    if not res.success:
+        problems = res.failures() or [str(res.exception or "dbt failed")]
+        raise OpsViewsError("building the ops views failed: " + "; ".join(problems))
+    if not res.results:
+        raise OpsViewsError(f"building the ops views failed: dbt selected nothing for --select {OPS_SELECT}")

@@ -2,7 +2,8 @@
 
 ATS per (channel, location, SKU) = ``on_hand − reserved − safety stock`` (never below 0), over the locations
 of the channel's pool (business config ``ats_pool``) that the channel knows (``connectors.channel_locations``)
-for the SKUs it lists (``connectors.channel_listings``); safety stock from ``BusinessConfig.safety_stock_for``.
+for the SKUs it lists (``connectors.channel_listings``) — defined once, by the read model's view
+``ops_ats_targets`` (``oms_ops.read_model.ats_targets``), from the synced business configuration.
 
 Only values that changed since the last successful push are sent (``connectors.ats_push_state``); each
 channel module's pusher batches them to its API's limits and verifies them from the answer, e.g.:
@@ -27,11 +28,11 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import psycopg
 
-from oms_ops.business_config import BusinessConfig
+from oms_ops import read_model
 from oms_ops.channels.base import Channel
 
 log = logging.getLogger("oms.channels.ats")
@@ -84,24 +85,10 @@ class PushResult:
         }
 
 
-def desired_ats(conn: psycopg.Connection, channel: str, config: BusinessConfig) -> list[AtsItem]:
-    """ATS for every listed SKU at every mapped location of the channel's pool."""
-    pool = config.channel_pool(channel) if channel in config.channel_by_code else []
-    rows = conn.execute(
-        """SELECT cl.location_code, l.sku, coalesce(s.on_hand, 0), coalesce(s.reserved, 0), cl.external_id,
-                  l.offer_id, l.product_id, l.chrt_id, l.inventory_item_id
-           FROM connectors.channel_listings l
-           JOIN connectors.channel_locations cl ON cl.system = l.channel_code AND cl.active
-           LEFT JOIN oms.stock s ON s.location_code = cl.location_code AND s.sku = l.sku
-           WHERE l.channel_code = %s AND l.active AND cl.location_code = ANY(%s)
-           ORDER BY cl.location_code, l.sku""",
-        (channel, pool),
-    ).fetchall()
-    out = []
-    for loc, sku, on_hand, reserved, ext, offer, product, chrt, item in rows:
-        qty = max(0, on_hand - reserved - config.safety_stock_for(channel, loc, sku))
-        out.append(AtsItem(channel, loc, sku, qty, ext, offer, product, chrt, item))
-    return out
+def desired_ats(conn: psycopg.Connection, channel: str) -> list[AtsItem]:
+    """ATS for every listed SKU at every mapped location of the channel's pool: the read model's
+    ``ops_ats_targets`` (the one definition of available-to-sell, shared with the Operations page)."""
+    return [AtsItem(*astuple(t)) for t in read_model.ats_targets(conn, channel)]
 
 
 def changed_items(conn: psycopg.Connection, items: list[AtsItem]) -> list[AtsItem]:
@@ -184,7 +171,6 @@ def push_ats(
     conn: psycopg.Connection,
     channel: Channel,
     client,
-    config: BusinessConfig,
     *,
     max_items: int | None = None,
 ) -> PushResult:
@@ -201,7 +187,7 @@ def push_ats(
         res.errors.append("another ATS push for this channel is running")
         return res
     try:
-        items = desired_ats(conn, code, config)
+        items = desired_ats(conn, code)
         res.considered = len(items)
         todo = changed_items(conn, items)
         res.changed = len(todo)

@@ -258,6 +258,8 @@ class Channel:
     start_cursor: Callable[[datetime], tuple[str, dict]] | None = None
     #: the sales orders placed at the till are handed over at once (the customer leaves with the goods)
     instant_handover: bool = False
+    #: a feed of files dropped into a folder (``drop_dir``): the glob of its files, watched by a sensor
+    drop_pattern: str | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:

@@ -319,4 +319,5 @@ CHANNEL = Channel(
     # the tills send their files once a day
     checks=ChannelChecks(max_age_seconds=26 * 3600),
     instant_handover=True,
+    drop_pattern=PATTERN,
 )

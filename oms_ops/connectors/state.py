@@ -60,5 +60,3 @@ def external_location_id(conn: psycopg.Connection, system: str, location_code: s
         (system, location_code),
     ).fetchone()
     return row[0] if row else None
-
-

@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 
-from oms_ops.business_config import BusinessConfig
 from oms_ops.channels import registry
 from oms_ops.channels.ats import PushResult, push_ats
 from oms_ops.connectors.config import NotConfigured
@@ -28,8 +27,8 @@ class PushAllResult:
         return out
 
 
-def push_all(conn: psycopg.Connection, clients: Clients, config: BusinessConfig) -> PushAllResult:
-    """Push the changed ATS values of every channel with a pusher."""
+def push_all(conn: psycopg.Connection, clients: Clients) -> PushAllResult:
+    """Push the changed ATS values of every channel with a pusher (values from the read model)."""
     out = PushAllResult()
     for channel in registry.with_ats():
         try:
@@ -37,15 +36,13 @@ def push_all(conn: psycopg.Connection, clients: Clients, config: BusinessConfig)
         except NotConfigured as exc:
             out.skipped[channel.code] = str(exc)
             continue
-        res = push_ats(conn, channel, client, config)
+        res = push_ats(conn, channel, client)
         out.results[channel.code] = res
         out.errors += [f"{channel.code}: {e}" for e in res.errors]
     return out
 
 
-def push(
-    conn: psycopg.Connection, code: str, clients: Clients, config: BusinessConfig, **kw: Any
-) -> PushResult:
+def push(conn: psycopg.Connection, code: str, clients: Clients, **kw: Any) -> PushResult:
     """Push the changed ATS values of channel ``code``."""
     channel = registry.channel(code)
-    return push_ats(conn, channel, clients.get(channel.system), config, **kw)
+    return push_ats(conn, channel, clients.get(channel.system), **kw)

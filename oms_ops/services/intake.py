@@ -14,11 +14,19 @@ import psycopg
 
 from oms_ops.channels import callcentre, registry
 from oms_ops.channels.base import IngestResult, NormalizeResult
+from oms_ops.channels.callcentre import read_orders
 from oms_ops.channels.normalize import normalize_pending, replay_quarantined
+from oms_ops.channels.rawstore import pending_raw_orders
 from oms_ops.connectors.state import record_failure
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
-from oms_ops.orders import AcceptResult, accept_orders_in_transaction, replay_quarantined_orders
+from oms_ops.orders import (
+    AcceptResult,
+    accept_orders,
+    accept_orders_in_transaction,
+    replay_quarantined_orders,
+)
+from oms_ops.quarantine import resolve
 from oms_ops.services.clients import Clients
 
 
@@ -40,9 +48,17 @@ def poll(conn: psycopg.Connection, code: str, clients: Clients, **kw: Any) -> In
         raise
 
 
+def queued(conn: psycopg.Connection, code: str, *, after_raw_id: int = 0) -> tuple[int | None, int]:
+    """(newest raw id, count) of channel ``code``'s payloads queued for the normaliser after ``after_raw_id``."""
+    return pending_raw_orders(conn, code, after_raw_id=after_raw_id)
+
+
 def normalize(conn: psycopg.Connection, code: str, **kw: Any) -> NormalizeResult:
     """Normalise every queued raw payload of channel ``code`` (one transaction per batch)."""
     return normalize_pending(conn, registry.channel(code), **kw)
+
+
+__all__ = ["read_orders"]  # operator files (JSON list, object or lines) for ``submit_callcentre_orders``
 
 
 def submit_callcentre_orders(
@@ -71,6 +87,25 @@ def replay_quarantine(conn: psycopg.Connection, quarantine_ids: Sequence[int], *
         result.duplicates += len(accepted.duplicates)
         result.order_ids.extend(accepted.accepted)
     return result
+
+
+def take_orders(
+    conn: psycopg.Connection, orders: Sequence[Mapping[str, Any]], *, actor: str, source: str
+) -> AcceptResult:
+    """Orders entered in the OMS itself (the call centre's order form), in the ``NormalizedOrder`` shape:
+    validated, accepted or quarantined with the reason, like every channel's."""
+    return accept_orders(conn, list(orders), actor=actor, source=source)
+
+
+def replay_orders(conn: psycopg.Connection, quarantine_ids: Sequence[int], *, actor: str) -> AcceptResult:
+    """Re-run open quarantined orders (``NormalizedOrder``-shaped payloads) through acceptance after a fix;
+    rows now accepted (or duplicates) are closed, the rest stay open with their reason."""
+    return replay_quarantined_orders(conn, quarantine_ids, actor=actor)
+
+
+def discard_quarantined(conn: psycopg.Connection, quarantine_ids: Sequence[int], *, actor: str) -> int:
+    """Close open quarantine rows as 'discarded' (kept, with who did it); how many were still open."""
+    return resolve(conn, quarantine_ids, state="discarded", actor=actor)
 
 
 def replay_fixed_order(

@@ -80,6 +80,16 @@ def request_return(
     )
 
 
+def returnable(conn: psycopg.Connection, order_id: int) -> dict[int, int]:
+    """Units per order line that can still be returned (delivered and not yet claimed)."""
+    return domain.returnable(conn, order_id)
+
+
+def exchange(conn: psycopg.Connection, return_id: int, *, actor: str) -> int:
+    """Close an inspected exchange return with a replacement order for the returned lines; its id."""
+    return domain.exchange_return(conn, return_id, actor=actor)
+
+
 def receive_returns(
     conn: psycopg.Connection, receipts: Sequence[ReturnReceipt], *, actor: str, chunk: int = CHUNK
 ) -> list[int]:

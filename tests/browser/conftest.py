@@ -1,5 +1,8 @@
 """Real-browser fixtures: a `streamlit run` of the app on loopback and Debian's headless Chromium.
 
+The app connects as a login of the least-privilege role ``oms_dashboard`` (as ``oms up`` starts it), so what
+the browser sees is what the role's grants allow; ``OMS_DATABASE_URL`` stays the owner's for health probes.
+
 Never `playwright install` (it downloads a browser, which fails here): Playwright drives /usr/bin/chromium.
 Where chromium is absent on a developer's laptop the browser tests skip with the install hint; in CI
 (CI=true) a missing chromium is a failure, since `.ci/run` installs it.
@@ -19,6 +22,7 @@ import pytest
 
 from oms_ops.platform.netutil import free_port
 from oms_ops.users import add_user
+from tests.dashboards.conftest import DASHBOARD_PASSWORD, as_login, dashboard_login  # noqa: F401 (fixture)
 from tests.paths import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -61,7 +65,7 @@ def browser():
 
 
 @pytest.fixture
-def streamlit_app(tmp_path, db_url, clickhouse_url):
+def streamlit_app(tmp_path, db_url, clickhouse_url, dashboard_login):  # noqa: F811 (fixture imported above)
     """The dashboards served by a real `streamlit run` on a free loopback port, with one user per role."""
     users = tmp_path / "users.yaml"
     add_user("admin", "admin", "admin-password", path=users)
@@ -71,6 +75,7 @@ def streamlit_app(tmp_path, db_url, clickhouse_url):
     env = dict(os.environ)
     env.update(
         OMS_DATABASE_URL=db_url,
+        OMS_DASHBOARD_DATABASE_URL=as_login(db_url, dashboard_login, DASHBOARD_PASSWORD),
         OMS_CLICKHOUSE_URL=clickhouse_url,
         OMS_USERS_FILE=str(users),
         OMS_HOME=str(tmp_path / "home"),

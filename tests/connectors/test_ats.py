@@ -37,43 +37,38 @@ def test_ozon_pushes_at_most_100_pairs_per_request_and_retries_throttled_items_l
     fake = FakeTime()
     conn, stack, settings = world(only=["ozon", "wms"], n_skus=60, protocol_time=fake)
     client = RecordingOzon.from_endpoint(settings.endpoint("ozon"), policy=policy, rate=None)
-    res = ats.push_ats(conn, registry.channel("ozon"), client, business_config)
+    res = ats.push_ats(conn, registry.channel("ozon"), client)
     assert res.considered == 60 * 3  # 60 SKUs × the three warehouses Ozon knows
     assert client.batches == [100, 80] and res.verified == 180
     pushed = {(s["offer_id"], s["warehouse_id"]): s["stock"] for s in stack["ozon"].stocks.values()}
-    desired = ats.desired_ats(conn, "ozon", business_config)
+    desired = ats.desired_ats(conn, "ozon")
     assert pushed == {(d.offer_id, int(d.external_location)): d.qty for d in desired}
     # nothing changed: nothing is sent
     client.batches.clear()
-    assert (
-        ats.push_ats(conn, registry.channel("ozon"), client, business_config).changed == 0
-        and client.batches == []
-    )
+    assert ats.push_ats(conn, registry.channel("ozon"), client).changed == 0 and client.batches == []
     # a change within 30 s of the last push of that pair: Ozon says TOO_MANY_REQUESTS inside a 200
     sku = stack.catalog[0].sku
     adjust_stock(conn, "WH-MSK-POD", {sku: 5}, reference="t-1", reason="found", actor="test")
-    res = ats.push_ats(conn, registry.channel("ozon"), client, business_config)
+    res = ats.push_ats(conn, registry.channel("ozon"), client)
     assert res.changed == 1 and res.throttled == 1 and client.batches == [1]
     assert _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "throttled"
     # not due yet: not retried
-    assert ats.push_ats(conn, registry.channel("ozon"), client, business_config).changed == 0
+    assert ats.push_ats(conn, registry.channel("ozon"), client).changed == 0
     # 30 s later (Ozon's clock and ours)
     fake.advance(31)
     conn.execute("UPDATE connectors.ats_push_state SET next_attempt_at = now() WHERE status = 'throttled'")
-    res = ats.push_ats(conn, registry.channel("ozon"), client, business_config)
+    res = ats.push_ats(conn, registry.channel("ozon"), client)
     assert res.verified == 1 and _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "pushed"
     assert stack["ozon"].stocks[(sku, 22142605386000)]["stock"] == desired_qty(conn, business_config, sku)
 
 
 def desired_qty(conn, config, sku):
-    return next(
-        d.qty for d in ats.desired_ats(conn, "ozon", config) if d.sku == sku and d.location == "WH-MSK-POD"
-    )
+    return next(d.qty for d in ats.desired_ats(conn, "ozon") if d.sku == sku and d.location == "WH-MSK-POD")
 
 
 def test_safety_stock_and_reservations_lower_ats(world, business_config):
     conn, stack, _ = world(only=["wms"], n_skus=20)
-    items = {(i.location, i.sku): i.qty for i in ats.desired_ats(conn, "webstore", business_config)}
+    items = {(i.location, i.sku): i.qty for i in ats.desired_ats(conn, "webstore")}
     on_hand = dict(
         ((r[0], r[1]), r[2]) for r in conn.execute("SELECT location_code, sku, on_hand FROM oms.stock")
     )
@@ -86,7 +81,7 @@ def test_safety_stock_and_reservations_lower_ats(world, business_config):
 def test_wildberries_204_is_verified_by_reading_back(world, business_config, policy):
     conn, stack, settings = world(only=["wildberries", "wms"], n_skus=30)
     client = WildberriesClient.from_endpoint(settings.endpoint("wildberries"), policy=policy, rate=None)
-    res = ats.push_ats(conn, registry.channel("wildberries"), client, business_config)
+    res = ats.push_ats(conn, registry.channel("wildberries"), client)
     assert res.verified == 90 and res.failed == 0
 
     class Misnamed(WildberriesClient):  # a client bug: WB answers 204 and ignores the items
@@ -98,7 +93,7 @@ def test_wildberries_204_is_verified_by_reading_back(world, business_config, pol
     bad = Misnamed.from_endpoint(settings.endpoint("wildberries"), policy=policy, rate=None)
     sku = stack.catalog[0].sku
     adjust_stock(conn, "WH-SPB-SHU", {sku: 7}, reference="t-2", reason="found", actor="test")
-    res = ats.push_ats(conn, registry.channel("wildberries"), bad, business_config)
+    res = ats.push_ats(conn, registry.channel("wildberries"), bad)
     assert res.changed == 1 and res.failed == 1 and res.verified == 0
     state = conn.execute(
         """SELECT status, last_error FROM connectors.ats_push_state
@@ -111,9 +106,9 @@ def test_wildberries_204_is_verified_by_reading_back(world, business_config, pol
 def test_webstore_pushes_per_inventory_item_and_respects_the_per_run_cap(world, business_config, policy):
     conn, stack, settings = world(only=["shopify", "wms"], n_skus=10)
     client = ShopifyClient.from_endpoint(settings.endpoint("shopify"), policy=policy, rate=None)
-    first = ats.push_ats(conn, registry.channel("webstore"), client, business_config, max_items=25)
+    first = ats.push_ats(conn, registry.channel("webstore"), client, max_items=25)
     assert first.pushed == 25 and first.requests == 25 and first.changed == first.considered
-    rest = ats.push_ats(conn, registry.channel("webstore"), client, business_config)
+    rest = ats.push_ats(conn, registry.channel("webstore"), client)
     assert rest.pushed == first.considered - 25 and rest.verified == rest.pushed
     assert (
         count(

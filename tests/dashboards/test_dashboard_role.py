@@ -1,11 +1,17 @@
-"""The least-privilege database role of the dashboards (migration 0006_dashboard_role.sql)."""
+"""The least-privilege database role of the dashboards (migration 0006_dashboard_role.sql), its read access
+to the read model's views (granted by the views' dbt hook) and to documents (migration 0011's function)."""
+
+import hashlib
 
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 
+from oms_ops import read_model
+from oms_ops.analytics.dbt import build_ops_views
 from oms_ops.db import connect
 from oms_ops.platform.migrate import migrate
+from tests.core import factories as f
 
 
 def test_role_is_a_nologin_group(conn):
@@ -45,3 +51,50 @@ def test_migration_is_idempotent_across_databases_of_the_cluster(empty_db_url):
         assert not c.execute(
             "SELECT has_table_privilege('oms_dashboard', 'oms.orders', 'DELETE')"
         ).fetchone()[0]
+
+
+def test_login_member_reads_every_ops_view_even_after_a_rebuild_without_default_privileges(
+    dash_url, conn, db_url
+):
+    views = [
+        r[0]
+        for r in conn.execute(
+            "SELECT table_name FROM information_schema.views WHERE table_schema = 'ops' ORDER BY 1"
+        ).fetchall()
+    ]
+    assert "ops_orders_at_risk" in views and "ops_shipment_documents" in views
+    # the views' own grant (dbt hook), not the schema's default privileges, keeps them readable after a rebuild
+    conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA ops REVOKE SELECT ON TABLES FROM oms_dashboard")
+    conn.execute("REVOKE SELECT ON ALL TABLES IN SCHEMA ops FROM oms_dashboard")
+    with psycopg.connect(dash_url, autocommit=True) as dash:
+        with pytest.raises(errors.InsufficientPrivilege):
+            dash.execute("SELECT count(*) FROM ops.ops_backlog_by_state")
+    build_ops_views(db_url)
+    with psycopg.connect(dash_url, autocommit=True) as dash:
+        for view in views:
+            dash.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier("ops", view)))
+        for statement in ("DELETE FROM ops.ops_quarantine_open", "DROP VIEW ops.ops_thresholds"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                dash.execute(statement)
+
+
+def test_documents_are_read_one_at_a_time_through_the_narrow_function(dash_url, conn):
+    f.world(conn)
+    _, sid = f.shipped_order(conn)
+    pdf = b"%PDF-1.4 label: Ivan Petrov, Tverskaya 1, +7 915 000-00-00"
+    conn.execute(
+        """INSERT INTO connectors.shipment_documents (shipment_id, kind, carrier_code, print_uuid, content,
+                                                     sha256, size_bytes)
+           VALUES (%s, 'label', 'cdek', 'print-1', %s, %s, %s)""",
+        (sid, pdf, hashlib.sha256(pdf).hexdigest(), len(pdf)),
+    )
+    with psycopg.connect(dash_url, autocommit=True) as dash:
+        (doc,) = read_model.shipment_documents(dash, [sid])
+        assert (doc.kind, doc.size_bytes, doc.content_type) == ("label", len(pdf), "application/pdf")
+        assert doc.file_name == f"label-{doc.shipment_number}.pdf"
+        assert read_model.document_bytes(dash, sid, "label") == pdf
+        assert read_model.document_bytes(dash, sid, "waybill") is None
+        with pytest.raises(errors.InsufficientPrivilege):
+            dash.execute("SELECT content FROM connectors.shipment_documents")
+        with pytest.raises(errors.InsufficientPrivilege):
+            dash.execute("UPDATE connectors.shipment_documents SET content = 'x'")

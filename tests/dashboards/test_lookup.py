@@ -1,5 +1,10 @@
 """Order lookup: find by number / channel id / phone / tracking number, see the timeline, shipments with
-print forms and returns; open a return or an exchange (ops, admin); managers see customer data masked."""
+print forms and returns; open a return or an exchange (ops, admin); managers see customer data masked.
+
+Print forms are rows of the real document table ``connectors.shipment_documents`` (migration 0005), stored as
+the CDEK connector stores them; the page finds them through the read model."""
+
+import hashlib
 
 import pytest
 import streamlit as st
@@ -141,18 +146,34 @@ def test_exchange_request_then_replacement_order(dash_url, conn, shipped):
     assert parent == oid and state == "new"
 
 
-def test_stored_label_is_offered_for_download(dash_url, conn, shipped, db_url):
+def store_document(conn, shipment_id: int, kind: str, pdf: bytes) -> None:
+    """A print form as the CDEK connector stores it (oms_ops.connectors.cdek._store_document's row)."""
+    conn.execute(
+        """INSERT INTO connectors.shipment_documents (shipment_id, kind, carrier_code, print_uuid, content,
+                                                     sha256, size_bytes)
+           VALUES (%s, %s, 'cdek', %s, %s, %s, %s)""",
+        (shipment_id, kind, f"print-{kind}-{shipment_id}", pdf, hashlib.sha256(pdf).hexdigest(), len(pdf)),
+    )
+
+
+def test_stored_label_and_waybill_are_offered_for_download(dash_url, conn, shipped):
     oid, sid = shipped
-    conn.execute(
-        """CREATE TABLE oms.shipment_documents (shipment_id bigint, kind text, filename text, content bytea);
-           GRANT SELECT ON oms.shipment_documents TO oms_dashboard"""
-    )
-    conn.execute(
-        "INSERT INTO oms.shipment_documents VALUES (%s, 'label', 'label-1.pdf', %s)", (sid, b"%PDF-1.4 label")
-    )
+    store_document(conn, sid, "label", b"%PDF-1.4 label")
+    store_document(conn, sid, "waybill", b"%PDF-1.4 waybill")
+    number = conn.execute(
+        "SELECT shipment_number FROM oms.shipments WHERE shipment_id = %s", (sid,)
+    ).fetchone()[0]
     at = search(OPS, "Order number", _number(conn, oid))
-    (button,) = at.download_button
-    assert button.label == f"Label · shipment {sid}"
+    assert [b.label for b in at.download_button] == [f"Label · {number}", f"Waybill · {number}"]
+    assert "No label or waybill stored" not in texts(at)
+
+
+def test_manager_sees_which_documents_exist_but_cannot_download_them(dash_url, conn, shipped):
+    oid, sid = shipped
+    store_document(conn, sid, "label", b"%PDF-1.4 label with the customer's address")
+    at = search(MANAGER, "Order number", _number(conn, oid))
+    assert not at.download_button
+    assert "Stored print forms: label of SHP-" in texts(at)
 
 
 def test_returns_section_lists_existing_rmas(dash_url, conn, shipped):

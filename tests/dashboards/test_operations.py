@@ -1,9 +1,12 @@
-"""Operations page: renders live panels, and each exception action changes the database through oms_ops
-(run as the least-privilege dashboard role)."""
+"""Operations page: renders live panels from the read model (the ops views every test database has, built
+at start-up), and each exception action changes the database through oms_ops (run as the least-privilege
+dashboard role). Rows the panels show are written by the code that writes them in production."""
 
+import hashlib
 import json
 
 from oms_ops.business_config import load_business_config, sync_reference_data
+from oms_ops.connectors.state import record_failure, record_success, set_cursor
 from oms_ops.orders import accept_orders, hold_orders
 from oms_ops.outbox import claim, enqueue, fail
 from tests.core import factories as f
@@ -18,8 +21,15 @@ def test_empty_database_renders_every_panel(dash_url):
     assert "No open orders." in out
     assert "No order is at risk" in out
     assert "The quarantine is empty." in out
-    assert "connectors' sync-state table does not exist yet" in out
-    assert [t.label for t in at.tabs] == ["On hold / backordered", "Quarantine", "Carrier & outbox errors"]
+    assert "No feed has run yet and no cursor is stored." in out
+    assert "No parcel is waiting for a carrier." in out
+    assert "Orders at risk (deadline within 4 h or passed)" in out  # the threshold of ops_thresholds
+    assert [t.label for t in at.tabs] == [
+        "On hold / backordered",
+        "Quarantine",
+        "Carrier & outbox errors",
+        "Returns",
+    ]
 
 
 def test_other_roles_are_refused(dash_url):
@@ -33,15 +43,62 @@ def test_backlog_risk_stock_and_ats_are_shown(dash_url, conn):
     f.world(conn)
     f.channel(conn, "callcentre", "callcentre")
     oid = f.allocated_order(conn, [("SKU-1", 3)])
-    f.order(conn, [("SKU-2", 1)], promised_at=f.T0)  # promise long passed: at risk
+    late = f.order(conn, [("SKU-2", 1)], promised_at=f.T0)  # promise long passed: at risk
+    _, shipped = f.shipped_order(conn, [("SKU-3", 1)])  # on its way: open, but not backlog
     at = page("operations", ADMIN).run()
     assert not at.exception
-    assert "Backlog (orders): 2" in texts(at)
-    risk = frame(at, "hours_left", "deadline")
-    assert len(risk) == 1 and risk["hours_left"].iloc[0] < 0
+    out = texts(at)
+    assert "Backlog (orders): 2" in out
+    assert "1 more open order(s) are on their way to the customer" in out
+    risk = frame(at, "hours_left", "deadline_at", "risk")
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (late,)).fetchone()[0]
+    assert risk["order_number"].tolist() == [number]
+    assert risk["risk"].tolist() == ["promise_missed"] and risk["hours_left"].iloc[0] < 0
     stock = frame(at, "orders_reserved").set_index("location_code")
     assert stock.loc["WH-MSK", "reserved"] == 3 and stock.loc["WH-MSK", "orders_reserved"] == 1
-    assert oid
+    # ATS per channel (no business configuration synced: every active location, no safety stock):
+    # SKU-1 = 10 − 3 reserved at WH-MSK + 10 at WH-SPB; SKU-3 = 9 + 10 after one unit shipped
+    ats = frame(at, "ozon", "webstore")
+    assert ats.loc["SKU-1", "webstore"] == 17 and ats.loc["SKU-3", "ozon"] == 19
+    parcels = frame(at, "shipment_number", "hours_waiting", "has_label")
+    assert parcels["has_label"].tolist() == [False]
+    assert "1 parcel(s) wait without a stored carrier label." in out
+    assert oid and shipped
+
+
+def test_sync_panel_shows_feed_health_and_cursors(dash_url, conn):
+    f.world(conn)
+    record_success(conn, "ozon", 12)
+    set_cursor(conn, "ozon:postings", {"since": "2025-11-26T06:00:00+00:00"})
+    record_failure(conn, "wildberries", "Wildberries API: 503 Service Unavailable")
+    set_cursor(conn, "webstore:orders", {"watermark": "2025-11-26T05:00:00+00:00", "run": None})
+    at = page("operations", OPS).run()
+    assert not at.exception
+    feeds = frame(at, "feed", "cursor_value", "last_error").set_index("feed")
+    assert sorted(feeds.index) == ["ozon", "webstore", "wildberries"]
+    assert feeds.loc["ozon", "cursor_name"] == "ozon:postings"
+    assert json.loads(feeds.loc["ozon", "cursor_value"]) == {"since": "2025-11-26T06:00:00+00:00"}
+    assert feeds.loc["ozon", "last_fetched"] == 12
+    assert "503" in feeds.loc["wildberries", "last_error"] and bool(feeds.loc["wildberries", "is_failing"])
+    assert any("Failing since their last success: wildberries" in e.value for e in at.error)
+    ingest = frame(at, "channel_code", "queued_payloads").set_index("channel_code")
+    assert set(ingest.index) == {"ozon", "webstore"}
+
+
+def test_parcel_with_a_stored_label_is_not_flagged(dash_url, conn):
+    f.world(conn)
+    _, sid = f.shipped_order(conn, [("SKU-1", 1)])
+    pdf = b"%PDF-1.4 label of the test parcel"
+    conn.execute(
+        """INSERT INTO connectors.shipment_documents (shipment_id, kind, carrier_code, print_uuid, content,
+                                                     sha256, size_bytes)
+           VALUES (%s, 'label', 'cdek', 'print-1', %s, %s, %s)""",
+        (sid, pdf, hashlib.sha256(pdf).hexdigest(), len(pdf)),
+    )
+    at = page("operations", OPS).run()
+    assert not at.exception
+    assert frame(at, "shipment_number", "has_label")["has_label"].tolist() == [True]
+    assert "without a stored carrier label" not in texts(at)
 
 
 def test_release_hold_makes_the_order_new(dash_url, conn):

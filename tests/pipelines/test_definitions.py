@@ -10,18 +10,20 @@ import dagster as dg
 
 from oms_ops.channels import registry
 from oms_ops.channels.rawstore import store_payloads
+from oms_ops.read_model import normalisation_backlog
 from oms_ops.services import intake
-from oms_ops.services.monitoring import normalisation_backlog
 from pipelines.defs import channels, operations
 from pipelines.defs.channels.checks import CHECKS
 from pipelines.defs.channels.resources import ChannelConnectorsResource, channel_resources
 from pipelines.defs.channels.sensors import (
+    SENSORS,
     new_files,
-    pos_drop_folder_sensor,
     queued_payloads_sensor,
     simulators_manifest_sensor,
 )
 from pipelines.resources import PostgresResource
+
+pos_drop_folder_sensor = next(s for s in SENSORS if s.name == "pos_drop_folder_sensor")
 
 
 def test_domains_merge_and_resolve():

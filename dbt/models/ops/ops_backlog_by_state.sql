@@ -1,20 +1,24 @@
--- Live backlog: open orders (not delivered, picked up, returned to sender or cancelled) by state, channel and
--- age since they were placed, with their open units and the oldest order of each bucket.
+-- Live backlog: open orders (every state but delivered, picked up, returned to sender and cancelled) by
+-- state, channel and age since they were placed, with their open units and the oldest order of each bucket.
+-- is_awaiting_shipment separates what still has to leave a location (new … partially shipped) from orders on
+-- their way to the customer (shipped, ready for pickup, not delivered).
 with open_orders as (
     select
         o.order_id,
         o.state,
         o.channel_code,
         o.placed_at,
-        extract(epoch from (now() - o.placed_at)) / 3600.0 as age_hours
+        greatest(extract(epoch from (now() - o.placed_at)) / 3600.0, 0) as age_hours
     from {{ source('oms_live', 'orders') }} as o
     where o.state not in ('delivered', 'picked_up', 'returned_to_sender', 'cancelled')
 ),
 
 open_units as (
-    select l.order_id, sum(l.qty - l.qty_shipped - l.qty_cancelled) as units
+    select
+        l.order_id,
+        sum(l.qty - l.qty_shipped - l.qty_cancelled) as units
     from {{ source('oms_live', 'order_lines') }} as l
-    where l.order_id in (select order_id from open_orders)
+    where l.order_id in (select open_orders.order_id from open_orders)
     group by l.order_id
 ),
 
@@ -23,18 +27,21 @@ bucketed as (
         open_orders.*,
         coalesce(open_units.units, 0) as units,
         case
-            when age_hours < 1 then 1
-            when age_hours < 4 then 2
-            when age_hours < 24 then 3
-            when age_hours < 72 then 4
+            when open_orders.age_hours < 1 then 1
+            when open_orders.age_hours < 4 then 2
+            when open_orders.age_hours < 24 then 3
+            when open_orders.age_hours < 72 then 4
             else 5
         end as age_bucket_rank
     from open_orders
-    left join open_units on open_units.order_id = open_orders.order_id
+    left join open_units on open_orders.order_id = open_units.order_id
 )
 
 select
     state as order_status,
+    state in (
+        'new', 'on_hold', 'backordered', 'partially_allocated', 'allocated', 'picking', 'packed', 'partially_shipped'
+    ) as is_awaiting_shipment,
     channel_code,
     age_bucket_rank,
     case age_bucket_rank

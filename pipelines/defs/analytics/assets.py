@@ -1,7 +1,8 @@
 """dbt models as Dagster assets; ``dbt build`` so dbt tests surface as asset checks.
 
 Two selections of the one cached project: the ClickHouse marts (staging → intermediate → marts, plus the
-platform models) downstream of the replication assets, and the live ops views on Postgres. dbt sources are
+platform models) downstream of the replication assets, and the live ops views on Postgres (the read model of
+operations, ``oms_ops.read_model``; start-up builds them first, this asset rebuilds and tests them). dbt sources are
 mapped to the assets that produce them in the translator's ``get_asset_spec``: ``source('oms', t)`` is the
 replication asset ``oms_raw/<t>``; the Postgres tables the ops views read are ``postgres/<schema>/<t>``.
 """
@@ -100,6 +101,7 @@ def oms_dbt_assets(
     name="ops_dbt_views",
 )
 def ops_dbt_views(context: dg.AssetExecutionContext, dbt: DbtCliResource, postgres: PostgresResource):
-    """Live operational views in the Postgres ``ops`` schema, with their tests against live data."""
+    """The read model of operations (live views in the Postgres ``ops`` schema), rebuilt with their tests
+    against live data; start-up builds the same views (``oms_ops.analytics.dbt.build_ops_views``)."""
     env = analytics_dbt_env(postgres.database_url, None, target="postgres")
     yield from _invoke(context, dbt, ["build", "--target", "postgres"], env)

@@ -2,8 +2,10 @@
 
 * ``analytics_dbt_build`` (every 10 minutes): replicate Postgres → ClickHouse, then ``dbt build`` of the
   marts (incremental) with their tests as asset checks.
-* ``ops_views_build`` (hourly): ``dbt build --target postgres --select ops`` — recreates the live views (a
-  no-op for the data, which is always live) and runs their tests against the current state.
+* ``ops_views_build`` (hourly): ``dbt build --target postgres --select ops`` — recreates the read model's
+  live views (a no-op for the data, which is always live) and runs their tests against the current state.
+  The views do not wait for it: ``oms up`` / ``oms demo`` / ``oms migrate`` build them right after the
+  migrations (``oms_ops.analytics.dbt.build_ops_views``).
 
 Each run gets a ``run_key`` from its scheduled time, so a replayed tick never starts a second run.
 """
@@ -48,7 +50,8 @@ def analytics_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     job=ops_views_job,
     cron_schedule="7 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Ops views hourly: recreate the views and test the live data.",
+    description="Ops views hourly: recreate the read model's views and test the live data (start-up built "
+    "them first).",
 )
 def ops_views_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=_run_key(context))
@@ -56,11 +59,12 @@ def ops_views_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 @dg.sensor(
     name="analytics_first_build_sensor",
-    jobs=[analytics_job, ops_views_job],
+    jobs=[analytics_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Builds the marts and ops views as soon as the first order has shipped, instead of waiting "
-    "for the schedules' next tick (a new installation shows KPIs within minutes). Once per instance.",
+    description="Builds the marts as soon as the first order has shipped, instead of waiting for the "
+    "schedule's next tick (a new installation shows KPIs within minutes). Once per instance. (The ops views "
+    "need no first build here: start-up builds them.)",
 )
 def analytics_first_build_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource):
     if context.cursor == "done":
@@ -70,7 +74,4 @@ def analytics_first_build_sensor(context: dg.SensorEvaluationContext, postgres: 
     if not shipped:
         return dg.SkipReason("no shipment yet: nothing for the KPI marts to show")
     context.update_cursor("done")
-    return [
-        dg.RunRequest(run_key="first-build", job_name=analytics_job.name),
-        dg.RunRequest(run_key="first-build", job_name=ops_views_job.name),
-    ]
+    return [dg.RunRequest(run_key="first-build", job_name=analytics_job.name)]

@@ -4,7 +4,7 @@ with the numbers."""
 import dagster as dg
 
 from oms_ops.channels.base import Channel, ChannelChecks
-from oms_ops.services.monitoring import feed_freshness, normalisation_backlog, quarantine_growth
+from oms_ops.read_model import feed_freshness, normalisation_backlog, quarantine_summary
 from pipelines.defs.channels.assets import ORDER_ASSETS, ORDER_CHANNELS, STOCK_ASSETS, STOCK_FEEDS
 from pipelines.resources import PostgresResource
 
@@ -51,9 +51,12 @@ def _quarantine_check(asset: dg.AssetsDefinition, channel: Channel) -> dg.AssetC
     )
     def _check(postgres: PostgresResource) -> dg.AssetCheckResult:
         with postgres.connection() as conn:
-            per_source = [quarantine_growth(conn, s) for s in sources]
-        numbers = {k: sum(n[k] for n in per_source) for k in per_source[0]}
-        recent = numbers["new_last_60_min"]
+            rows = [r for r in quarantine_summary(conn) if r["source"] in sources]
+        numbers = {
+            "open": sum(int(r["open_rows"]) for r in rows),
+            "new_last_hour": sum(int(r["new_last_hour"]) for r in rows),
+        }
+        recent = numbers["new_last_hour"]
         return dg.AssetCheckResult(
             passed=recent <= limit,
             severity=dg.AssetCheckSeverity.WARN,

@@ -9,21 +9,18 @@ second line of defence (processed files are recorded, raw rows dedupe).
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from oms_ops.channels import pos, registry
-from oms_ops.channels.rawstore import pending_raw_orders
+from oms_ops.channels import registry
+from oms_ops.channels.base import Channel
 from oms_ops.connectors.config import NotConfigured
+from oms_ops.services import intake
 from pipelines.defs.channels.assets import ORDER_ASSETS, STOCK_ASSETS, channel_mappings, order_asset_of
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
 
-pos_files_job = dg.define_asset_job(
-    "pos_files",
-    selection=dg.AssetSelection.assets(order_asset_of(pos.CODE)),
-    description="Read new POS end-of-day files into offline orders.",
-)
 seed_job = dg.define_asset_job(
     "channel_seed",
     selection=dg.AssetSelection.assets(channel_mappings, *STOCK_ASSETS),
@@ -31,13 +28,13 @@ seed_job = dg.define_asset_job(
 )
 
 
-def new_files(drop_dir: Path, cursor: str | None) -> tuple[list[str], str]:
+def new_files(drop_dir: Path, cursor: str | None, pattern: str = "sales_*.csv") -> tuple[list[str], str]:
     """Files newer than the cursor ``{"mtime": m, "names": [names with mtime == m]}`` and the next cursor."""
     state = json.loads(cursor) if cursor else {"mtime": 0.0, "names": []}
     mtime, seen = float(state.get("mtime", 0.0)), set(state.get("names", []))
     found = []
     if drop_dir.is_dir():
-        for p in drop_dir.glob("sales_*.csv"):
+        for p in drop_dir.glob(pattern):
             if p.name.startswith("."):
                 continue
             m = p.stat().st_mtime
@@ -50,23 +47,37 @@ def new_files(drop_dir: Path, cursor: str | None) -> tuple[list[str], str]:
     return sorted(n for _, n in found), json.dumps({"mtime": newest, "names": sorted(names_at_newest)})
 
 
-@dg.sensor(
-    job=pos_files_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New sales_*.csv in the POS drop folder → a run reading them.",
-)
-def pos_drop_folder_sensor(context: dg.SensorEvaluationContext, channels: ChannelConnectorsResource):
-    try:
-        drop_dir = Path(channels.settings().endpoint(pos.CHANNEL.system).get("drop_dir"))
-    except NotConfigured as exc:
-        return dg.SkipReason(str(exc))
-    names, cursor = new_files(drop_dir, context.cursor)
-    context.update_cursor(cursor)
-    if not names:
-        return dg.SkipReason(f"no new files in {drop_dir}")
-    key = hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
-    return dg.RunRequest(run_key=f"pos:{key}", tags={"oms/files": ",".join(names)[:200]})
+def drop_folder_sensor(channel: Channel) -> tuple[dg.SensorDefinition, Any]:
+    """New files in a file-drop channel's folder (``Channel.drop_pattern``) → a run of its order asset."""
+    job = dg.define_asset_job(
+        f"{channel.system}_files",
+        selection=dg.AssetSelection.assets(order_asset_of(channel.code)),
+        description=f"Read new {channel.title} files into {channel.code} orders.",
+    )
+
+    @dg.sensor(
+        name=f"{channel.system}_drop_folder_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"New {channel.drop_pattern} in the {channel.title} drop folder → a run reading them.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, channels: ChannelConnectorsResource):
+        try:
+            drop_dir = Path(channels.settings().endpoint(channel.system).get("drop_dir"))
+        except NotConfigured as exc:
+            return dg.SkipReason(str(exc))
+        names, cursor = new_files(drop_dir, context.cursor, channel.drop_pattern)
+        context.update_cursor(cursor)
+        if not names:
+            return dg.SkipReason(f"no new files in {drop_dir}")
+        key = hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
+        return dg.RunRequest(run_key=f"{channel.system}:{key}", tags={"oms/files": ",".join(names)[:200]})
+
+    return _sensor, job
+
+
+DROP_FOLDERS = [drop_folder_sensor(c) for c in registry.CHANNELS if c.drop_pattern]
 
 
 @dg.sensor(
@@ -81,9 +92,7 @@ def queued_payloads_sensor(context: dg.SensorEvaluationContext, postgres: Postgr
     requests = []
     with postgres.connection() as conn:
         for channel in registry.CHANNELS:
-            newest, pending = pending_raw_orders(
-                conn, channel.code, after_raw_id=int(seen.get(channel.code, 0))
-            )
+            newest, pending = intake.queued(conn, channel.code, after_raw_id=int(seen.get(channel.code, 0)))
             if newest is None:
                 continue
             seen[channel.code] = newest
@@ -115,5 +124,5 @@ def simulators_manifest_sensor(context: dg.SensorEvaluationContext, channels: Ch
     return dg.RunRequest(run_key=f"seed:{started}")
 
 
-SENSORS = [pos_drop_folder_sensor, queued_payloads_sensor, simulators_manifest_sensor]
-JOBS = [pos_files_job, seed_job]
+SENSORS = [*(s for s, _ in DROP_FOLDERS), queued_payloads_sensor, simulators_manifest_sensor]
+JOBS = [*(j for _, j in DROP_FOLDERS), seed_job]

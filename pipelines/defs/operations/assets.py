@@ -158,7 +158,7 @@ def ats_pushes(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
     with channels.clients() as clients, postgres.connection() as conn:
-        results = ats_service.push_all(conn, clients, channels.business_config())
+        results = ats_service.push_all(conn, clients)
     meta = {code: dg.MetadataValue.json(r) for code, r in results.metadata.items()}
     for e in results.errors[:20]:
         context.log.warning(e)

@@ -11,8 +11,7 @@
 import dagster as dg
 
 from oms_ops.invariants import check_invariants
-from oms_ops.services.monitoring import orders_past_sla
-from pipelines.defs.channels.resources import ChannelConnectorsResource
+from oms_ops.read_model import orders_past_sla
 from pipelines.defs.operations.assets import allocation, shipments
 from pipelines.resources import PostgresResource
 
@@ -67,9 +66,9 @@ def order_lines_consistent(postgres: PostgresResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=shipments, blocking=False, description="No open order is past its ship-by deadline.")
-def orders_within_sla(postgres: PostgresResource, channels: ChannelConnectorsResource) -> dg.AssetCheckResult:
+def orders_within_sla(postgres: PostgresResource) -> dg.AssetCheckResult:
     with postgres.connection() as conn:
-        info = orders_past_sla(conn, channels.business_config())
+        info = orders_past_sla(conn)
     return dg.AssetCheckResult(
         passed=info["count"] == 0,
         severity=dg.AssetCheckSeverity.WARN,
