@@ -39,11 +39,11 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.allocation import NOW, build_source, clone, drop  # noqa: E402
-from oms_ops import fulfillment  # noqa: E402
-from oms_ops.allocation import allocate_batch, latest_decision  # noqa: E402
+from oms_ops.allocation import allocate_batch  # noqa: E402
 from oms_ops.db import connect  # noqa: E402
 from oms_ops.invariants import check_invariants  # noqa: E402
 from oms_ops.platform.postgres import EmbeddedPostgres  # noqa: E402
+from oms_ops.services import shipping  # noqa: E402
 from oms_ops.services.shipping import INSTANT_HANDOVER_CHANNELS, SHIPPABLE_STATES, ship_reserved  # noqa: E402
 
 SOURCE_DB = "bench_src"
@@ -80,25 +80,9 @@ def ship_per_order(conn: psycopg.Connection, order_ids: list[int]) -> int:
     ).fetchall()
     created = 0
     for order_id, location, channel, _ in work:
-        decision = latest_decision(conn, order_id) or {}
-        plan = next((s for s in decision.get("shipments") or [] if s.get("location") == location), {})
-        handover = bool(plan.get("handover"))
-        carrier = fulfillment.SELF_CARRIER if handover else (plan.get("carrier") or "cdek")
-        fulfillment.record_pick(conn, order_id, location, actor="fulfilment")
-        fulfillment.pack(conn, order_id, location, actor="fulfilment")
-        shipment = fulfillment.create_shipment(
-            conn,
-            order_id,
-            location,
-            carrier_code=carrier,
-            actor="fulfilment",
-            service_code=plan.get("tariff"),
+        created += shipping.ship_one(
+            conn, order_id, location, channel=channel, instant_handover_channels=INSTANT_HANDOVER_CHANNELS
         )
-        created += shipment.created
-        if handover and shipment.created:
-            fulfillment.mark_ready_for_pickup(conn, [shipment.shipment_id], actor="fulfilment")
-            if channel in INSTANT_HANDOVER_CHANNELS:
-                fulfillment.mark_picked_up(conn, [shipment.shipment_id], actor="fulfilment")
     return created
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 import psycopg
 
 from oms_ops import fulfillment
+from oms_ops.allocation import latest_decision
 from oms_ops.channels import registry
 from oms_ops.errors import OmsError, ValidationFailed
 from oms_ops.fulfillment import BulkShipResult, ShipRequest
@@ -175,3 +176,32 @@ def mark_picked_up(
 ) -> list[tuple[int, str, str]]:
     """Collected by the customer at the store / pickup point."""
     return fulfillment.mark_picked_up(conn, shipment_ids, actor=actor, at=at)
+
+
+def ship_one(
+    conn: psycopg.Connection,
+    order_id: int,
+    location: str,
+    *,
+    channel: str,
+    actor: str = "fulfilment",
+    instant_handover_channels: Sequence[str] = INSTANT_HANDOVER_CHANNELS,
+) -> int:
+    """Ship what is reserved for one order at one location the way a floor confirming order by order does:
+    a pick, a pack and a shipment transaction (carrier and tariff from the allocation decision), then the
+    hand-over at the store. The reference :func:`ship_reserved` is compared with (same rows) and the
+    baseline of ``bench/fulfilment.py``. Returns the shipments created (0 or 1)."""
+    decision = latest_decision(conn, order_id) or {}
+    plan = next((s for s in decision.get("shipments") or [] if s.get("location") == location), {})
+    handover = bool(plan.get("handover"))
+    carrier = fulfillment.SELF_CARRIER if handover else (plan.get("carrier") or "cdek")
+    fulfillment.record_pick(conn, order_id, location, actor=actor)
+    fulfillment.pack(conn, order_id, location, actor=actor)
+    shipment = fulfillment.create_shipment(
+        conn, order_id, location, carrier_code=carrier, actor=actor, service_code=plan.get("tariff")
+    )
+    if handover and shipment.created:
+        fulfillment.mark_ready_for_pickup(conn, [shipment.shipment_id], actor=actor)
+        if channel in instant_handover_channels:
+            fulfillment.mark_picked_up(conn, [shipment.shipment_id], actor=actor)
+    return shipment.created

@@ -9,7 +9,7 @@ import pytest
 from psycopg import sql
 
 from oms_ops import fulfillment
-from oms_ops.allocation import allocate_batch, latest_decision
+from oms_ops.allocation import allocate_batch
 from oms_ops.db import connect
 from oms_ops.errors import OmsError, ValidationFailed
 from oms_ops.fulfillment import ShipRequest
@@ -33,25 +33,9 @@ def ship_order_by_order(conn) -> int:
     ).fetchall()
     created = 0
     for order_id, location, channel, _ in work:
-        decision = latest_decision(conn, order_id) or {}
-        plan = next((s for s in decision.get("shipments") or [] if s.get("location") == location), {})
-        handover = bool(plan.get("handover"))
-        carrier = fulfillment.SELF_CARRIER if handover else (plan.get("carrier") or "cdek")
-        fulfillment.record_pick(conn, order_id, location, actor="fulfilment")
-        fulfillment.pack(conn, order_id, location, actor="fulfilment")
-        shipment = fulfillment.create_shipment(
-            conn,
-            order_id,
-            location,
-            carrier_code=carrier,
-            actor="fulfilment",
-            service_code=plan.get("tariff"),
+        created += shipping.ship_one(
+            conn, order_id, location, channel=channel, instant_handover_channels=INSTANT
         )
-        created += shipment.created
-        if handover and shipment.created:
-            fulfillment.mark_ready_for_pickup(conn, [shipment.shipment_id], actor="fulfilment")
-            if channel in INSTANT:
-                fulfillment.mark_picked_up(conn, [shipment.shipment_id], actor="fulfilment")
     return created
 
 

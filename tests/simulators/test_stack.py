@@ -48,7 +48,15 @@ def test_python_api_starts_every_simulator(tmp_path):
             assert httpx.get(url + "/_sim/health").json()["simulator"] == name
         manifest = stack.manifest()
         assert manifest["simulators"]["ozon"]["credentials"] == stack.credentials["ozon"]
-        assert manifest["catalog"] == {"seed": 42, "n_skus": 30, "version": 1}
+        catalog = manifest["catalog"]
+        assert {k: catalog[k] for k in ("seed", "n_skus", "version")} == {
+            "seed": 42,
+            "n_skus": 30,
+            "version": 1,
+        }
+        # the catalog export a seller's OMS is seeded from: every product with every system's ids
+        assert [p["sku"] for p in catalog["products"]] == [p.sku for p in stack.catalog]
+        assert {"offer_id", "wb_chrt_id", "shopify_inventory_item_id", "price"} <= set(catalog["products"][0])
         urls = dict(stack.urls)
     for url in urls.values():  # stopped means stopped
         try:
