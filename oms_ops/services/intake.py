@@ -41,11 +41,20 @@ def poll(conn: psycopg.Connection, code: str, clients: Clients, **kw: Any) -> In
         res.normalized = normalize_pending(conn, channel)
         return res
     client = clients.get(channel.system)
+    # one poll of a feed at a time (the worker and a Dagster run may both come): the second skips
+    if not conn.execute(
+        "SELECT pg_try_advisory_lock(hashtext('oms.poll'), hashtext(%s))", (code,)
+    ).fetchone()[0]:
+        res = IngestResult(code)
+        res.notes.append("another poll of this feed is running: skipped")
+        return res
     try:
         return channel.poll(conn, client, **kw)
     except Exception as exc:
         record_failure(conn, code, str(exc))
         raise
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext('oms.poll'), hashtext(%s))", (code,))
 
 
 def queued(conn: psycopg.Connection, code: str, *, after_raw_id: int = 0) -> tuple[int | None, int]:

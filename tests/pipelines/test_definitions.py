@@ -56,6 +56,7 @@ def test_domains_merge_and_resolve():
         "pos_drop_folder_sensor",
         "queued_payloads_sensor",
         "simulators_manifest_sensor",
+        "worker_journal_sensor",
     }
 
 

@@ -23,6 +23,7 @@ from pipelines.defs.operations.assets import (
     shipments,
 )
 from pipelines.defs.operations.checks import CHECKS
+from pipelines.defs.operations.sensors import SENSORS
 
 ingest_and_allocate = dg.define_asset_job(
     "ingest_and_allocate",
@@ -51,6 +52,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     jobs=JOBS,
+    sensors=SENSORS,
     schedules=[
         every(
             ingest_and_allocate, "* * * * *", description="Ingest every channel and allocate, every minute."

@@ -1,0 +1,338 @@
+"""The always-on OMS worker: the fast lane of the operational loop.
+
+Dagster is the control plane (every step is an asset, schedules are the safety-net sweep), but a process per
+run every minute left orders waiting minutes for a reservation. The worker runs the same service functions
+event by event instead:
+
+* it ``LISTEN``s on ``oms_work`` (triggers of migration 0013 notify at commit: ``queued`` payloads,
+  new ``orders``, ``stock`` moved, ``outbox`` rows) and also sweeps on a timer, so a notification lost while
+  it restarted delays work, never loses it;
+* feeds are polled every few seconds (``services.intake.poll``: one poll per feed at a time, whoever runs
+  it), queued payloads normalised as they arrive, new orders allocated at once, changed available-to-sell
+  pushed to every channel (the pushers batch and throttle to each API's limits), the outbox drained
+  continuously; the WMS's counts are read on a slower cadence, reserved orders shipped (the demo's floor)
+  and own-courier parcels moved on when the configuration asks for it;
+* every step is one or more transactions of the services (SKIP LOCKED, advisory locks): several workers may
+  run at once, and a worker killed at any point loses nothing — the next one finds the work where it was;
+* a heartbeat row (``oms.worker_heartbeats``) says it is alive and how far behind it is (the age of the
+  oldest queued payload or unallocated order); every step that moved something is written to
+  ``oms.worker_journal``, which a Dagster sensor turns into materializations of the same assets.
+
+``python -m oms_ops.worker`` runs a supervisor that restarts the worker process when it dies (``oms up`` and
+``oms demo`` start it; ``oms down`` stops both); ``--once`` runs one cycle of every step and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from oms_ops.business_config import load_business_config
+from oms_ops.channels import registry
+from oms_ops.db import connect
+from oms_ops.platform.settings import ConfigError
+from oms_ops.services import allocation, ats, intake, shipping, stock
+from oms_ops.services.clients import Clients
+from oms_ops.services.outbox import drain_outbox
+from oms_ops.services.settings import connectors_of, load_oms_settings
+from oms_ops.services.setup import LOCATION_MAP
+
+log = logging.getLogger("oms.worker")
+CHANNEL = "oms_work"
+
+
+@dataclass
+class Cadence:
+    """Seconds between timer sweeps of each step (events run a step sooner)."""
+
+    poll: float = 5.0
+    normalize: float = 10.0
+    allocate: float = 10.0
+    ats: float = 15.0
+    #: at most one ATS push per this many seconds, however often stock moves (API limits, batching)
+    ats_min_gap: float = 2.0
+    outbox: float = 5.0
+    wms: float = 20.0
+    ship: float = 20.0
+
+
+@dataclass
+class Step:
+    name: str
+    every: float
+    run: Callable[[psycopg.Connection], dict[str, Any]]
+    #: notifications that make it due now
+    wakes_on: frozenset[str] = frozenset()
+    min_gap: float = 0.0
+    due_at: float = 0.0
+    last_run: float = 0.0
+
+
+@dataclass
+class Worker:
+    """One worker process: its connections, clients and steps (see the module docstring)."""
+
+    database_url: str
+    clients: Clients
+    config_path: str | None = None
+    cadence: Cadence = field(default_factory=Cadence)
+    ship: bool = True
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    steps: list[Step] = field(default_factory=list)
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        c = self.cadence
+        self.steps = [
+            Step("poll", c.poll, self._poll),
+            Step("normalize", c.normalize, self._normalize, frozenset({"queued"})),
+            Step("allocate", c.allocate, self._allocate, frozenset({"orders", "stock"})),
+            Step("ats", c.ats, self._ats, frozenset({"stock"}), min_gap=c.ats_min_gap),
+            Step("outbox", c.outbox, self._outbox, frozenset({"outbox"})),
+            Step("wms", c.wms, self._wms),
+        ]
+        if self.ship:
+            self.steps.append(Step("ship", c.ship, self._ship))
+
+    # -- the steps ------------------------------------------------------------------------------------------
+    def _poll(self, conn: psycopg.Connection) -> dict[str, Any]:
+        out = {}
+        for channel in registry.CHANNELS:
+            if channel.poll is None or not self.clients.settings.configured(channel.system):
+                continue
+            try:
+                res = intake.poll(conn, channel.code, self.clients)
+            except Exception as exc:  # noqa: BLE001 - one feed failing must not stop the others
+                log.warning("poll %s: %s", channel.code, exc)
+                continue
+            if res.new_raw or res.normalized.rows:
+                out[channel.asset_name] = res.metadata()
+        return out
+
+    def _normalize(self, conn: psycopg.Connection) -> dict[str, Any]:
+        out = {}
+        for channel in registry.CHANNELS:
+            newest, _ = intake.queued(conn, channel.code)
+            if newest is None:
+                continue
+            res = intake.normalize(conn, channel.code)
+            if res.rows:
+                out[channel.asset_name] = {f"normalized_{k}": v for k, v in res.as_dict().items()}
+        return out
+
+    def _allocate(self, conn: psycopg.Connection) -> dict[str, Any]:
+        res = allocation.allocate(conn, load_business_config(self.config_path))
+        moved = any(v for v in res.metadata().values())
+        return {"allocation": res.metadata()} if moved else {}
+
+    def _ats(self, conn: psycopg.Connection) -> dict[str, Any]:
+        res = ats.push_all(conn, self.clients)
+        pushed = {code: r.pushed for code, r in res.results.items()}
+        return {"ats_pushes": {**res.metadata, "errors": res.errors[:10]}} if any(pushed.values()) else {}
+
+    def _outbox(self, conn: psycopg.Connection) -> dict[str, Any]:
+        res = drain_outbox(conn, self.clients, limit=500)
+        return {"outbox_delivery": res.metadata()} if res.claimed else {}
+
+    def _wms(self, conn: psycopg.Connection) -> dict[str, Any]:
+        if not self.clients.settings.configured("wms"):
+            return {}
+        adjusted = {}
+        for wms_code, location in LOCATION_MAP.items():
+            try:
+                r = stock.sync_location(conn, self.clients, location, wms_code=wms_code)
+            except Exception as exc:  # noqa: BLE001 - one location failing must not stop the others
+                log.warning("wms %s: %s", location, exc)
+                continue
+            if r.adjusted:
+                adjusted[location] = {"adjusted": len(r.adjusted), "released_orders": len(r.released_orders)}
+        # one entry per location: Dagster shows each as an event of that location's stock asset
+        return {f"stock:{loc}": meta for loc, meta in adjusted.items()}
+
+    def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
+        res = shipping.ship_reserved(conn)
+        return {"shipments": res.metadata()} if res.shipments or res.errors else {}
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def run_step(self, conn: psycopg.Connection, step: Step) -> None:
+        started = time.monotonic()
+        step.last_run = started
+        step.due_at = started + step.every
+        try:
+            moved = step.run(conn)
+        except Exception as exc:  # noqa: BLE001 - recorded; the step runs again at its next turn
+            log.exception("step %s failed", step.name)
+            self._beat(conn, error=f"{step.name}: {type(exc).__name__}: {exc}")
+            return
+        if moved:
+            self._journal(conn, step.name, moved, time.monotonic() - started)
+
+    def _journal(self, conn: psycopg.Connection, step: str, moved: dict[str, Any], seconds: float) -> None:
+        with conn.transaction():
+            for asset, meta in moved.items():
+                conn.execute(
+                    "INSERT INTO oms.worker_journal (worker_id, asset, metadata) VALUES (%s, %s, %s)",
+                    (self.worker_id, asset, Jsonb({**meta, "step": step, "seconds": round(seconds, 3)})),
+                )
+
+    def lag_seconds(self, conn: psycopg.Connection) -> float:
+        """How far behind the loop is: the age of the oldest queued payload or unallocated order."""
+        row = conn.execute(
+            """SELECT greatest(
+                   (SELECT extract(epoch FROM now() - min(r.received_at)) FROM raw.pending_orders p
+                    JOIN raw.channel_orders r USING (raw_id)),
+                   (SELECT extract(epoch FROM now() - min(created_at)) FROM oms.orders WHERE state = 'new'))"""
+        ).fetchone()
+        return float(row[0] or 0.0)
+
+    def _beat(self, conn: psycopg.Connection, *, error: str | None = None, cycle: bool = False) -> None:
+        conn.execute(
+            """INSERT INTO oms.worker_heartbeats (worker_id, pid, host, lag_seconds, cycles, last_error,
+                                                  last_error_at)
+               VALUES (%(id)s, %(pid)s, %(host)s, %(lag)s, %(c)s, %(err)s::text,
+                       CASE WHEN %(err)s::text IS NOT NULL THEN now() END)
+               ON CONFLICT (worker_id) DO UPDATE SET beat_at = now(),
+                   lag_seconds = coalesce(excluded.lag_seconds, oms.worker_heartbeats.lag_seconds),
+                   cycles = oms.worker_heartbeats.cycles + excluded.cycles,
+                   last_error = coalesce(excluded.last_error, oms.worker_heartbeats.last_error),
+                   last_error_at = coalesce(excluded.last_error_at, oms.worker_heartbeats.last_error_at)""",
+            {
+                "id": self.worker_id,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "lag": self.lag_seconds(conn) if cycle else None,
+                "c": 1 if cycle else 0,
+                "err": error[:2000] if error else None,
+            },
+        )
+
+    def run_once(self, conn: psycopg.Connection) -> None:
+        """Every step once, in the loop's order (poll → normalise → allocate → ATS → outbox → WMS → ship)."""
+        for step in self.steps:
+            self.run_step(conn, step)
+        self._beat(conn, cycle=True)
+
+    def run_forever(self) -> None:
+        with connect(self.database_url) as listen, connect(self.database_url) as conn:
+            listen.execute(f"LISTEN {CHANNEL}")
+            self.run_once(conn)
+            while not self.stopping:
+                now = time.monotonic()
+                timeout = max(0.05, min(s.due_at for s in self.steps) - now)
+                woken: set[str] = set()
+                # wait for the first notification (or the next timer), then take what else is pending
+                for note in listen.notifies(timeout=min(timeout, 1.0), stop_after=1):
+                    woken.add(note.payload)
+                if woken:
+                    woken.update(n.payload for n in listen.notifies(timeout=0.05))
+                now = time.monotonic()
+                for step in self.steps:
+                    if step.wakes_on & woken:
+                        step.due_at = min(step.due_at, step.last_run + step.min_gap)
+                ran = False
+                for step in self.steps:
+                    if step.due_at <= now and not self.stopping:
+                        self.run_step(conn, step)
+                        ran = True
+                if ran:
+                    self._beat(conn, cycle=True)
+
+
+# -- process entry points ---------------------------------------------------------------------------------------
+def build_worker(*, ship: bool = True) -> Worker:
+    """A worker configured from the environment (the whole settings model is validated first)."""
+    settings = load_oms_settings()
+    if not settings.database_url:
+        raise ConfigError("OMS_DATABASE_URL: not set (the worker runs against the stack's Postgres)")
+    clients = Clients(connectors_of(settings))
+    return Worker(
+        settings.database_url,
+        clients,
+        config_path=str(settings.business_config) if settings.business_config else None,
+        ship=ship,
+    )
+
+
+def run_child(args: argparse.Namespace) -> int:
+    worker = build_worker(ship=not args.no_ship)
+
+    def stop(signum, frame):  # noqa: ARG001
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if args.once:
+            with connect(worker.database_url) as conn:
+                worker.run_once(conn)
+        else:
+            worker.run_forever()
+    finally:
+        worker.clients.close()
+    return 0
+
+
+def supervise(argv: list[str]) -> int:
+    """Run the worker as a child process and start it again when it dies (back-off 1 s doubling to 30 s,
+    reset after a minute of good health); SIGTERM/SIGINT stop the child, then the supervisor."""
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def stop(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    backoff = 1.0
+    while not stopping:
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "oms_ops.worker", "--child", *argv])
+        code = child.wait()
+        if stopping:
+            break
+        if time.monotonic() - started > 60:
+            backoff = 1.0
+        log.warning("worker exited with %s; starting it again in %.0f s", code, backoff)
+        time.sleep(backoff)
+        backoff = min(30.0, backoff * 2)
+    if child is not None and child.poll() is None:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m oms_ops.worker", description="The always-on OMS worker.")
+    p.add_argument("--child", action="store_true", help="run the worker itself (without the supervisor)")
+    p.add_argument("--once", action="store_true", help="one cycle of every step, then exit")
+    p.add_argument("--no-ship", action="store_true", help="leave shipping to the Dagster schedule / a WMS")
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.child or args.once:
+            return run_child(args)
+        return supervise([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--child"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
