@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,14 +58,14 @@ CHANNEL = "oms_work"
 class Cadence:
     """Seconds between timer sweeps of each step (events run a step sooner)."""
 
-    poll: float = 5.0
+    poll: float = 2.0
     normalize: float = 10.0
     allocate: float = 10.0
     ats: float = 15.0
     #: at most one ATS push per this many seconds, however often stock moves (API limits, batching)
     ats_min_gap: float = 2.0
     outbox: float = 5.0
-    wms: float = 20.0
+    wms: float = 5.0
     ship: float = 20.0
 
 
@@ -76,8 +77,13 @@ class Step:
     #: notifications that make it due now
     wakes_on: frozenset[str] = frozenset()
     min_gap: float = 0.0
+    #: runs in its own thread (own connection): a slow API (the web store's ATS at 2 calls/s, the WMS's
+    #: paged counts) must not hold up reservations
+    background: bool = False
     due_at: float = 0.0
     last_run: float = 0.0
+    thread: threading.Thread | None = None
+    again: bool = False
 
 
 @dataclass
@@ -94,17 +100,24 @@ class Worker:
     stopping: bool = False
 
     def __post_init__(self) -> None:
+        # each background step has its own clients: a client is used by one thread at a time
+        self._step_clients: dict[str, Clients] = {}
         c = self.cadence
         self.steps = [
             Step("poll", c.poll, self._poll),
             Step("normalize", c.normalize, self._normalize, frozenset({"queued"})),
             Step("allocate", c.allocate, self._allocate, frozenset({"orders", "stock"})),
-            Step("ats", c.ats, self._ats, frozenset({"stock"}), min_gap=c.ats_min_gap),
-            Step("outbox", c.outbox, self._outbox, frozenset({"outbox"})),
-            Step("wms", c.wms, self._wms),
+            Step("ats", c.ats, self._ats, frozenset({"stock"}), min_gap=c.ats_min_gap, background=True),
+            Step("outbox", c.outbox, self._outbox, frozenset({"outbox"}), background=True),
+            Step("wms", c.wms, self._wms, background=True),
         ]
         if self.ship:
-            self.steps.append(Step("ship", c.ship, self._ship))
+            self.steps.append(Step("ship", c.ship, self._ship, background=True))
+
+    def _clients_of(self, step: str) -> Clients:
+        if step not in self._step_clients:
+            self._step_clients[step] = Clients(self.clients.settings, **self.clients.client_kw)
+        return self._step_clients[step]
 
     # -- the steps ------------------------------------------------------------------------------------------
     def _poll(self, conn: psycopg.Connection) -> dict[str, Any]:
@@ -138,12 +151,12 @@ class Worker:
         return {"allocation": res.metadata()} if moved else {}
 
     def _ats(self, conn: psycopg.Connection) -> dict[str, Any]:
-        res = ats.push_all(conn, self.clients)
+        res = ats.push_all(conn, self._clients_of("ats"))
         pushed = {code: r.pushed for code, r in res.results.items()}
         return {"ats_pushes": {**res.metadata, "errors": res.errors[:10]}} if any(pushed.values()) else {}
 
     def _outbox(self, conn: psycopg.Connection) -> dict[str, Any]:
-        res = drain_outbox(conn, self.clients, limit=500)
+        res = drain_outbox(conn, self._clients_of("outbox"), limit=500)
         return {"outbox_delivery": res.metadata()} if res.claimed else {}
 
     def _wms(self, conn: psycopg.Connection) -> dict[str, Any]:
@@ -152,7 +165,7 @@ class Worker:
         adjusted = {}
         for wms_code, location in LOCATION_MAP.items():
             try:
-                r = stock.sync_location(conn, self.clients, location, wms_code=wms_code)
+                r = stock.sync_location(conn, self._clients_of("wms"), location, wms_code=wms_code)
             except Exception as exc:  # noqa: BLE001 - one location failing must not stop the others
                 log.warning("wms %s: %s", location, exc)
                 continue
@@ -167,9 +180,33 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run_step(self, conn: psycopg.Connection, step: Step) -> None:
+        if step.background:
+            self._start_background(step)
+            return
+        self._run(conn, step)
+
+    def _start_background(self, step: Step) -> None:
+        """Start ``step`` in its thread; while it still runs, remember that it was asked for again."""
+        now = time.monotonic()
+        if step.thread is not None and step.thread.is_alive():
+            step.again = True
+            step.due_at = now + max(step.min_gap, 0.5)
+            return
+        step.again = False
+        step.last_run = now
+        step.due_at = now + step.every
+
+        def target() -> None:
+            with connect(self.database_url) as c:
+                self._run(c, step)
+
+        step.thread = threading.Thread(target=target, name=f"worker-{step.name}", daemon=True)
+        step.thread.start()
+
+    def _run(self, conn: psycopg.Connection, step: Step) -> None:
         started = time.monotonic()
         step.last_run = started
-        step.due_at = started + step.every
+        step.due_at = max(step.due_at, started + step.every) if step.background else started + step.every
         try:
             moved = step.run(conn)
         except Exception as exc:  # noqa: BLE001 - recorded; the step runs again at its next turn
@@ -219,15 +256,29 @@ class Worker:
         )
 
     def run_once(self, conn: psycopg.Connection) -> None:
-        """Every step once, in the loop's order (poll → normalise → allocate → ATS → outbox → WMS → ship)."""
+        """Every step once, in the loop's order (poll → normalise → allocate → ATS → outbox → WMS → ship),
+        in this thread."""
         for step in self.steps:
-            self.run_step(conn, step)
+            self._run(conn, step)
         self._beat(conn, cycle=True)
+
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        for step in self.steps:
+            if step.thread is not None:
+                step.thread.join(timeout)
+
+    def close(self) -> None:
+        """Stop: a background step still running is abandoned after a moment — each of them is safe to cut
+        (ATS values are absolute, the outbox and the WMS counts are idempotent), the next worker goes on."""
+        self.stopping = True
+        self.wait_for_background(timeout=2)
+        self.clients.close()
+        for clients in self._step_clients.values():
+            clients.close()
 
     def run_forever(self) -> None:
         with connect(self.database_url) as listen, connect(self.database_url) as conn:
             listen.execute(f"LISTEN {CHANNEL}")
-            self.run_once(conn)
             while not self.stopping:
                 now = time.monotonic()
                 timeout = max(0.05, min(s.due_at for s in self.steps) - now)
@@ -280,7 +331,7 @@ def run_child(args: argparse.Namespace) -> int:
         else:
             worker.run_forever()
     finally:
-        worker.clients.close()
+        worker.close()
     return 0
 
 

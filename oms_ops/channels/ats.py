@@ -29,6 +29,7 @@ import logging
 import zlib
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -118,6 +119,25 @@ def changed_items(conn: psycopg.Connection, items: list[AtsItem]) -> list[AtsIte
     return out
 
 
+def freshest_first(conn: psycopg.Connection, items: list[AtsItem]) -> list[AtsItem]:
+    """Items ordered by how recently their stock moved, newest first: when a channel takes fewer values per
+    run than have changed (one call per value), a sale or a receipt that just happened goes out before an
+    old backlog — that window is where overselling happens."""
+    moved = {
+        (r[0], r[1]): r[2]
+        for r in conn.execute(
+            """SELECT s.location_code, s.sku, s.updated_at FROM oms.stock s
+               JOIN unnest(%s::text[], %s::text[]) AS k(loc, sku) ON s.location_code = k.loc AND s.sku = k.sku""",
+            ([it.location for it in items], [it.sku for it in items]),
+        ).fetchall()
+    }
+    return sorted(
+        items,
+        key=lambda it: moved.get((it.location, it.sku)) or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
+
+
 def _record(
     conn: psycopg.Connection, channel: str, outcomes: Iterable[tuple[AtsItem, str, bool, str | None]]
 ) -> None:
@@ -191,8 +211,8 @@ def push_ats(
         res.considered = len(items)
         todo = changed_items(conn, items)
         res.changed = len(todo)
-        if max_items is not None:
-            todo = todo[:max_items]
+        if max_items is not None and len(todo) > max_items:
+            todo = freshest_first(conn, todo)[:max_items]
         if not todo:
             return res
         outcomes = channel.ats.push(client, todo, res)

@@ -31,7 +31,7 @@ def test_one_cycle_takes_orders_from_the_channels_to_reservations_and_ats(db_url
     try:
         worker.run_once(conn)
     finally:
-        worker.clients.close()
+        worker.close()
     assert count(conn, "SELECT count(*) FROM oms.orders") > 0
     assert count(conn, "SELECT count(*) FROM raw.pending_orders") == 0
     assert count(conn, "SELECT count(*) FROM oms.orders WHERE state = 'new'") == 0  # all allocated or held
@@ -82,7 +82,7 @@ def test_a_notification_wakes_the_worker_without_waiting_for_its_timers(db_url, 
     finally:
         worker.stopping = True
         thread.join(timeout=30)
-        worker.clients.close()
+        worker.close()
     assert not thread.is_alive()
 
 
@@ -94,8 +94,9 @@ def test_two_workers_at_once_double_nothing(db_url, world):
 
     def run(w: Worker) -> None:
         try:
-            with w.clients, connect(db_url) as c:
+            with connect(db_url) as c:
                 w.run_once(c)
+            w.close()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
