@@ -210,6 +210,12 @@ def run_lane(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    # the channel orders that exist now must all reach the OMS (later ones belong to no window)
+    channel_ids = {
+        "ozon": {p["posting_number"] for p in stack["ozon"].rendered_postings()},
+        "wildberries": {str(o.id) for o in stack["wildberries"].orders},
+        "webstore": {str(o["id"]) for o in stack["shopify"].rendered_orders()},
+    }
     for code in ("ozon", "wildberries", "webstore"):
         intake.poll(conn, code, clients)
     allocation.allocate(conn, config)
@@ -238,11 +244,6 @@ def run_lane(
            AND o.state NOT IN ('on_hold', 'backordered', 'cancelled')""",
         (started_wall, window_end, window_end),
     ).fetchone()[0]
-    channel_ids = {
-        "ozon": {p["posting_number"] for p in stack["ozon"].rendered_postings()},
-        "wildberries": {str(o.id) for o in stack["wildberries"].orders},
-        "webstore": {str(o["id"]) for o in stack["shopify"].rendered_orders()},
-    }
     oms_ids: dict[str, list[str]] = {}
     for ch, ext in conn.execute(
         "SELECT channel_code, external_id FROM oms.orders WHERE channel_code IN ('ozon', 'wildberries', 'webstore')"

@@ -52,6 +52,9 @@ from oms_ops.services.setup import LOCATION_MAP
 
 log = logging.getLogger("oms.worker")
 CHANNEL = "oms_work"
+#: at most this many values per push to a channel that takes one call per value (the web store: 2 calls/s,
+#: so about 10 s a push): a push started now never keeps a change made a second later waiting long
+ATS_ITEMS_PER_PUSH = 20
 
 
 @dataclass
@@ -151,7 +154,7 @@ class Worker:
         return {"allocation": res.metadata()} if moved else {}
 
     def _ats(self, conn: psycopg.Connection) -> dict[str, Any]:
-        res = ats.push_all(conn, self._clients_of("ats"))
+        res = ats.push_all(conn, self._clients_of("ats"), max_items=ATS_ITEMS_PER_PUSH)
         pushed = {code: r.pushed for code, r in res.results.items()}
         return {"ats_pushes": {**res.metadata, "errors": res.errors[:10]}} if any(pushed.values()) else {}
 
@@ -336,8 +339,9 @@ def run_child(args: argparse.Namespace) -> int:
 
 
 def supervise(argv: list[str]) -> int:
-    """Run the worker as a child process and start it again when it dies (back-off 1 s doubling to 30 s,
-    reset after a minute of good health); SIGTERM/SIGINT stop the child, then the supervisor."""
+    """Run the worker as a child process and start it again when it dies (at once the first time, then a
+    back-off doubling to 30 s, reset after a minute of good health); SIGTERM/SIGINT stop the child, then
+    the supervisor."""
     stopping = False
     child: subprocess.Popen | None = None
 
@@ -349,7 +353,7 @@ def supervise(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    backoff = 1.0
+    backoff = 0.2
     while not stopping:
         started = time.monotonic()
         child = subprocess.Popen([sys.executable, "-m", "oms_ops.worker", "--child", *argv])
@@ -357,7 +361,7 @@ def supervise(argv: list[str]) -> int:
         if stopping:
             break
         if time.monotonic() - started > 60:
-            backoff = 1.0
+            backoff = 0.2
         log.warning("worker exited with %s; starting it again in %.0f s", code, backoff)
         time.sleep(backoff)
         backoff = min(30.0, backoff * 2)

@@ -138,6 +138,23 @@ class RatePacer:
             self._tokens -= cost
 
 
+_PACERS: dict[tuple, RatePacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(
+    api: str, base_url: str, rate: float, burst: float, *, clock: Callable[[], float], sleep: Callable
+) -> RatePacer:
+    """One token bucket per API endpoint and process: a channel's limit is per seller account, so the clients
+    of one process (the worker's feed poll and its ATS push, say) share it instead of each spending the whole
+    budget and drawing 429s from each other."""
+    key = (api, base_url, rate, burst, clock, sleep)
+    with _PACERS_LOCK:
+        if key not in _PACERS:
+            _PACERS[key] = RatePacer(rate, burst, clock=clock, sleep=sleep)
+        return _PACERS[key]
+
+
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -172,7 +189,11 @@ class ApiClient:
             follow_redirects=False,
         )
         self.pacer = (
-            RatePacer(rate, burst or rate, clock=self.policy.clock, sleep=self.policy.sleep) if rate else None
+            shared_pacer(
+                self.api, self.base_url, rate, burst or rate, clock=self.policy.clock, sleep=self.policy.sleep
+            )
+            if rate
+            else None
         )
         self.error_penalty = error_penalty
         self.calls = 0

@@ -27,8 +27,10 @@ class PushAllResult:
         return out
 
 
-def push_all(conn: psycopg.Connection, clients: Clients) -> PushAllResult:
-    """Push the changed ATS values of every channel with a pusher (values from the read model)."""
+def push_all(conn: psycopg.Connection, clients: Clients, *, max_items: int | None = None) -> PushAllResult:
+    """Push the changed ATS values of every channel with a pusher (values from the read model).
+    ``max_items`` lowers the per-run cap of channels that take one call per value: the worker pushes often
+    and little (fresh changes first), a scheduled sweep seldom and more."""
     out = PushAllResult()
     for channel in registry.with_ats():
         try:
@@ -36,7 +38,10 @@ def push_all(conn: psycopg.Connection, clients: Clients) -> PushAllResult:
         except NotConfigured as exc:
             out.skipped[channel.code] = str(exc)
             continue
-        res = push_ats(conn, channel, client)
+        cap = channel.ats.max_items
+        if max_items is not None and cap is not None:
+            cap = min(cap, max_items)
+        res = push_ats(conn, channel, client, max_items=cap)
         out.results[channel.code] = res
         out.errors += [f"{channel.code}: {e}" for e in res.errors]
     return out
