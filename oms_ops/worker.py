@@ -44,7 +44,7 @@ from oms_ops.business_config import load_business_config
 from oms_ops.channels import registry
 from oms_ops.db import connect
 from oms_ops.platform.settings import ConfigError
-from oms_ops.services import allocation, ats, intake, shipping, stock
+from oms_ops.services import allocation, ats, intake, returns, shipping, stock
 from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
 from oms_ops.services.settings import connectors_of, load_oms_settings
@@ -69,6 +69,7 @@ class Cadence:
     ats_min_gap: float = 2.0
     outbox: float = 5.0
     wms: float = 5.0
+    returns: float = 15.0
     ship: float = 20.0
 
 
@@ -113,6 +114,7 @@ class Worker:
             Step("ats", c.ats, self._ats, frozenset({"stock"}), min_gap=c.ats_min_gap, background=True),
             Step("outbox", c.outbox, self._outbox, frozenset({"outbox"}), background=True),
             Step("wms", c.wms, self._wms, background=True),
+            Step("returns", c.returns, self._returns, background=True),
         ]
         if self.ship:
             self.steps.append(Step("ship", c.ship, self._ship, background=True))
@@ -176,6 +178,32 @@ class Worker:
                 adjusted[location] = {"adjusted": len(r.adjusted), "released_orders": len(r.released_orders)}
         # one entry per location: Dagster shows each as an event of that location's stock asset
         return {f"stock:{loc}": meta for loc, meta in adjusted.items()}
+
+    def _returns(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """Customers' return requests from the channels, the warehouse's receipts of returned parcels
+        (received and inspected by the reported condition), then refunds (and replacement orders for
+        exchanges) of what was inspected."""
+        clients = self._clients_of("returns")
+        asked = returns.sync_channel_returns(conn, clients)
+        received = {}
+        if clients.settings.configured("wms"):
+            received = returns.sync_return_receipts(conn, clients.get("wms")).metadata()
+        refunded = returns.refund_inspected(conn, actor="returns")
+        exchanged = returns.exchange_inspected(conn, actor="returns")
+        moved = (
+            asked.requested
+            or asked.quarantined
+            or refunded.refunded
+            or exchanged
+            or any(v for v in received.values() if isinstance(v, int))
+        )
+        meta = {
+            "customer_requests": asked.metadata(),
+            "wms_receipts": received,
+            "refunded": refunded.refunded,
+            "exchanged": len(exchanged),
+        }
+        return {"returns": meta} if moved else {}
 
     def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = shipping.ship_reserved(conn)

@@ -260,6 +260,11 @@ class Channel:
     instant_handover: bool = False
     #: a feed of files dropped into a folder (``drop_dir``): the glob of its files, watched by a sensor
     drop_pattern: str | None = None
+    #: customers' return requests: ``returns_feed(conn, client)`` → ``([(request id, payload)], cursor)`` and
+    #: ``map_return(payload)`` → an object with ``request_id``, ``order_external_id``, ``lines`` ((sku, qty,
+    #: reason code, note)…), ``exchange``, ``note`` (``ValueError`` naming what is wrong)
+    returns_feed: Callable[..., tuple[list, Any]] | None = None
+    map_return: Callable[[Any], Any] | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:

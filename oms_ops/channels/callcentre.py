@@ -5,7 +5,9 @@ Operators type orders; they come in messy (phones in any format, SKUs in lower c
 text, names in capitals). :func:`submit_orders` stores each one as received (``raw.channel_orders``, channel
 ``callcentre``, idempotent: submitting the same file twice changes nothing) and normalises at once, so the
 operator learns immediately which orders were accepted and which were quarantined, with the reason.
-The channel has no feed to poll: its Dagster asset only sweeps what is still queued.
+Where the call centre's own system lists the orders its operators entered (the demo's call-centre
+simulator: ``GET /callcentre/v1/orders?after=<cursor>``), the channel also polls that feed by cursor, page and
+cursor in one transaction, like every polled channel.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from oms_ops.channels.base import (
     Channel,
     ChannelChecks,
+    IngestResult,
     Mapped,
     MappingContext,
     NormalizeResult,
@@ -27,10 +30,13 @@ from oms_ops.channels.base import (
     normalize_phone,
 )
 from oms_ops.channels.normalize import normalize_pending
-from oms_ops.channels.rawstore import store_page
-from oms_ops.connectors.state import record_success
+from oms_ops.channels.rawstore import fetch_ahead, split_by_id, store_page, store_polled_page
+from oms_ops.connectors.http import ApiClient, RetryPolicy
+from oms_ops.connectors.state import get_cursor, record_success
 
 CODE = "callcentre"
+CURSOR = "callcentre:orders"
+PAGE_LIMIT = 500
 MSK = timezone(timedelta(hours=3))
 COD_METHODS = frozenset({"cash_on_delivery", "card_on_delivery"})
 
@@ -162,12 +168,72 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
     return Mapped(o.external_id, order)
 
 
+# -- the operators' feed ---------------------------------------------------------------------------------------
+class CallCentreClient(ApiClient):
+    """The call centre's order feed: operator orders oldest first, by an opaque cursor."""
+
+    api = "Call-centre API"
+
+    def __init__(self, base_url: str, api_key: str, *, policy: RetryPolicy | None = None, **kw) -> None:
+        super().__init__(base_url, headers={"X-Api-Key": api_key}, policy=policy, **kw)
+
+    @classmethod
+    def from_endpoint(cls, ep, **kw) -> CallCentreClient:
+        kw.pop("rate", None)  # no documented limit: the feed is read page by page
+        return cls(ep.base_url, ep.get("api_key"), **kw)
+
+    def orders_page(self, after: str | None, limit: int = PAGE_LIMIT) -> tuple[list[dict], str | None, bool]:
+        params: dict[str, object] = {"limit": limit}
+        if after:
+            params["after"] = after
+        body = self.request("GET", "/callcentre/v1/orders", params=params).json()
+        return body.get("orders") or [], body.get("next_cursor"), bool(body.get("has_more"))
+
+
+def poll(conn: psycopg.Connection, client: CallCentreClient, *, normalize: bool = True, before_commit=None):
+    """New operator orders from the feed: each page stored raw with the cursor past it (one transaction),
+    normalised; orders without ``external_id`` quarantined with the reason."""
+    res = IngestResult(CODE)
+    after = (get_cursor(conn, CURSOR) or {}).get("after")
+    with fetch_ahead() as ahead:
+        fut = ahead.submit(client.orders_page, after)
+        while fut is not None:
+            orders, nxt, more = fut.result()
+            fut = None
+            res.pages += 1
+            res.fetched += len(orders)
+            if more and nxt:
+                fut = ahead.submit(client.orders_page, nxt)
+            items, rejects = split_by_id(orders, "external_id", what="call-centre order")
+            store_polled_page(
+                conn,
+                CHANNEL,
+                items,
+                rejects,
+                res,
+                cursor_name=CURSOR,
+                cursor_value={"after": nxt or after},
+                normalize=normalize,
+                before_commit=before_commit,
+            )
+            after = nxt or after
+    res.cursor = {"after": after}
+    record_success(conn, CODE, res.fetched)
+    if normalize:
+        res.normalized.add(normalize_pending(conn, CHANNEL))
+    return res
+
+
 CHANNEL = Channel(
     code=CODE,
     title="Call centre",
-    system=None,
-    feed="Call-centre orders submitted on the Call centre page or with `oms callcentre submit`: anything "
-    "still queued → orders.",
+    system="callcentre",
+    env={"base_url": "OMS_CALLCENTRE_URL", "api_key": "OMS_CALLCENTRE_API_KEY"},
+    secrets=frozenset({"api_key"}),
+    client=CallCentreClient.from_endpoint,
+    poll=poll,
+    feed="Call-centre orders: the call centre's order feed by cursor (when configured), plus what the Call "
+    "centre page and `oms callcentre submit` stored → orders.",
     mapper=map_order,
     # orders arrive when operators submit them: never stale
     checks=ChannelChecks(max_age_seconds=None),

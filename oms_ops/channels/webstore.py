@@ -18,6 +18,7 @@ Webhooks (``orders/create``, ``orders/cancelled``) land in the same raw table th
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -86,6 +87,11 @@ class ShopifyClient(ApiClient):
         """One page of orders and the ``page_info`` of the next page (None on the last)."""
         r = self.request("GET", self._path("orders.json"), params=params)
         return r.json().get("orders") or [], next_page_info(r.headers.get("link"))
+
+    def returns_page(self, since_id: int, limit: int = PAGE_LIMIT) -> list[dict]:
+        """Customers' return requests with an id above ``since_id``, ascending (Shopify's ``Return``)."""
+        r = self.request("GET", self._path("returns.json"), params={"since_id": since_id, "limit": limit})
+        return r.json().get("returns") or []
 
     def set_inventory(self, *, inventory_item_id: int, location_id: int, available: int) -> dict:
         """Absolute ``available`` (safe to replay); returns Shopify's ``inventory_level``."""
@@ -462,6 +468,76 @@ def push_stock(client: ShopifyClient, items: list[AtsItem], res: PushResult) -> 
     return out
 
 
+# -- customers' return requests ----------------------------------------------------------------------------------
+RETURNS_CURSOR = "webstore:returns"
+#: Shopify's return reasons → the OMS's (oms.return_reasons)
+RETURN_REASONS = {
+    "unwanted": "changed_mind",
+    "style": "changed_mind",
+    "color": "changed_mind",
+    "size_too_small": "size_fit",
+    "size_too_large": "size_fit",
+    "defective": "defective",
+    "not_as_described": "not_as_described",
+    "wrong_item": "wrong_item",
+    "other": "other",
+}
+
+
+@dataclass(frozen=True)
+class ReturnAsk:
+    """One customer return request in the OMS's terms: which order, which SKUs and units, why."""
+
+    request_id: str
+    order_external_id: str
+    lines: tuple[tuple[str, int, str, str | None], ...]  # (sku, qty, reason code, customer note)
+    exchange: bool
+    note: str | None
+
+
+def map_return(payload: Any) -> ReturnAsk:
+    """A Shopify ``Return`` (request) → :class:`ReturnAsk`; ``ValueError`` naming the field that is wrong."""
+    if not isinstance(payload, dict) or payload.get("id") in (None, ""):
+        raise ValueError("return request without id")
+    order = payload.get("order") or {}
+    if order.get("id") in (None, ""):
+        raise ValueError("order.id: missing")
+    lines = []
+    for i, item in enumerate(payload.get("return_line_items") or []):
+        li = ((item or {}).get("fulfillment_line_item") or {}).get("line_item") or {}
+        sku, qty = li.get("sku"), item.get("quantity")
+        if not isinstance(sku, str) or not sku.strip():
+            raise ValueError(f"return_line_items[{i}].fulfillment_line_item.line_item.sku: missing")
+        if isinstance(qty, bool) or not isinstance(qty, int) or not 0 < qty <= 10_000:
+            raise ValueError(f"return_line_items[{i}].quantity: {qty!r} is not a quantity")
+        reason = RETURN_REASONS.get(str(item.get("return_reason")), "other")
+        lines.append(
+            (
+                sku.strip(),
+                qty,
+                reason,
+                fc.text(item.get("customer_note")) if item.get("customer_note") else None,
+            )
+        )
+    if not lines:
+        raise ValueError("return_line_items: empty")
+    return ReturnAsk(
+        str(payload["id"]),
+        str(order["id"]),
+        tuple(lines),
+        bool(payload.get("exchange_line_items")),
+        fc.text(payload.get("name")) if isinstance(payload.get("name"), str) else None,
+    )
+
+
+def return_asks(conn: psycopg.Connection, client: ShopifyClient) -> tuple[list[tuple[int, Any]], int]:
+    """New return requests since the stored cursor: ``([(request id, payload)], cursor)``; the caller applies
+    them and then stores the cursor (``connectors.cursors``, ``webstore:returns``) in the same transaction."""
+    since = int((get_cursor(conn, RETURNS_CURSOR) or {}).get("since_id") or 0)
+    page = client.returns_page(since)
+    return [(int(r["id"]), r) for r in page if isinstance(r, dict) and isinstance(r.get("id"), int)], since
+
+
 def _listing(p) -> tuple | None:
     return (
         None,
@@ -496,4 +572,6 @@ CHANNEL = Channel(
     listing=_listing,
     network_key="shopify_location_id",
     start_cursor=lambda since: (CURSOR, {"watermark": since.isoformat(), "run": None}),
+    returns_feed=return_asks,
+    map_return=map_return,
 )

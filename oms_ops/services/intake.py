@@ -17,6 +17,7 @@ from oms_ops.channels.base import IngestResult, NormalizeResult
 from oms_ops.channels.callcentre import read_orders
 from oms_ops.channels.normalize import normalize_pending, replay_quarantined
 from oms_ops.channels.rawstore import pending_raw_orders
+from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.state import record_failure
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
@@ -40,7 +41,12 @@ def poll(conn: psycopg.Connection, code: str, clients: Clients, **kw: Any) -> In
         res = IngestResult(code)
         res.normalized = normalize_pending(conn, channel)
         return res
-    client = clients.get(channel.system)
+    try:
+        client = clients.get(channel.system)
+    except NotConfigured:
+        # no feed here: what the channel's other entries stored (webhooks, operators) is still normalised
+        normalize_pending(conn, channel)
+        raise
     # one poll of a feed at a time (the worker and a Dagster run may both come): the second skips
     if not conn.execute(
         "SELECT pg_try_advisory_lock(hashtext('oms.poll'), hashtext(%s))", (code,)

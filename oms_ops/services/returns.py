@@ -19,10 +19,12 @@ from typing import Any, Literal
 import psycopg
 
 from oms_ops import returns as domain
+from oms_ops.channels import registry
 from oms_ops.connectors import wms
 from oms_ops.connectors.state import get_cursor, record_failure, record_success, set_cursor
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import OmsError
+from oms_ops.quarantine import quarantine_many
 from oms_ops.returns import (
     STAGES,
     ReturnInspection,
@@ -334,3 +336,117 @@ def lines_of(conn: psycopg.Connection, return_id: int) -> list[dict[str, Any]]:
 def receiving_locations(conn: psycopg.Connection) -> list[str]:
     """Locations a returned parcel can be received at."""
     return domain.receiving_locations(conn)
+
+
+# -- customers' return requests from the channels -----------------------------------------------------------------
+@dataclass
+class ChannelReturns:
+    requested: int = 0
+    already_open: int = 0
+    quarantined: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "already_open": self.already_open,
+            "quarantined": self.quarantined,
+        }
+
+
+def _return_lines(conn: psycopg.Connection, order_id: int, ask) -> list[ReturnLineRequest]:
+    """The customer's (sku, qty) over the order's lines of that SKU, as far as each is returnable."""
+    open_qty = domain.returnable(conn, order_id)
+    by_sku: dict[str, list[int]] = {}
+    for line_id, sku in conn.execute(
+        "SELECT line_id, sku FROM oms.order_lines WHERE order_id = %s ORDER BY line_id", (order_id,)
+    ).fetchall():
+        by_sku.setdefault(sku, []).append(line_id)
+    out: list[ReturnLineRequest] = []
+    problems = []
+    for sku, qty, reason, note in ask.lines:
+        left = qty
+        for line_id in by_sku.get(sku, []):
+            take = min(left, open_qty.get(line_id, 0))
+            if take > 0:
+                out.append(ReturnLineRequest(line_id, take, reason, note))
+                left -= take
+        if left:
+            problems.append(f"{sku}: {left} of {qty} not returnable on order (not delivered, or claimed)")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
+
+
+def sync_channel_returns(
+    conn: psycopg.Connection, clients, *, actor: str = "channel-returns"
+) -> ChannelReturns:
+    """Customers' return requests from every channel that has a returns feed (``Channel.returns_feed``): each
+    opens an RMA on its order (idempotent on the channel's request id, announced to the warehouse through the
+    outbox); one that cannot be opened — unknown order, a SKU not delivered — is quarantined with the reason.
+    The feed's cursor moves past the requests handled."""
+    res = ChannelReturns()
+    for channel in registry.CHANNELS:
+        if channel.returns_feed is None or not clients.settings.configured(channel.system):
+            continue
+        asks, since = channel.returns_feed(conn, clients.get(channel.system))
+        bad = []
+        for rid, payload in asks:
+            try:
+                ask = channel.map_return(payload)
+                row = conn.execute(
+                    "SELECT order_id FROM oms.orders WHERE channel_code = %s AND external_id = %s",
+                    (channel.code, ask.order_external_id),
+                ).fetchone()
+                if row is None:
+                    raise ValueError(f"order {ask.order_external_id}: not in the OMS")
+                existing = conn.execute(
+                    "SELECT 1 FROM oms.returns WHERE order_id = %s AND channel_return_id = %s",
+                    (row[0], ask.request_id),
+                ).fetchone()
+                if existing:
+                    res.already_open += 1
+                    continue
+                lines = _return_lines(conn, row[0], ask)
+                domain.request_return(
+                    conn,
+                    row[0],
+                    lines,
+                    actor=actor,
+                    kind="exchange" if ask.exchange else "refund",
+                    channel_return_id=ask.request_id,
+                    note=ask.note,
+                )
+                res.requested += 1
+            except (ValueError, OmsError) as exc:
+                bad.append((f"{channel.code}:returns", str(rid), payload, str(exc)))
+                res.errors.append(f"{channel.code} return {rid}: {exc}")
+        with conn.transaction():
+            if bad:
+                quarantine_many(conn, bad)
+                res.quarantined += len(bad)
+            if asks:
+                set_cursor(conn, f"{channel.code}:returns", {"since_id": max(rid for rid, _ in asks)})
+    return res
+
+
+def exchange_inspected(conn: psycopg.Connection, *, limit: int = 200, actor: str = "returns") -> list[int]:
+    """Close every inspected exchange return with its replacement order (the same SKUs and received
+    quantities at the original prices, already paid); the replacement goes through allocation like any
+    order. One transaction per return; a return refused (e.g. a SKU no longer sold) is left inspected for
+    ops, with the reason logged by the caller. Returns the replacement order ids."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            """SELECT return_id FROM oms.returns WHERE state = 'inspected' AND kind = 'exchange'
+               ORDER BY return_id LIMIT %s""",
+            (limit,),
+        ).fetchall()
+    ]
+    out = []
+    for rid in ids:
+        try:
+            out.append(domain.exchange_return(conn, rid, actor=actor))
+        except OmsError:
+            continue
+    return out

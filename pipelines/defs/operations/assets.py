@@ -119,6 +119,10 @@ def returns(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
     with postgres.connection() as conn:
+        with channels.clients() as clients:
+            asked = returns_service.sync_channel_returns(conn, clients)
+        for e in asked.errors[:20]:
+            context.log.warning(f"return request quarantined: {e}")
         try:
             with channels.client("wms") as client:
                 receipts = returns_service.sync_return_receipts(conn, client).metadata()
@@ -131,14 +135,17 @@ def returns(
         for e in receipts.get("errors", [])[:20]:
             context.log.warning(f"WMS return receipt quarantined: {e}")
         res = returns_service.refund_inspected(conn, actor="returns")
+        exchanged = returns_service.exchange_inspected(conn, actor="returns")
         with channels.clients() as clients:
             drained = drain_outbox(
                 conn, clients, effects=("wms.announce_return", "payment.refund", "notify.customer")
             )
     return dg.MaterializeResult(
         metadata={
+            "customer_requests": dg.MetadataValue.json(asked.metadata()),
             "wms_receipts": dg.MetadataValue.json(receipts),
             "refunded": res.refunded,
+            "exchanges_replaced": len(exchanged),
             "refunds_delivered": drained.by_effect["payment.refund"],
             "notices_delivered": drained.by_effect["notify.customer"],
             "returns_announced": drained.by_effect["wms.announce_return"],
