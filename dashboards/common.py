@@ -19,6 +19,7 @@ import streamlit as st
 from psycopg_pool import ConnectionPool
 
 from oms_ops.errors import OmsError
+from oms_ops.services.health import libpq_url
 from oms_ops.users import User
 
 T = TypeVar("T")
@@ -99,6 +100,21 @@ def pg(fn: Callable[..., T], url: str, *args: Any, **kwargs: Any) -> T:
         return fn(conn, *args, **kwargs)
 
 
+def monitoring_database_url() -> str | None:
+    """The URL the Service health page reads the health figures with: ``OMS_DATABASE_URL`` when set (the
+    figures read connectors' bookkeeping, which the least-privilege role is not granted), else the
+    dashboards' own login (figures it cannot read say so)."""
+    return os.environ.get("OMS_DATABASE_URL") or database_url()
+
+
+def dagster_database_url() -> str | None:
+    """The Dagster instance's storage as a libpq URL: ``OMS_DAGSTER_DATABASE_URL``, else the
+    ``OMS_DAGSTER_STORAGE_URL`` `oms up` gives its processes (the ``postgresql+psycopg2://`` URL of
+    dagster.yaml); None when neither is set."""
+    url = os.environ.get("OMS_DAGSTER_DATABASE_URL") or os.environ.get("OMS_DAGSTER_STORAGE_URL")
+    return libpq_url(url) if url else None
+
+
 def require_database() -> str:
     url = database_url()
     if not url:
@@ -137,7 +153,10 @@ def clickhouse_client(url: str, database: str) -> Any:
 
 def run_action(flash_key: str, fn: Callable[[], str]) -> None:
     """Run an action (an ``oms_ops`` call wrapped by the page) and keep its outcome for the next render:
-    success text, or the domain error's message. Caches are cleared so every panel shows the new state."""
+    success text, or the domain error's message. Caches are cleared and the whole page is rerun, so every
+    panel shows the new state: the action buttons live in fragments, and a click in a fragment would
+    otherwise rerun only that fragment, leaving the headline figures as they were until their own refresh.
+    (Called from a button's callback, ``st.rerun`` turns the interaction into a full-page rerun.)"""
     try:
         message = fn()
     except (OmsError, ValueError) as exc:
@@ -147,6 +166,7 @@ def run_action(flash_key: str, fn: Callable[[], str]) -> None:
     else:
         st.session_state[flash_key] = ("success", message)
     st.cache_data.clear()
+    st.rerun(scope="app")
 
 
 def show_flash(flash_key: str) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import typer
 
-from oms_ops.analytics.dbt import OpsViewsError, build_ops_views
+from oms_ops.analytics.dbt import OpsViewsError, analytics_database, build_ops_views
 from oms_ops.db import connect
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings
-from oms_ops.services import intake, setup
+from oms_ops.services import health, intake, setup
 from oms_ops.services.settings import load_oms_settings
 from oms_ops.worker import main as worker_main
 
@@ -50,7 +50,7 @@ def _print_state(state: stack.StackState) -> None:
     for name, info in state.services.items():
         where = info.url or "(no UI)"
         kind = "embedded" if info.embedded else "external"
-        typer.echo(f"  {name:<18} {where}  [{kind}{', pid ' + str(info.pid) if info.pid else ''}]")
+        typer.echo(f"  {name:<20} {where}  [{kind}{', pid ' + str(info.pid) if info.pid else ''}]")
 
 
 def _build_views(state: stack.StackState) -> None:
@@ -103,17 +103,39 @@ def down() -> None:
     typer.echo("Stopped: " + ", ".join(stopped) if stopped else "Nothing was running.")
 
 
+def _health_figures(settings: Settings, rows: list[tuple[str, str, str]]) -> list[health.Figure]:
+    """The health figures of the running stack (``services.health``); none while its Postgres is down."""
+    state = stack.read_state(settings)
+    if state is None or not state.database_url or ("postgres", "up") not in {(n, s) for n, s, _ in rows}:
+        return []
+    return health.system_health(
+        state.database_url,
+        clickhouse_url=state.clickhouse_url,
+        analytics_database=analytics_database(),
+        dagster_database_url=health.libpq_url(
+            stack.dagster_storage_url(state.database_url, settings.dagster_database_url)
+        ),
+    )
+
+
 @app.command()
 def status() -> None:
-    """Report each service with its URL; exit code 1 if something recorded is down, 3 if nothing runs."""
+    """Report each service with its URL, then whether the work keeps up (worker, allocation, ATS, Dagster
+    runs, marts — each ok / warn / bad); exit code 1 if something recorded is down or a figure is bad, 3 if
+    nothing runs."""
     settings = _settings()
     rows = stack.status(settings)
     if not rows:
         typer.echo(f"Not running (no stack recorded under {settings.home}).")
         raise typer.Exit(3)
     for name, state, url in rows:
-        typer.echo(f"  {name:<18} {state:<5} {url}")
-    if any(state != "up" for _, state, _ in rows):
+        typer.echo(f"  {name:<20} {state:<5} {url}")
+    figures = _health_figures(settings, rows)
+    if figures:
+        typer.echo("Health:")
+        for f in figures:
+            typer.echo(f"  {f.label:<24} {f.verdict:<5} {f.summary}")
+    if any(state != "up" for _, state, _ in rows) or health.worst(figures) == health.BAD:
         raise typer.Exit(1)
 
 

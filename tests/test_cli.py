@@ -58,6 +58,16 @@ def test_up_status_down_leaves_no_process(oms_env):
         assert res.returncode == 0, res.stdout + res.stderr
         assert res.stdout.count(" up ") == len(stack.ALL_SERVICES)
         assert "http://127.0.0.1:" in res.stdout
+        # after the services, whether the work keeps up; nothing is bad on a fresh stack
+        health_lines = res.stdout.split("Health:\n", 1)[1].splitlines()
+        labels = {line.split("  ")[1].strip() for line in health_lines}
+        assert {"Worker", "Unallocated orders", "Dagster runs", "KPI marts"} <= labels
+        assert not [line for line in health_lines if " bad " in line]
+        # the webserver and the daemon load the code location from the one persistent code server
+        workspace = str(settings.dagster_home / "workspace.yaml")
+        for name in ("dagster-webserver", "dagster-daemon"):
+            assert workspace in psutil.Process(state.services[name].pid).cmdline()
+        assert state.services["dagster-code-server"].url.startswith("grpc://127.0.0.1:")
 
         again = run_oms(["up"], oms_env)
         assert again.returncode == 0
@@ -133,3 +143,33 @@ def test_invalid_business_config_stops_start_up_naming_the_field(oms_env, tmp_pa
     assert res.returncode == 2
     assert "OMS_BUSINESS_CONFIG" in res.stderr and "capacity_per_day" in res.stderr
     assert not (tmp_path / "home" / "postgres" / "postmaster.pid").exists()
+
+
+def test_status_reports_health_and_fails_when_a_figure_is_bad(
+    oms_env, db_url, conn, empty_db_url, clickhouse_url
+):
+    """`oms status` against a recorded stack of external servers (this test's databases): the health figures
+    follow the services, and a bad one (an order waiting 20 minutes for allocation) makes it exit 1."""
+    from tests.core import factories as f
+
+    settings = load_settings(oms_env)
+    state = stack.StackState(database_url=db_url, clickhouse_url=clickhouse_url)
+    state.services["postgres"] = stack.ServiceInfo("postgres", "postgresql://test", embedded=False)
+    state.services["clickhouse"] = stack.ServiceInfo("clickhouse", clickhouse_url, embedded=False)
+    stack._write_state(settings, state)
+    oms_env["OMS_DAGSTER_DATABASE_URL"] = empty_db_url
+    res = run_oms(["status"], oms_env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Health:" in res.stdout
+    assert "Unallocated orders       ok    no order waits for allocation" in res.stdout
+    assert "Dagster runs             warn  no Dagster run storage yet (Dagster never ran)" in res.stdout
+
+    f.world(conn)
+    oid = f.order(conn, [("SKU-1", 1)])
+    conn.execute(
+        "UPDATE oms.orders SET created_at = now() - interval '20 minutes' WHERE order_id = %s", (oid,)
+    )
+    res = run_oms(["status"], oms_env, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Unallocated orders       bad   1 new, the oldest waiting 20 min" in res.stdout
+    assert res.stdout.count(" up ") == 2  # the services themselves are up

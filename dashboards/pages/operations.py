@@ -4,7 +4,9 @@ Every operational figure on this page — backlog, orders at risk and its thresh
 sell, parcels awaiting pickup, ingest and sync state — comes from the read model (``oms_ops.read_model``, the
 dbt ``ops`` views), the same definitions the ATS pushers and the Dagster checks use. Live panels refresh
 themselves with ``st.fragment(run_every=…)``; reads are cached with a short ttl; every action calls one
-``oms_ops`` function (see docs/dashboards.md) and clears the caches.
+``oms_ops`` function (see docs/dashboards.md), clears the caches and reruns the whole page, so the headline
+figures show its effect at once. An order is offered only the actions its state allows
+(``services.orders.allowed_actions``).
 """
 
 from __future__ import annotations
@@ -307,27 +309,30 @@ def exception_orders_panel() -> None:
         + (f" · reserved at {md(b['reserved_at'])}" if b["reserved_at"] else "")
         + (f" · hold: {md(b['hold_reason'])}" if b["hold_reason"] else "")
     )
+    # only the actions the order's state allows are offered (a cancelled order has none)
+    allowed = order_actions.allowed_actions(brief["state"])
+    if not allowed:
+        st.info(f"No action applies to an order in state {brief['state']}.")
+        return
     st.text_input("Reason (recorded in the order's events)", key="ops_reason")
-    locations = [loc["location_code"] for loc in _locations(URL)]
-    st.multiselect("Reroute: avoid these locations", locations, key="ops_exclude")
+    if order_actions.REROUTE in allowed:
+        locations = [loc["location_code"] for loc in _locations(URL)]
+        st.multiselect("Reroute: avoid these locations", locations, key="ops_exclude")
+    args = (brief["order_number"], brief["order_id"])
     a, c, r = st.columns(3)
-    a.button(
-        "Release hold",
-        key="ops_release",
-        disabled=brief["state"] != "on_hold",
-        on_click=_release,
-        args=(brief["order_number"], brief["order_id"]),
-    )
-    c.button(
-        "Cancel order", key="ops_cancel", on_click=_cancel, args=(brief["order_number"], brief["order_id"])
-    )
-    r.button(
-        "Reroute",
-        key="ops_reroute",
-        disabled=brief["state"] not in order_actions.REROUTABLE_STATES,
-        on_click=_reroute,
-        args=(brief["order_number"], brief["order_id"]),
-    )
+    if order_actions.RELEASE in allowed:
+        a.button("Release hold", key="ops_release", on_click=_release, args=args)
+    if order_actions.CANCEL in allowed:
+        shipped_part = brief["state"] in order_actions.REMAINDER_CANCELLABLE_STATES
+        c.button(
+            "Cancel the remainder" if shipped_part else "Cancel order",
+            key="ops_cancel",
+            help="Cancels what has not shipped; the order becomes shipped" if shipped_part else None,
+            on_click=_cancel,
+            args=args,
+        )
+    if order_actions.REROUTE in allowed:
+        r.button("Reroute", key="ops_reroute", on_click=_reroute, args=args)
 
 
 def _replay(qid: int, original: object) -> None:

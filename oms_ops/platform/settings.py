@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     demo_rate: float = Field(3.0, gt=0, le=10_000, validation_alias="OMS_DEMO_RATE")
     demo_seed: int = Field(42, validation_alias="OMS_DEMO_SEED")
     demo_transit_scale: float = Field(1 / 240, gt=0, le=1, validation_alias="OMS_DEMO_TRANSIT_SCALE")
+    #: demand over the clock in the demo: the same at every hour (a newcomer at 05:15 sees as much as one at
+    #: 20:15), or the Moscow day's curve with shops open 10–22 (simulators.generator.PROFILES)
+    demo_profile: Literal["steady", "daily"] = Field("steady", validation_alias="OMS_DEMO_PROFILE")
 
     _blank = field_validator(
         "database_url",

@@ -28,18 +28,28 @@ from psycopg import sql
 from oms_ops.business_config import BusinessConfigError, load_business_config
 from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process
 from oms_ops.platform.migrate import migrate
-from oms_ops.platform.netutil import choose_port
+from oms_ops.platform.netutil import PORTS_FILE, choose_port, port_in_use, record_port, stable_port
 from oms_ops.platform.postgres import EmbeddedPostgres, ensure_database
 from oms_ops.platform.settings import ConfigError, Settings, redact
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ALL_SERVICES = ("postgres", "clickhouse", "dagster-webserver", "dagster-daemon", "streamlit")
+ALL_SERVICES = (
+    "postgres",
+    "clickhouse",
+    "worker",
+    "dagster-code-server",
+    "dagster-webserver",
+    "dagster-daemon",
+    "streamlit",
+)
 #: the live demo adds the simulated outside world (channels, carrier, WMS) and the web store's webhook receiver
 DEMO_SERVICES = (
     "postgres",
     "clickhouse",
     "simulators",
     "webhooks",
+    "worker",
+    "dagster-code-server",
     "dagster-webserver",
     "dagster-daemon",
     "streamlit",
@@ -279,11 +289,15 @@ def start_stores(settings: Settings, state: StackState) -> None:
         state.database_url = settings.database_url
         state.services["postgres"] = ServiceInfo("postgres", redact(settings.database_url), embedded=False)
     else:
-        pg = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port)
+        # the port it got first (recorded under OMS_HOME) unless taken; OMS_PG_PORT wins
+        ports = settings.run_dir / PORTS_FILE
+        pg = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port or stable_port(ports, "postgres"))
         try:
             state.database_url = pg.start(("oms", DAGSTER_DB))
         except RuntimeError as exc:
             raise StackError(f"embedded Postgres: {exc}") from None
+        if not settings.pg_port and (note := record_port(ports, "postgres", pg.running_port() or 0)):
+            print(f"note: {note}", file=sys.stderr)
         state.services["postgres"] = ServiceInfo(
             "postgres", state.database_url, pg.pid(), True, str(pg.log_path)
         )
@@ -311,26 +325,46 @@ def start_stores(settings: Settings, state: StackState) -> None:
         settings.clickhouse_data_dir.mkdir(parents=True, exist_ok=True)
         log = settings.log_dir / "clickhouse.log"
         settings.log_dir.mkdir(parents=True, exist_ok=True)
+        ports = settings.run_dir / PORTS_FILE
+        port = settings.clickhouse_port or stable_port(ports, "clickhouse") or None
         try:
-            ch = start_clickhouse_process(
-                settings.clickhouse_data_dir, port=settings.clickhouse_port or None, log_path=log
-            )
+            ch = start_clickhouse_process(settings.clickhouse_data_dir, port=port, log_path=log)
         except RuntimeError as exc:
             raise StackError(f"embedded ClickHouse: {exc}") from None
+        if not settings.clickhouse_port and (note := record_port(ports, "clickhouse", ch.port)):
+            print(f"note: {note}", file=sys.stderr)
         state.clickhouse_url = ch.url
         state.services["clickhouse"] = ServiceInfo("clickhouse", ch.url, ch.pid, True, str(log))
     _write_state(settings, state)
 
 
+#: the demo's tills send a file every five minutes instead of one at 23:00
+DEMO_POS_DROP_INTERVAL_S = 300
+
+
 def demo_stream_settings(settings: Settings) -> dict[str, str]:
-    """How busy the simulated world is (``OMS_DEMO_*`` for a bigger or smaller demo)."""
+    """How busy the simulated world is (``OMS_DEMO_*`` for a bigger or smaller demo), as the simulators'
+    runner arguments: an order's whole life shows within minutes of start, at any hour."""
+    scale = settings.demo_transit_scale
     return {
         "seed": str(settings.demo_seed),
         # orders per minute per channel; the simulated clock runs in real time so that placed, shipped and
         # delivered timestamps stay on one clock …
         "rate": str(settings.demo_rate),
+        # … at the same pace at every hour (steady) unless OMS_DEMO_PROFILE=daily …
+        "profile": settings.demo_profile,
         # … while the carrier compresses transit (1/240: a day in the network takes six minutes)
-        "transit_scale": str(settings.demo_transit_scale),
+        "transit_scale": str(scale),
+        # per simulator: returned parcels travel to the warehouse, and customers ask for returns, on the same
+        # compressed time as the carrier; the shops' tills drop their sales every few minutes
+        "options": json.dumps(
+            {
+                "cdek": {"transit_scale": scale},
+                "wms": {"transit_scale": scale},
+                "shopify": {"return_delay_scale": scale},
+                "pos": {"drop_interval_s": DEMO_POS_DROP_INTERVAL_S},
+            }
+        ),
     }
 
 
@@ -356,9 +390,8 @@ def start_outside_world(
         manifest.unlink(missing_ok=True)
         args = [
             sys.executable, "-m", "simulators",
-            "--seed", demo["seed"], "--rate", demo["rate"], "--speed", "1",
-            "--state-dir", str(manifest.parent),
-            "--options", json.dumps({s: {"transit_scale": float(demo["transit_scale"])} for s in ("cdek", "wms")}),
+            "--seed", demo["seed"], "--rate", demo["rate"], "--profile", demo["profile"], "--speed", "1",
+            "--state-dir", str(manifest.parent), "--options", demo["options"],
         ]  # fmt: skip
         if "webhooks" in services:
             args += ["--webhook-url", f"http://127.0.0.1:{webhook_port}/webhooks/shopify"]
@@ -404,20 +437,130 @@ def _prepare_dagster_home(settings: Settings) -> None:
     shutil.copyfile(REPO_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
 
 
+#: the code location's name: the one ``workspace.yaml`` gives it (``dagster dev``), so schedules, sensors and
+#: run history are the same whichever way Dagster is started
+DAGSTER_LOCATION = "pipelines.definitions"
+#: gRPC timeouts of the webserver, the daemon and the code server (Dagster's default is 60 s; on a loaded
+#: 2-core box a sensor tick or a run launch took longer and the run failed before any step ran). Set in the
+#: environment they are started with, unless the operator set them already.
+DAGSTER_GRPC_ENV = {
+    "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
+    "DAGSTER_SCHEDULE_GRPC_TIMEOUT_SECONDS": "180",
+    "DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS": "180",
+    "DAGSTER_REPOSITORY_GRPC_TIMEOUT_SECONDS": "300",
+    # how long a stopping code server waits for calls in flight (else the timeout above): `oms down` is quick
+    "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "10",
+}
+
+
+def dagster_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the Dagster gRPC timeouts (:data:`DAGSTER_GRPC_ENV`) where not set already."""
+    return {**DAGSTER_GRPC_ENV, **env}
+
+
+def code_server_workspace(settings: Settings, host: str, port: int) -> Path:
+    """Write ``$DAGSTER_HOME/workspace.yaml``: the code location served by the persistent code server (the
+    repository's ``workspace.yaml`` stays the one ``dagster dev`` uses, which spawns its own servers)."""
+    path = settings.dagster_home / "workspace.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `oms up` / `oms demo` (oms_ops/platform/stack.py): the webserver and the daemon load the\n"
+        "# code location from the persistent code server instead of starting a process of their own.\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        f"      host: {host}\n"
+        f"      port: {port}\n"
+        f"      location_name: {DAGSTER_LOCATION}\n"
+    )
+    return path
+
+
+def _wait_tcp(host: str, port: int, proc: subprocess.Popen, name: str, log: Path, timeout: float) -> None:
+    """Wait until ``proc`` accepts connections on (host, port); a process that exits first is an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise StackError(f"{name} exited with code {proc.returncode} during start-up; log {log}:\n{tail}")
+        if port_in_use(port, host):
+            return
+        time.sleep(0.3)
+    raise StackError(f"{name} did not listen on {host}:{port} within {timeout:.0f}s; see {log}")
+
+
+#: what the code server logs when the code location cannot be loaded (it serves the error then)
+_CODE_LOAD_FAILURE = "Failure while loading code"
+
+
+def start_code_server(settings: Settings, state: StackState, env: dict[str, str]) -> Path:
+    """``dagster code-server start`` on loopback: one long-lived process that loads the code location once
+    and launches every run, instead of the webserver and the daemon each spawning a server (and a process
+    per request on a busy box). It binds its port only once the code is loaded, so a listening port means
+    ready. Returns the generated workspace file the webserver and the daemon are started with."""
+    host, port = "127.0.0.1", choose_port(0)
+    log = settings.log_dir / "dagster-code-server.log"
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    log_start = log.stat().st_size if log.exists() else 0
+    proc = _spawn(
+        "dagster-code-server",
+        [
+            str(Path(sys.executable).parent / "dagster"), "code-server", "start",
+            "-h", host, "-p", str(port),
+            "-m", DAGSTER_LOCATION, "-d", str(REPO_ROOT), "--location-name", DAGSTER_LOCATION,
+            # run workers are started as `<this python> -m dagster`: the right environment whatever PATH says
+            "--use-python-environment-entry-point",
+        ],
+        settings,
+        env,
+    )  # fmt: skip
+    state.services["dagster-code-server"] = ServiceInfo(
+        "dagster-code-server", f"grpc://{host}:{port}", proc.pid, True, str(log)
+    )
+    _write_state(settings, state)
+    _wait_tcp(host, port, proc, "dagster-code-server", log, timeout=300)
+    with open(log, "rb") as fh:
+        fh.seek(log_start)
+        new_output = fh.read().decode(errors="replace")
+    if _CODE_LOAD_FAILURE in new_output:
+        at = new_output.index(_CODE_LOAD_FAILURE)
+        raise StackError(
+            f"dagster-code-server cannot load {DAGSTER_LOCATION}; log {log}:\n{new_output[at:][:1500]}"
+        )
+    return code_server_workspace(settings, host, port)
+
+
+def start_worker(settings: Settings, state: StackState, services: Iterable[str]) -> None:
+    """The always-on worker (``python -m oms_ops.worker``: a supervisor restarting the worker process when
+    it dies), started once the stores, the simulated world and its seed are there."""
+    if "worker" not in set(services):
+        return
+    proc = _spawn("worker", [sys.executable, "-m", "oms_ops.worker"], settings, child_env(settings, state))
+    log = settings.log_dir / "worker.log"
+    state.services["worker"] = ServiceInfo("worker", None, proc.pid, True, str(log))
+    _write_state(settings, state)
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise StackError(f"the worker did not start; log {log}:\n{tail}")
+
+
 def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -> None:
-    """Dagster webserver + daemon and Streamlit, detached, each waited for until it answers."""
+    """The Dagster code server, webserver and daemon, and Streamlit, detached, each waited for until it
+    answers."""
     services = set(services)
     env = child_env(settings, state)
     bin_dir = Path(sys.executable).parent
-    if services & {"dagster-webserver", "dagster-daemon"}:
+    if services & {"dagster-code-server", "dagster-webserver", "dagster-daemon"}:
         _prepare_dagster_home(settings)
+        # the webserver and the daemon need the code server: it comes with either of them
+        workspace = str(start_code_server(settings, state, dagster_env(env)))
     if "dagster-webserver" in services:
         port = choose_port(settings.dagster_port)
         proc = _spawn(
             "dagster-webserver",
-            [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)],
             settings,
-            env,
+            dagster_env(env),
         )
         url = f"http://127.0.0.1:{port}"
         log = settings.log_dir / "dagster-webserver.log"
@@ -426,7 +569,10 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
         _wait_http(url + "/server_info", proc, "dagster-webserver", log, timeout=180)
     if "dagster-daemon" in services:
         proc = _spawn(
-            "dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], settings, env
+            "dagster-daemon",
+            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+            settings,
+            dagster_env(env),
         )
         log = settings.log_dir / "dagster-daemon.log"
         state.services["dagster-daemon"] = ServiceInfo("dagster-daemon", None, proc.pid, True, str(log))
@@ -488,6 +634,7 @@ def up(
         if after_stores is not None:
             after_stores(state)
         start_outside_world(settings, state, services, seed=seed)
+        start_worker(settings, state, services)
         start_apps(settings, state, services)
     except BaseException:
         down(settings)
@@ -530,7 +677,16 @@ def down(settings: Settings) -> list[str]:
         server.stop()
         return True
 
-    for name in ("streamlit", "dagster-daemon", "dagster-webserver", "webhooks", "simulators", "clickhouse"):
+    for name in (
+        "worker",
+        "streamlit",
+        "dagster-daemon",
+        "dagster-webserver",
+        "dagster-code-server",
+        "webhooks",
+        "simulators",
+        "clickhouse",
+    ):
         _stop(name, lambda name=name: _stop_process(state.services.get(name)))
     _stop("postgres", _stop_postgres)
     if failures:

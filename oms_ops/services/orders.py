@@ -10,8 +10,39 @@ import psycopg
 from oms_ops.allocation import REROUTABLE_STATES, reroute
 from oms_ops.business_config import BusinessConfig
 from oms_ops.orders import CancelResult, cancel_orders, release_holds
+from oms_ops.state_machine import TRANSITIONS
 
-__all__ = ["REROUTABLE_STATES", "cancel", "release", "reroute_order"]
+__all__ = [
+    "CANCEL",
+    "RELEASE",
+    "REMAINDER_CANCELLABLE_STATES",
+    "REROUTABLE_STATES",
+    "REROUTE",
+    "allowed_actions",
+    "cancel",
+    "release",
+    "reroute_order",
+]
+
+#: the ops actions on one order, as :func:`allowed_actions` names them
+CANCEL, RELEASE, REROUTE = "cancel", "release", "reroute"
+#: states past the point of cancelling in which ``cancel`` still cancels the unshipped remainder (the order
+#: then moves to 'shipped', see ``oms_ops.orders.cancel_orders``)
+REMAINDER_CANCELLABLE_STATES = frozenset({"partially_shipped"})
+
+
+def allowed_actions(state: str) -> set[str]:
+    """The actions an order in ``state`` can take, so a page offers only those that will not be refused:
+    ``cancel`` while the state machine lets the order become 'cancelled' (or its remainder be cancelled),
+    ``release`` for a held order, ``reroute`` in the states allocation can plan again."""
+    out = set()
+    if "cancelled" in TRANSITIONS["order"].get(state, ()) or state in REMAINDER_CANCELLABLE_STATES:
+        out.add(CANCEL)
+    if state == "on_hold":
+        out.add(RELEASE)
+    if state in REROUTABLE_STATES:
+        out.add(REROUTE)
+    return out
 
 
 def cancel(conn: psycopg.Connection, order_ids: Sequence[int], *, reason: str, actor: str) -> CancelResult:
