@@ -237,3 +237,49 @@ def test_retry_of_a_dead_outbox_effect_makes_it_due_again(dash_url, conn):
     ).fetchone()
     assert (state, attempts) == ("pending", 0)
     assert claim(conn, effects=["carrier.create_shipment"])[0].outbox_id == oid  # due now
+
+
+def _action_buttons(at) -> set[str]:
+    return {b.key for b in at.button} & {"ops_release", "ops_cancel", "ops_reroute"}
+
+
+def test_only_the_actions_the_state_allows_are_offered_and_a_cancelled_order_has_none(dash_url, conn):
+    f.world(conn)
+    held = f.order(conn)
+    hold_orders(conn, [held], reason="fraud check", actor="test")
+    allocated = f.allocated_order(conn, [("SKU-1", 1)])
+    numbers = dict(
+        conn.execute(
+            "SELECT order_id, order_number FROM oms.orders WHERE order_id = ANY(%s)", ([held, allocated],)
+        ).fetchall()
+    )
+    at = page("operations", OPS).run()
+    at.text_input(key="ops_number").input(numbers[held]).run()
+    assert _action_buttons(at) == {"ops_release", "ops_cancel"}
+    at.text_input(key="ops_number").input(numbers[allocated]).run()
+    assert _action_buttons(at) == {"ops_cancel", "ops_reroute"}
+    at.text_input(key="ops_reason").input("customer called to cancel").run()
+    at.button(key="ops_cancel").click().run()
+    assert not at.exception
+    assert f.order_state(conn, allocated) == "cancelled"
+    # the same order, still on screen: nothing is offered any more
+    assert _action_buttons(at) == set()
+    assert "No action applies to an order in state cancelled." in texts(at)
+
+
+def test_headline_counts_change_right_after_an_action(dash_url, conn):
+    f.world(conn)
+    oid = f.order(conn)
+    hold_orders(conn, [oid], reason="fraud check", actor="test")
+    res = accept_orders(conn, [{"external_id": "JUNK"}], actor="test", source="webstore")
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0]
+    at = page("operations", OPS).run()
+    assert {"On hold: 1", "Quarantined: 1"} <= set(texts(at).splitlines())
+    at.selectbox(key="ops_pick").select(number).run()
+    at.button(key="ops_release").click().run()
+    assert not at.exception
+    assert "On hold: 0" in texts(at).splitlines()  # read again, not the cached count
+    at.button(key="q_discard").click().run()
+    assert not at.exception
+    assert "Quarantined: 0" in texts(at).splitlines()
+    assert res.quarantined
