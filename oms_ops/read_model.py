@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 
@@ -311,3 +312,109 @@ def document_bytes(conn: psycopg.Connection, shipment_id: int, kind: str) -> byt
     (migration 0011: the dashboards' role may call it but cannot read the document table); None if absent."""
     row = conn.execute("SELECT connectors.shipment_document_content(%s, %s)", (shipment_id, kind)).fetchone()
     return bytes(row[0]) if row and row[0] is not None else None
+
+
+# -- carrier bookings and the own courier ---------------------------------------------------------------------
+# Plain reads of the tables (readable by the dashboards' role: connectors since 0005, oms since 0006): lists
+# of parcels and bookings to act on, not figures with a definition to share, so no ops view is needed.
+
+#: carriers the OMS talks to through an API (oms_ops.connectors): they report hand-over and delivery themselves
+API_CARRIERS: tuple[str, ...] = ("cdek",)
+#: a store handing over its own stock (``fulfillment.SELF_CARRIER``): the customer collects, no courier
+SELF_CARRIER = "self"
+#: every other carrier is an own courier: the OMS itself records when it takes a parcel and delivers it
+NOT_OWN_COURIER: tuple[str, ...] = (*API_CARRIERS, SELF_CARRIER)
+
+
+def carrier_booking_issues(conn: psycopg.Connection, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Carrier bookings ops should know about, latest first: re-created because the carrier no longer knew
+    them (``reconcile_count`` > 0), or whose last poll or re-creation failed (``last_error``; with
+    ``polling_stopped`` the booking was given up and waits in the quarantine as ``carrier:<code>``):
+    ``{shipment_id, shipment_number, order_number, carrier_code, shipment_status, request_state,
+    carrier_uuid, previous_carrier_uuid, tracking_number, previous_tracking_number, reconcile_count,
+    reconciled_at, reconcile_reason, last_error, last_error_at, polling_stopped}``."""
+    return _rows(
+        conn,
+        """SELECT b.shipment_id, s.shipment_number, o.order_number, b.carrier_code, s.state AS shipment_status,
+                  b.request_state, b.carrier_uuid, b.previous_carrier_uuid, b.tracking_number,
+                  b.previous_tracking_number, b.reconcile_count, b.reconciled_at, b.reconcile_reason,
+                  b.last_error, b.last_error_at, b.final AND b.last_error IS NOT NULL AS polling_stopped
+           FROM connectors.carrier_bookings AS b
+           JOIN oms.shipments AS s ON s.shipment_id = b.shipment_id
+           JOIN oms.orders AS o ON o.order_id = s.order_id
+           WHERE b.reconcile_count > 0 OR b.last_error IS NOT NULL
+           ORDER BY greatest(b.reconciled_at, b.last_error_at) DESC NULLS LAST, b.shipment_id
+           LIMIT %s""",
+        (limit,),
+    )
+
+
+_OWN_COURIER_COLUMNS = sql.SQL("""s.shipment_id, s.shipment_number, o.order_number, o.channel_code, s.location_code,
+       s.carrier_code, s.state AS shipment_status,
+       CASE WHEN s.state IN ('created', 'label_printed') THEN 'awaiting_handover' ELSE 'out_for_delivery' END
+           AS stage,
+       s.delivery_method, o.customer_name, o.customer_phone,
+       coalesce(dest.city, o.city) AS city,
+       CASE WHEN dest.location_code IS NOT NULL THEN dest.name ELSE o.address END AS address,
+       (SELECT sum(sl.qty) FROM oms.shipment_lines AS sl WHERE sl.shipment_id = s.shipment_id)::int AS units,
+       s.weight_g,
+       CASE WHEN o.payment_method = 'cod' AND o.payment_status <> 'paid' THEN o.total_amount END
+           AS cash_to_collect,
+       s.created_at, s.handed_over_at""")
+_OWN_COURIER_FROM = sql.SQL("""FROM oms.shipments AS s
+JOIN oms.orders AS o ON o.order_id = s.order_id
+LEFT JOIN oms.locations AS dest ON dest.location_code = s.pickup_location_code""")
+
+
+def own_courier_shipments(
+    conn: psycopg.Connection, *, location: str | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Parcels of the own courier (carriers without an API) still to move: ``stage`` ``awaiting_handover``
+    (created / label printed: the courier has not taken them) or ``out_for_delivery`` (handed over or in
+    transit), by stage, location and age: ``{shipment_id, shipment_number, order_number, channel_code,
+    location_code, carrier_code, shipment_status, stage, delivery_method, customer_name, customer_phone, city,
+    address, units, weight_g, cash_to_collect, created_at, handed_over_at, hours_in_stage}`` — the address is
+    the store's name for a parcel going to a store for pickup; ``cash_to_collect`` the total of an unpaid
+    cash-on-delivery order."""
+    rows = _rows(
+        conn,
+        sql.SQL("""SELECT {columns},
+                  round(cast(extract(epoch from (now() - coalesce(s.handed_over_at, s.created_at))) / 3600.0
+                             AS numeric), 1) AS hours_in_stage
+           {source}
+           WHERE s.state IN ('created', 'label_printed', 'handed_over', 'in_transit')
+             AND s.carrier_code <> ALL(%(not_own)s::text[])
+             AND (%(location)s::text IS NULL OR s.location_code = %(location)s)
+           ORDER BY s.state IN ('handed_over', 'in_transit'), s.location_code, s.created_at, s.shipment_id
+           LIMIT %(limit)s""").format(columns=_OWN_COURIER_COLUMNS, source=_OWN_COURIER_FROM),
+        {"not_own": list(NOT_OWN_COURIER), "location": location, "limit": limit},
+    )
+    for r in rows:
+        r["hours_in_stage"] = _float(r["hours_in_stage"])
+        r["cash_to_collect"] = _float(r["cash_to_collect"])
+    return rows
+
+
+def courier_route(conn: psycopg.Connection, location: str, day: date) -> list[dict[str, Any]]:
+    """The own courier's route of ``location`` on the local calendar ``day`` (the location's time zone):
+    parcels handed over that day, and parcels still waiting for hand-over that were created before the day
+    ended (what the courier is to take). Columns as :func:`own_courier_shipments` (without
+    ``hours_in_stage``), by city, address and shipment."""
+    return _rows(
+        conn,
+        sql.SQL("""WITH bounds AS (
+                SELECT (%(day)s::date::timestamp AT TIME ZONE l.timezone) AS day_start,
+                       ((%(day)s::date + 1)::timestamp AT TIME ZONE l.timezone) AS day_end
+                FROM oms.locations AS l WHERE l.location_code = %(location)s)
+           SELECT {columns}
+           {source}
+           CROSS JOIN bounds
+           WHERE s.location_code = %(location)s
+             AND s.carrier_code <> ALL(%(not_own)s::text[])
+             AND ((s.handed_over_at >= bounds.day_start AND s.handed_over_at < bounds.day_end)
+                  OR (s.state IN ('created', 'label_printed') AND s.created_at < bounds.day_end))
+           ORDER BY city, address, s.shipment_id""").format(
+            columns=_OWN_COURIER_COLUMNS, source=_OWN_COURIER_FROM
+        ),
+        {"day": day, "location": location, "not_own": list(NOT_OWN_COURIER)},
+    )

@@ -70,6 +70,7 @@ class Cadence:
     outbox: float = 5.0
     wms: float = 5.0
     returns: float = 15.0
+    courier: float = 30.0
     ship: float = 20.0
 
 
@@ -99,6 +100,9 @@ class Worker:
     config_path: str | None = None
     cadence: Cadence = field(default_factory=Cadence)
     ship: bool = True
+    #: play the own courier (the demo: parcels of carriers without an API handed over, then delivered)
+    demo_courier: bool = False
+    courier_day_s: float = 360.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     steps: list[Step] = field(default_factory=list)
     stopping: bool = False
@@ -118,6 +122,8 @@ class Worker:
         ]
         if self.ship:
             self.steps.append(Step("ship", c.ship, self._ship, background=True))
+        if self.demo_courier:
+            self.steps.append(Step("courier", c.courier, self._courier, background=True))
 
     def _clients_of(self, step: str) -> Clients:
         if step not in self._step_clients:
@@ -204,6 +210,19 @@ class Worker:
             "exchanged": len(exchanged),
         }
         return {"returns": meta} if moved else {}
+
+    def _courier(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """The demo's own courier: hands parcels over two minutes after they are ready and delivers them a
+        demo day later (a day × the demo's transit compression)."""
+        res = shipping.advance_own_courier(
+            conn, hand_over_after_s=120, deliver_after_s=self.courier_day_s, actor="courier:demo"
+        )
+        meta = res.metadata()
+        return (
+            {"shipments": {"own_courier": meta}}
+            if any(v for v in meta.values() if isinstance(v, int))
+            else {}
+        )
 
     def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = shipping.ship_reserved(conn)
@@ -333,7 +352,7 @@ class Worker:
 
 
 # -- process entry points ---------------------------------------------------------------------------------------
-def build_worker(*, ship: bool = True) -> Worker:
+def build_worker(*, ship: bool = True, demo_courier: bool = False) -> Worker:
     """A worker configured from the environment (the whole settings model is validated first)."""
     settings = load_oms_settings()
     if not settings.database_url:
@@ -344,11 +363,13 @@ def build_worker(*, ship: bool = True) -> Worker:
         clients,
         config_path=str(settings.business_config) if settings.business_config else None,
         ship=ship,
+        demo_courier=demo_courier,
+        courier_day_s=86_400 * settings.demo_transit_scale,
     )
 
 
 def run_child(args: argparse.Namespace) -> int:
-    worker = build_worker(ship=not args.no_ship)
+    worker = build_worker(ship=not args.no_ship, demo_courier=args.demo_courier)
 
     def stop(signum, frame):  # noqa: ARG001
         worker.stopping = True
@@ -406,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", action="store_true", help="run the worker itself (without the supervisor)")
     p.add_argument("--once", action="store_true", help="one cycle of every step, then exit")
     p.add_argument("--no-ship", action="store_true", help="leave shipping to the Dagster schedule / a WMS")
+    p.add_argument(
+        "--demo-courier", action="store_true", help="play the own courier (hand over, deliver) for the demo"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

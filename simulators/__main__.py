@@ -3,6 +3,10 @@
 Starts every simulator in this process, writes ``DIR/simulators.json`` (base URLs, credentials, clock, network)
 once all servers accept connections, and stops cleanly on SIGTERM/SIGINT (removing the manifest, so nobody
 connects to dead ports). The demo launcher waits for the manifest to appear, then points the OMS at it.
+
+The outside world outlives the runner, as real services outlive our restarts: each simulator's state
+(bookings, orders, stock, returns, id counters) is kept in ``DIR/state/`` and taken back at the next start,
+and the simulated clock goes on from where it stopped. ``--fresh`` starts a new world instead.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 from pathlib import Path
 
 from simulators.clock import parse_rfc3339
+from simulators.generator import PROFILES
 from simulators.stack import MANIFEST_NAME, SIMULATOR_NAMES, start_simulators
 
 
@@ -44,13 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=42, help="seed of catalog, orders and faults (default 42)")
     p.add_argument("--rate", type=float, default=30.0, help="mean orders per simulated minute per channel")
+    p.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default="daily",
+        help="demand over the clock: daily (Moscow day curve, shops 10-22) or steady (same at every hour)",
+    )
     p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)")
     p.add_argument("--start", help="simulated start time, RFC 3339 (default: now)")
     p.add_argument("--n-skus", type=int, default=200, help="catalog size (default 200)")
     p.add_argument("--base-port", type=int, default=0, help="first port (ozon); 0 = free ports")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.add_argument(
-        "--state-dir", type=Path, default=Path(".oms/simulators"), help="manifest and POS drop dir"
+        "--state-dir",
+        type=Path,
+        default=Path(".oms/simulators"),
+        help="manifest, POS drop dir and the simulators' saved state (state/)",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="discard the saved state and start a new world (same seed)"
     )
     p.add_argument("--webhook-url", help="where the web store POSTs its order webhooks")
     p.add_argument("--only", nargs="*", choices=SIMULATOR_NAMES, help="run only these simulators")
@@ -79,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = start_simulators(
         seed=args.seed,
         rate=args.rate,
+        profile=args.profile,
         speed=args.speed,
         start=parse_rfc3339(args.start) if args.start else None,
         n_skus=args.n_skus,
@@ -89,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         only=args.only,
         faults=_parse_faults(args.faults),
         options=_parse_json_arg(args.options) if args.options else None,
+        persist=True,
+        fresh=args.fresh,
     )
     manifest = args.state_dir / MANIFEST_NAME
     try:

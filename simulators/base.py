@@ -14,19 +14,30 @@ Request pipeline of every real-API route (the order matters and mirrors a real e
 
 Control endpoints live under ``/_sim/`` (a prefix no real API uses), need no credentials and never meet
 faults: ``GET /_sim/health``, ``GET /_sim/state``, ``POST /_sim/advance``, ``GET|POST|DELETE /_sim/faults``.
+
+State across restarts (``StateStore``): a real carrier, marketplace or WMS does not forget its bookings,
+orders and stock when our side restarts, so a stack started with ``persist=True`` keeps each simulator's
+state in ``<state_dir>/state/<name>.json``. A simulator says what to keep with :meth:`Simulator.dump_state`
+and takes it back with :meth:`Simulator.load_state`; the file is written atomically (tmp + rename), at start
+(with the start counted: ``generation``), every few seconds while something changed and at a clean stop.
+Counters that hand out ids (CDEK UUIDs and numbers, marketplace order ids) resume past everything handed out;
+after an unclean stop (``clean`` false: the process died between two saves) they skip ahead, so an id a
+client may have seen is never handed out again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +50,7 @@ from starlette.routing import Route
 from simulators.catalog import Product, catalog_index
 from simulators.clock import SimClock, iso_z, parse_rfc3339
 from simulators.faults import FaultInjector, FaultRule, FaultSet
+from simulators.generator import OrderGenerator
 
 log = logging.getLogger("simulators")
 
@@ -53,6 +65,7 @@ class SimContext:
     clock: SimClock
     catalog: list[Product]
     rate: float = 30.0  # mean orders per simulated minute per channel
+    profile: str = "daily"  # demand over the clock: "daily" | "steady" (simulators.generator.PROFILES)
     protocol_time: Callable[[], float] = time.monotonic
     state_dir: Path | None = None
     simulators: dict[str, Simulator] = field(default_factory=dict)
@@ -117,6 +130,11 @@ class Simulator:
         self.lock = threading.RLock()
         self.faults = FaultInjector(ctx.seed, self.name, faults)
         self.stats: Counter[str] = Counter()
+        #: how many times this simulator's saved state was started before (0: a new world); id streams that
+        #: must never repeat across restarts are seeded with it
+        self.generation = 0
+        #: set when the state may have changed since the last save (a request that writes, new records)
+        self.dirty = False
         ctx.register(self)
 
     # -- to override --------------------------------------------------------------------------------
@@ -132,6 +150,19 @@ class Simulator:
 
     def state(self) -> dict:
         return {}
+
+    def dump_state(self) -> dict | None:
+        """What to keep across a restart, as JSON-able data (None: nothing). Called with ``self.lock`` held.
+
+        Only what cannot be derived again: records, their statuses, pending timed events and the counters
+        that hand out ids. Protocol-time state (tokens, rate buckets, throttles) is not kept: it is measured
+        on the process's monotonic clock, and a real client copes with a token a server no longer knows."""
+        return None
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        """Take back what :meth:`dump_state` returned, before the server starts. ``clean``: the previous
+        process saved at a clean stop; when False, records created after its last save are lost and the
+        id counters must skip ahead (see :data:`UNCLEAN_ID_GAP`)."""
 
     def sync(self) -> None:
         """Materialise the world up to ``clock.now()``. Called with ``self.lock`` held."""
@@ -183,6 +214,8 @@ class Simulator:
                     if response is None:
                         with self.lock:
                             self.sync()
+                        if request.method not in ("GET", "HEAD"):
+                            self.dirty = True  # a write (or a read sent as POST): worth a save
                         response = await handler(request, fs)
             except ApiError as exc:
                 response = exc.response()
@@ -281,3 +314,126 @@ def _secs(value: float) -> str:
 
 def secs_header(value: float) -> str:
     return _secs(value)
+
+
+# -- state across restarts ----------------------------------------------------------------------------------------
+
+#: how far id counters jump after an unclean stop: more than a simulator hands out between two saves
+UNCLEAN_ID_GAP = 100_000
+STATE_FORMAT = 1
+
+
+def resume_stream(gen: OrderGenerator, produced: int) -> None:
+    """Continue an order stream after a restart: the next order is number ``produced + 1``.
+
+    The generator's content is a pure function of (seed, channel, number), so numbering on from what was
+    handed out gives new orders with new ids instead of the first orders of the stream again. (The generator
+    keeps its position in ``_seq``; it has no public setter, so this one helper touches it.)"""
+    gen._seq = max(gen._seq, int(produced))
+
+
+def dt_out(value: datetime | None) -> str | None:
+    """A timestamp for a state file (RFC 3339 with microseconds, UTC)."""
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def dt_in(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class StateStore:
+    """The simulators' saved state: one JSON file per simulator in ``directory``, written atomically.
+
+    A file holds ``{format, simulator, world, generation, clean, saved_at, clock_now, state}``. ``world``
+    (seed, catalog size and version) must match the running stack: state of another world (another seed) is
+    not loaded — it is left as ``<name>.json.<saved_at>.old`` — and the simulator starts fresh."""
+
+    def __init__(self, directory: Path, world: dict) -> None:
+        self.directory = Path(directory)
+        self.world = dict(world)
+        self._written: dict[str, str] = {}  # simulator → sha256 of the last state written
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.json"
+
+    def _read(self, name: str) -> dict | None:
+        path = self.path(name)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.error("simulator state %s is unreadable (%s): starting %s fresh", path, exc, name)
+            return None
+        if doc.get("format") != STATE_FORMAT or doc.get("world") != self.world:
+            old = path.with_name(f"{path.name}.{int(time.time())}.old")
+            os.replace(path, old)
+            log.warning(
+                "simulator state %s belongs to another world (%s, not %s): moved to %s, starting %s fresh",
+                path, doc.get("world"), self.world, old.name, name,
+            )  # fmt: skip
+            return None
+        return doc
+
+    def saved_clock(self, names: Iterable[str]) -> datetime | None:
+        """The latest simulated time any of these simulators saved (the clock resumes there)."""
+        times = [dt_in(doc["clock_now"]) for n in names if (doc := self._read(n)) and doc.get("clock_now")]
+        return max(times) if times else None
+
+    def restore(self, sim: Simulator) -> bool:
+        """Load ``sim``'s saved state (if any), count this start and write the file again at once, so even a
+        process that dies before its first periodic save never reuses this generation's ids."""
+        doc = self._read(sim.name)
+        if doc is not None:
+            sim.generation = int(doc.get("generation", 0)) + 1
+            with sim.lock:
+                sim.load_state(doc["state"], clean=bool(doc.get("clean")))
+            log.info(
+                "%s: state restored from %s (generation %d, %s stop)",
+                sim.name, self.path(sim.name), sim.generation, "clean" if doc.get("clean") else "unclean",
+            )  # fmt: skip
+        self.save(sim, clean=False, force=True)
+        return doc is not None
+
+    def save(self, sim: Simulator, *, clean: bool, force: bool = False) -> bool:
+        """Write ``sim``'s state if it changed since the last write (or ``force``). Returns True if written."""
+        with sim.lock:
+            if not force and not sim.dirty and not clean:
+                return False
+            sim.dirty = False
+            state = sim.dump_state()
+            now = sim.now
+        if state is None:
+            return False
+        body = json.dumps(state, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        with self._lock:
+            if not force and not clean and self._written.get(sim.name) == digest:
+                return False
+            doc = {
+                "format": STATE_FORMAT,
+                "simulator": sim.name,
+                "world": self.world,
+                "generation": sim.generation,
+                "clean": clean,
+                "saved_at": datetime.now(UTC).isoformat(),
+                "clock_now": dt_out(now),
+            }
+            text = json.dumps(doc, ensure_ascii=False)[:-1] + ',"state":' + body + "}"
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.path(sim.name)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            self._written[sim.name] = digest
+        return True
+
+    def discard(self) -> None:
+        """Forget every saved state (``python -m simulators --fresh``)."""
+        if self.directory.is_dir():
+            for path in self.directory.glob("*.json"):
+                path.unlink()

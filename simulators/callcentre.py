@@ -1,9 +1,26 @@
-"""Call-centre orders as operators type them in — a generator, not a server.
+"""Call-centre orders as operators type them in: a generator, and the order-entry system's feed over HTTP.
 
-Why no API: the call centre is part of the seller's own business; its operators enter orders into the OMS
-(through a CLI/UI built elsewhere). What the OMS needs from us is realistic input: the same demand model as
-the other channels, plus the mess of manual entry — phones in every format, SKUs typed in lower case with
-stray spaces, quantities typed as text, names in capitals. ``messy_share`` controls how much of that.
+Operators take orders by phone and type them into the call centre's order-entry application; the OMS reads
+them from there. What the OMS needs from us is realistic input: the same demand model as the other channels,
+plus the mess of manual entry — phones in every format, SKUs typed in lower case with stray spaces,
+quantities typed as text, names in capitals. ``messy_share`` controls how much of that.
+
+Two ways in:
+
+* :func:`generate_callcentre_orders` / ``python -m simulators.callcentre --count N`` — a batch, for
+  ``oms callcentre submit --generate N`` and tests;
+* :class:`CallCentreSimulator` — the order-entry application of a live stack: simulated operators enter
+  orders at the stack's rate and profile, and the OMS pages through them with a cursor (our own API, shaped
+  like the WMS feeds; header ``X-Api-Key``):
+
+  ``GET /callcentre/v1/orders?after=<cursor>&limit=N`` → ``{"orders": [<order>, …], "next_cursor": "…",
+  "has_more": bool}``, oldest first (by ``entered_at``, then entry order). ``after`` is the previous page's
+  ``next_cursor`` (opaque; none: from the first order); ``limit`` 1..500 (100). A client that stores
+  ``next_cursor`` after each page reads every order once; orders entered later extend the feed at the end,
+  never before the cursor. ``GET /callcentre/v1/orders/{external_id}`` → ``{"order": <order>}`` (404 if
+  unknown). Errors ``{"error": {"code", "message"}}``: 401 ``unauthenticated``, 400 ``invalid_argument``.
+  Faults: ``malformed`` garbles a line's ``qty`` (``"два"``) or drops ``external_id``, ``duplicate`` repeats
+  records and steps ``next_cursor`` back one record, ``out_of_order`` shuffles the page.
 
 Shape of one order (``dict``, JSON-ready)::
 
@@ -32,13 +49,19 @@ The OMS must normalise (phone → E.164, SKU → canonical article, qty → int)
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from simulators.base import UNCLEAN_ID_GAP, ApiError, SimContext, Simulator, resume_stream, secs_header
 from simulators.catalog import Product
 from simulators.clock import DEFAULT_EPOCH, iso_z
-from simulators.generator import MOSCOW_UTC_OFFSET, GeneratedOrder, OrderGenerator
+from simulators.faults import FaultRule, FaultSet
+from simulators.generator import MOSCOW_UTC_OFFSET, DemandProfile, GeneratedOrder, OrderGenerator
 
 OPERATORS = (
     ("op-01", "Иванова Анна"), ("op-02", "Смирнов Дмитрий"), ("op-03", "Кузнецова Елена"),
@@ -114,9 +137,10 @@ class CallCentre:
         start: datetime = DEFAULT_EPOCH,
         catalog: Sequence[Product] | None = None,
         messy_share: float = 0.15,
+        profile: str | DemandProfile = "daily",
     ) -> None:
         self.messy_share = messy_share
-        self.gen = OrderGenerator(seed, "callcentre", rate, catalog=catalog, start=start)
+        self.gen = OrderGenerator(seed, "callcentre", rate, catalog=catalog, start=start, profile=profile)
 
     def until(self, now: datetime) -> list[dict]:
         """Orders entered since the previous call, up to ``now`` (simulated time)."""
@@ -124,6 +148,140 @@ class CallCentre:
 
     def take(self, n: int) -> list[dict]:
         return [render_callcentre_order(o, messy_share=self.messy_share) for o in self.gen.take(n)]
+
+
+class CallCentreSimulator(Simulator):
+    """The call centre's order-entry application in a live stack: operators enter orders (``rate`` per
+    simulated minute, the stack's rate by default, over the stack's demand profile) and the OMS reads them
+    through a cursor feed (see the module docstring)."""
+
+    name = "callcentre"
+
+    def __init__(
+        self,
+        ctx: SimContext,
+        *,
+        api_key: str = "sim-callcentre-key-3c7d91e2",
+        rate: float | None = None,
+        messy_share: float = 0.15,
+        faults=(),
+    ) -> None:
+        super().__init__(ctx, faults=faults)
+        self.api_key = api_key
+        self.centre = CallCentre(
+            ctx.seed,
+            rate=ctx.rate if rate is None else rate,
+            start=ctx.clock.start,
+            catalog=ctx.catalog,
+            messy_share=messy_share,
+            profile=ctx.profile,
+        )
+        self.orders: list[dict] = []
+        self.seqs: list[int] = []  # each order's number in the stream, ascending: the feed's keyset
+        self.by_id: dict[str, dict] = {}
+
+    def credentials(self) -> dict:
+        return {"api_key": self.api_key}
+
+    def sync(self) -> None:
+        for generated in self.centre.gen.until(self.now):
+            self._append(
+                generated.seq, render_callcentre_order(generated, messy_share=self.centre.messy_share)
+            )
+
+    def _append(self, seq: int, order: dict) -> None:
+        self.orders.append(order)
+        self.seqs.append(seq)
+        self.by_id[order["external_id"]] = order
+        self.dirty = True
+
+    # -- state across restarts ------------------------------------------------------------------------------
+    def dump_state(self) -> dict:
+        return {
+            "produced": self.centre.gen.produced,
+            "orders": [[q, o] for q, o in zip(self.seqs, self.orders, strict=True)],
+        }
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        """The orders entered so far stay listed; new ones number on past every order handed out (and past
+        any entered after the last save, if the process died), so the feed's cursor stays valid."""
+        for seq, order in data["orders"]:
+            self._append(int(seq), order)
+        resume_stream(self.centre.gen, int(data["produced"]) + (0 if clean else UNCLEAN_ID_GAP))
+
+    # -- protocol -----------------------------------------------------------------------------------------
+    def before_request(self, request: Request) -> Response | None:
+        if request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "unauthenticated", "missing or invalid X-Api-Key").response()
+        return None
+
+    def fault_rate_limited(self, rule: FaultRule) -> Response:
+        return _error(
+            429, "rate_limited", "too many requests", {"Retry-After": secs_header(rule.retry_after)}
+        ).response()
+
+    def fault_server_error(self, rule: FaultRule) -> Response:
+        status = rule.status or 500
+        headers = {"Retry-After": secs_header(rule.retry_after)} if status == 503 else None
+        return _error(status, "internal", "internal error", headers).response()
+
+    def not_found(self, request: Request) -> Response:
+        return _error(404, "not_found", "no such endpoint").response()
+
+    def internal_error(self) -> Response:
+        return _error(500, "internal", "internal error").response()
+
+    def api_routes(self):
+        return [
+            ("/callcentre/v1/orders", self.list_orders, ["GET"]),
+            ("/callcentre/v1/orders/{external_id}", self.get_order, ["GET"]),
+        ]
+
+    async def list_orders(self, request: Request, faults: FaultSet) -> Response:
+        params = request.query_params
+        try:
+            after = int(params.get("after") or "0")
+            limit = int(params.get("limit", "100"))
+        except ValueError as exc:
+            raise _error(
+                400, "invalid_argument", "after must be a cursor from next_cursor, limit an integer"
+            ) from exc
+        if after < 0:
+            raise _error(400, "invalid_argument", "after must be a cursor from next_cursor")
+        if not 1 <= limit <= 500:
+            raise _error(400, "invalid_argument", "limit must be within 1..500")
+        with self.lock:
+            start = bisect.bisect_right(self.seqs, after)
+            page = self.orders[start : start + limit]
+            seqs = self.seqs[start : start + limit]
+            more = start + len(page) < len(self.orders)
+        if faults.get("duplicate") and len(page) > 1:
+            seqs, more = seqs[:-1], True  # the last record of this page shows up again on the next one
+        cursor = str(seqs[-1]) if seqs else str(after)
+        records = faults.apply_records(page, _malform_order)
+        return JSONResponse({"orders": records, "next_cursor": cursor, "has_more": more})
+
+    async def get_order(self, request: Request, faults: FaultSet) -> Response:
+        with self.lock:
+            order = self.by_id.get(request.path_params["external_id"])
+        if order is None:
+            raise _error(404, "not_found", f"no order {request.path_params['external_id']}")
+        return JSONResponse({"order": order})
+
+    def state(self) -> dict:
+        return {"orders": len(self.orders), "last": self.orders[-1]["external_id"] if self.orders else None}
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> ApiError:
+    return ApiError(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def _malform_order(record: dict, rng: random.Random) -> None:
+    lines = record.get("lines") or []
+    if lines and rng.random() < 0.5:
+        lines[0]["qty"] = "два"
+    else:
+        record.pop("external_id", None)
 
 
 def generate_callcentre_orders(

@@ -23,6 +23,12 @@ Shapes follow ``reference/channel-apis.md`` §4 (CDEK v2 docs; error codes as us
   ACCEPTED → PROCESSING → READY (``url`` set) after ``print_delay_s``, or INVALID (``v2_entity_empty``) when
   none of the orders is registered; the ``url`` returns a real PDF (Bearer token required, as in CDEK).
 
+State across restarts (``persist``): bookings with their requests and statuses, the pending status
+timeline, print forms (their PDFs are drawn again on download) and the counters behind CDEK numbers are
+kept; UUIDs come from a stream seeded with the start's ``generation``, so a restarted CDEK never hands out a
+UUID it issued before. Tokens are not kept: a client meets a 401 and takes a new one, as after a CDEK key
+rotation.
+
 Not simulated: webhooks (ORDER_STATUS, PRINT_FORM), tariff calculation, intakes, print-form expiry.
 """
 
@@ -43,7 +49,16 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from simulators.base import ApiError, SimContext, Simulator, read_json, secs_header
+from simulators.base import (
+    UNCLEAN_ID_GAP,
+    ApiError,
+    SimContext,
+    Simulator,
+    dt_in,
+    dt_out,
+    read_json,
+    secs_header,
+)
 from simulators.faults import FaultRule, FaultSet
 from simulators.geo import CITY_BY_CDEK_CODE, CITY_BY_HUB, CITY_BY_NAME, City, find_city, haversine_km
 from simulators.pdf import PAGE_SIZES, PdfPage, build_pdf
@@ -180,6 +195,57 @@ class CdekSimulator(Simulator):
 
     def credentials(self) -> dict:
         return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    # -- state across restarts ------------------------------------------------------------------------------
+    def dump_state(self) -> dict:
+        return {
+            "orders": [
+                {
+                    "uuid": o.uuid, "number": o.number, "payload": o.payload, "accepted_at": dt_out(o.accepted_at),
+                    "requests": o.requests, "statuses": o.statuses, "cdek_number": o.cdek_number,
+                    "state": o.state, "removed": o.removed, "related": o.related,
+                    "sender_city": o.sender_city.name if o.sender_city else None,
+                    "recipient_city": o.recipient_city.name if o.recipient_city else None,
+                }
+                for o in self.orders.values()
+            ],
+            "prints": [
+                {
+                    "uuid": f.uuid, "kind": f.kind, "orders": f.orders, "copy_count": f.copy_count,
+                    "page_format": f.page_format, "created_at": dt_out(f.created_at), "request": f.request,
+                    "statuses": f.statuses, "state": f.state,
+                }
+                for f in self.prints.values()
+            ],
+            "events": [[dt_out(at), seq, kind, uuid, code] for at, seq, kind, uuid, code in self._events],
+            "event_seq": self._event_seq,
+            "registered": self._registered,
+        }  # fmt: skip
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        self.orders = {
+            o["uuid"]: CdekOrder(
+                o["uuid"], o["number"], o["payload"], dt_in(o["accepted_at"]), o["requests"],
+                statuses=o["statuses"], cdek_number=o["cdek_number"], state=o["state"], removed=o["removed"],
+                sender_city=CITY_BY_NAME.get(o["sender_city"] or ""),
+                recipient_city=CITY_BY_NAME.get(o["recipient_city"] or ""), related=o["related"],
+            )
+            for o in data["orders"]
+        }  # fmt: skip
+        self.prints = {
+            f["uuid"]: PrintForm(
+                f["uuid"], f["kind"], f["orders"], f["copy_count"], f["page_format"], dt_in(f["created_at"]),
+                f["request"], statuses=f["statuses"], state=f["state"],
+            )
+            for f in data["prints"]
+        }  # fmt: skip
+        self._events = [(dt_in(at), seq, kind, uuid, code) for at, seq, kind, uuid, code in data["events"]]
+        heapq.heapify(self._events)
+        self._event_seq = int(data["event_seq"])
+        # CDEK numbers go on from the last one saved (past any issued after it, if the process died)
+        self._registered = int(data["registered"]) + (0 if clean else UNCLEAN_ID_GAP)
+        # a new UUID stream per start: no UUID of an earlier start can come out again
+        self._uuids = random.Random(f"{self.ctx.seed}:cdek:uuids:{self.generation}")
 
     def _new_uuid(self) -> str:
         return str(uuidlib.UUID(int=self._uuids.getrandbits(128), version=4))
@@ -668,35 +734,46 @@ class CdekSimulator(Simulator):
         form.state = code
         form.statuses.append({"code": code, "name": PRINT_STATUS_NAMES[code], "date_time": cdek_time(at)})
 
-    def _advance_print(self, form: PrintForm, step: str, at: datetime) -> None:
-        if step == "PROCESSING":
-            if form.state == "ACCEPTED":
-                self._print_status(form, "PROCESSING", at)
-            return
-        pages: list[PdfPage] = []
+    def _form_orders(self, form: PrintForm) -> list[CdekOrder]:
+        """The registered, not removed orders a print form names (by uuid or CDEK number)."""
+        found = []
         for ref in form.orders:
             order = self.orders.get(ref.get("order_uuid") or "")
             if order is None and ref.get("cdek_number"):
                 order = next(
                     (o for o in self.orders.values() if o.cdek_number == str(ref["cdek_number"])), None
                 )
-            if order is None or order.removed or not order.cdek_number:
-                continue
+            if order is not None and not order.removed and order.cdek_number:
+                found.append(order)
+        return found
+
+    def _render(self, form: PrintForm, orders: list[CdekOrder]) -> bytes:
+        pages: list[PdfPage] = []
+        for order in orders:
             pages.extend([self._page(form, order)] * form.copy_count)
+        title = "CDEK waybill" if form.kind == "orders" else "CDEK barcode"
+        return build_pdf(pages, page_format=form.page_format, title=title)
+
+    def _advance_print(self, form: PrintForm, step: str, at: datetime) -> None:
+        if step == "PROCESSING":
+            if form.state == "ACCEPTED":
+                self._print_status(form, "PROCESSING", at)
+            return
+        orders = self._form_orders(form)
+        for order in orders:
             order.related.append(
                 {"type": "waybill" if form.kind == "orders" else "barcode", "uuid": form.uuid}
             )
         if form.state == "ACCEPTED":
             self._print_status(form, "PROCESSING", at)
-        if not pages:
+        if not orders:
             self._print_status(form, "INVALID", at)
             form.request["state"] = "INVALID"
             form.request["errors"] = [
                 _err("v2_entity_empty", "Печатная форма не сформировалась, так как все заказы некорректны")
             ]
             return
-        title = "CDEK waybill" if form.kind == "orders" else "CDEK barcode"
-        form.pdf = build_pdf(pages, page_format=form.page_format, title=title)
+        form.pdf = self._render(form, orders)
         form.request["state"] = "SUCCESSFUL"
         self._print_status(form, "READY", at)
 
@@ -757,6 +834,8 @@ class CdekSimulator(Simulator):
     async def _download(self, request: Request, kind: str) -> Response:
         with self.lock:
             form = self._get_print(request, kind)
+            if form.pdf is None and form.state == "READY":  # restored from saved state: draw it again
+                form.pdf = self._render(form, self._form_orders(form))
             if form.pdf is None:
                 raise self._not_found("v2_entity_not_found", "Печатная форма ещё не сформирована")
             pdf = form.pdf

@@ -8,6 +8,10 @@ statistically consistent and lets tests compare what went in with what the OMS i
 Reproducibility: the same ``seed`` gives the same orders — arrival times come from one RNG stream per
 channel, and each order's content from its own RNG seeded with ``(seed, channel, seq)``. So order #17 is the
 same whether you generated 20 or 20 000 orders, and whatever page size a client used.
+
+Pace: the ``daily`` profile follows the Moscow clock (night trough, evening peak) as real demand does; the
+``steady`` profile spreads the same daily volume evenly over the hours, so a demo started at any hour shows
+every channel busy within minutes (:class:`DemandProfile`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,51 @@ CHANNELS = ("ozon", "wildberries", "shopify", "callcentre", "pos")
 _RAW_HOURLY = (0.35, 0.20, 0.12, 0.08, 0.07, 0.10, 0.25, 0.50, 0.80, 1.00, 1.15, 1.25,
                1.35, 1.30, 1.25, 1.20, 1.20, 1.25, 1.40, 1.60, 1.75, 1.70, 1.30, 0.75)  # fmt: skip
 HOURLY_PROFILE: tuple[float, ...] = tuple(v * 24 / sum(_RAW_HOURLY) for v in _RAW_HOURLY)
+#: The same demand at every hour: what a demo needs, so that a newcomer at 05:15 sees as much as one at 20:00.
+STEADY_PROFILE: tuple[float, ...] = (1.0,) * 24
 MOSCOW_UTC_OFFSET = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DemandProfile:
+    """How demand is spread over the clock, by name (``--profile`` of the runner, ``OMS_DEMO_PROFILE``).
+
+    * ``daily`` — real life: the hour-of-day curve (:data:`HOURLY_PROFILE`), shops trading 10–22 h, buyers
+      cancelling between 5 minutes and 8 hours after ordering;
+    * ``steady`` — a demo pace independent of the wall clock: the same rate at every hour, shops that never
+      close, buyers who change their mind within 1–15 minutes (while the order may still be stopped before
+      it ships, which is when a demo shows a cancellation at all).
+
+    ``rate`` keeps its meaning in both: the mean orders per minute over a day.
+    """
+
+    name: str
+    hourly: tuple[float, ...]  # 24 values, Moscow hours, mean 1.0
+    cancel_window_s: tuple[float, float]  # a cancelling buyer cancels uniformly within this window
+
+    def __post_init__(self) -> None:
+        if len(self.hourly) != 24:
+            raise ValueError(f"profile {self.name!r}: hourly needs 24 values")
+        lo, hi = self.cancel_window_s
+        if not 0 <= lo <= hi:
+            raise ValueError(f"profile {self.name!r}: cancel window must be 0 <= low <= high")
+
+
+PROFILES: dict[str, DemandProfile] = {
+    "daily": DemandProfile("daily", HOURLY_PROFILE, (300.0, 8 * 3600.0)),
+    "steady": DemandProfile("steady", STEADY_PROFILE, (60.0, 15 * 60.0)),
+}
+
+
+def demand_profile(profile: str | DemandProfile) -> DemandProfile:
+    """The profile of that name (``daily`` | ``steady``); ValueError naming the choices otherwise."""
+    if isinstance(profile, DemandProfile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(f"unknown demand profile {profile!r}; choose one of {', '.join(PROFILES)}") from None
+
 
 DEFAULT_DELIVERY_MIX: dict[str, dict[str, float]] = {
     "shopify": {"courier": 0.35, "pickup_point": 0.50, "store_pickup": 0.15},
@@ -193,11 +241,13 @@ def popularity_ranking(seed: int, catalog: Sequence[Product]) -> list[Product]:
 
 
 class OrderGenerator:
-    """A Poisson stream of orders for one channel, modulated by the hour-of-day curve.
+    """A Poisson stream of orders for one channel, modulated by the hour-of-day curve of its profile.
 
-    ``rate`` is the mean number of orders per simulated minute (over a whole day). Call :meth:`until` with
-    the current simulated time to get the orders that arrived since the last call, or :meth:`take` to get
-    the next ``n`` regardless of time.
+    ``rate`` is the mean number of orders per simulated minute (over a whole day). ``profile`` (``daily`` by
+    default, or ``steady``: see :class:`DemandProfile`) gives the curve and when cancelling buyers cancel;
+    an explicit ``hourly_profile`` (24 values) replaces the profile's curve (the shops' trading hours).
+    Call :meth:`until` with the current simulated time to get the orders that arrived since the last call,
+    or :meth:`take` to get the next ``n`` regardless of time.
     """
 
     def __init__(
@@ -212,10 +262,14 @@ class OrderGenerator:
         payment_mix: Mapping[str, float] | None = None,
         cancel_share: float = 0.05,
         zipf_s: float = 1.15,
-        hourly_profile: Sequence[float] = HOURLY_PROFILE,
+        hourly_profile: Sequence[float] | None = None,
+        profile: str | DemandProfile = "daily",
     ) -> None:
         if rate < 0:
             raise ValueError("rate must be >= 0")
+        self.profile = demand_profile(profile)
+        if hourly_profile is None:
+            hourly_profile = self.profile.hourly
         if len(hourly_profile) != 24:
             raise ValueError("hourly_profile needs 24 values")
         self.seed = seed
@@ -358,7 +412,9 @@ class OrderGenerator:
         pay_methods, pay_weights = zip(*self._payment.items(), strict=True)
         payment = rng.choices(pay_methods, weights=pay_weights)[0]
         comment = rng.choice(_COMMENTS) if rng.random() < 0.15 else ""
-        cancel_after = rng.uniform(300, 8 * 3600) if rng.random() < self.cancel_share else None
+        cancel_after = (
+            rng.uniform(*self.profile.cancel_window_s) if rng.random() < self.cancel_share else None
+        )
 
         return GeneratedOrder(
             channel=self.channel,

@@ -19,6 +19,11 @@ Simulated behaviour worth knowing when you write a connector against it:
 
 Control: ``POST /_sim/postings/{posting_number}/status`` ``{"status": …, "substatus": …}`` moves a posting (e.g.
 to ``awaiting_deliver``/``delivering``/``delivered`` or ``cancelled``); ``GET /_sim/stocks``.
+
+State across restarts (``persist``): every posting (its stream number and time — the content is derived from
+them again — warehouse, status history, cancellation), pending buyer cancellations and the published stocks
+are kept, and the order stream numbers on from the last posting, so a restart neither replays old postings
+as new ones nor reuses their numbers. Cursors of an earlier run stay valid (postings keep their positions).
 """
 
 from __future__ import annotations
@@ -37,7 +42,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import ApiError, SimContext, Simulator, read_json, secs_header
+from simulators.base import (
+    UNCLEAN_ID_GAP,
+    ApiError,
+    SimContext,
+    Simulator,
+    dt_in,
+    dt_out,
+    read_json,
+    resume_stream,
+    secs_header,
+)
 from simulators.clock import iso_z, parse_rfc3339
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
@@ -125,7 +140,7 @@ class OzonSimulator(Simulator):
         self.api_key = api_key
         self.gen = OrderGenerator(
             ctx.seed, "ozon", ctx.rate if rate is None else rate, catalog=ctx.catalog,
-            start=ctx.clock.start, cancel_share=cancel_share,
+            start=ctx.clock.start, cancel_share=cancel_share, profile=ctx.profile,
         )  # fmt: skip
         self.postings: list[Posting] = []
         self.by_number: dict[str, Posting] = {}
@@ -147,32 +162,76 @@ class OzonSimulator(Simulator):
         now = self.now
         for order in self.gen.until(now):
             self._add(order)
+            self.dirty = True
         while self._events and self._events[0][0] <= now:
             at, _, number, status = heapq.heappop(self._events)
             posting = self.by_number[number]
             if status == "cancelled" and posting.status in ("awaiting_packaging", "awaiting_deliver"):
                 self._set_status(posting, "cancelled", at, initiator="Покупатель")
 
-    def _add(self, order: GeneratedOrder) -> None:
+    def _posting(self, order: GeneratedOrder, warehouse: Location) -> Posting:
+        """A new posting for a generated order; its numbers derive from the order's stream number."""
         seq = order.seq
         order_number = (
             f"{(self.ctx.seed * 1_000_003 + 10_000_000 + seq) % 10**8:08d}-{order.entropy % 10000:04d}"
         )
-        posting = Posting(
+        return Posting(
             idx=len(self.postings),
             order=order,
             order_id=30_000_000_000 + seq * 10 + order.entropy % 10,
             order_number=order_number,
             posting_number=f"{order_number}-1",
-            warehouse=self._assign_warehouse(order),
+            warehouse=warehouse,
             status_changed_at=order.created_at,
             history=[(iso_z(order.created_at), "awaiting_packaging")],
         )
+
+    def _append(self, posting: Posting) -> None:
         self.postings.append(posting)
-        self._times.append(order.created_at)
+        self._times.append(posting.order.created_at)
         self.by_number[posting.posting_number] = posting
+
+    def _add(self, order: GeneratedOrder) -> None:
+        posting = self._posting(order, self._assign_warehouse(order))
+        self._append(posting)
         if order.cancel_after_s is not None:
             self._schedule(order.created_at + timedelta(seconds=order.cancel_after_s), posting, "cancelled")
+
+    # -- state across restarts ------------------------------------------------------------------------------
+    def dump_state(self) -> dict:
+        return {
+            "produced": self.gen.produced,
+            "postings": [
+                {
+                    "seq": p.order.seq, "created_at": dt_out(p.order.created_at), "warehouse": p.warehouse.code,
+                    "status": p.status, "substatus": p.substatus, "status_changed_at": dt_out(p.status_changed_at),
+                    "cancellation": p.cancellation, "tracking_number": p.tracking_number,
+                    "delivering_date": dt_out(p.delivering_date), "history": p.history,
+                }
+                for p in self.postings
+            ],
+            "events": [[dt_out(at), seq, number, status] for at, seq, number, status in self._events],
+            "event_seq": self._event_seq,
+            "stocks": list(self.stocks.values()),
+        }  # fmt: skip
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        for saved in data["postings"]:
+            posting = self._posting(
+                self.gen.order(saved["seq"], dt_in(saved["created_at"])), LOCATION_BY_CODE[saved["warehouse"]]
+            )
+            posting.status, posting.substatus = saved["status"], saved["substatus"]
+            posting.status_changed_at = dt_in(saved["status_changed_at"])
+            posting.cancellation, posting.tracking_number = saved["cancellation"], saved["tracking_number"]
+            posting.delivering_date = dt_in(saved["delivering_date"])
+            posting.history = [tuple(h) for h in saved["history"]]
+            self._append(posting)
+        self._events = [(dt_in(at), seq, number, status) for at, seq, number, status in data["events"]]
+        heapq.heapify(self._events)
+        self._event_seq = int(data["event_seq"])
+        self.stocks = {(r["offer_id"], r["warehouse_id"]): r for r in data["stocks"]}
+        # new postings number on past every posting handed out (and past any made after the last save)
+        resume_stream(self.gen, int(data["produced"]) + (0 if clean else UNCLEAN_ID_GAP))
 
     def _assign_warehouse(self, order: GeneratedOrder) -> Location:
         """Ozon assigns an FBS posting to the seller warehouse nearest the buyer that has published stock for

@@ -17,10 +17,20 @@ Shapes follow ``reference/channel-apis.md`` §3 (Shopify REST Admin docs; rate-l
 * webhooks ``orders/create`` and ``orders/cancelled`` POSTed to ``webhook_url`` with ``X-Shopify-Topic``,
   ``X-Shopify-Hmac-SHA256`` (see :mod:`oms_ops.wire.shopify`), ``X-Shopify-Shop-Domain``,
   ``X-Shopify-Webhook-Id``, ``X-Shopify-API-Version``, ``X-Shopify-Triggered-At``; a non-2xx answer or a
-  network error is retried 8 times over ~4 simulated hours, then the delivery is marked failed.
+  network error is retried 8 times over ~4 simulated hours, then the delivery is marked failed;
+  ``webhook_topics`` chooses the topics sent (default those two; ``returns/request`` is opt-in);
+* customer return requests (:mod:`simulators.customers`: customers of delivered parcels ask to send items
+  back) in the shape of Shopify's ``Return``: ``GET …/returns.json?since_id=&limit=&order_id=`` (ascending
+  ids; a simulator convenience — Shopify serves returns through GraphQL), ``GET …/returns/{id}.json``,
+  ``GET …/orders/{id}/returns.json``, and the ``returns/request`` webhook.
 
 Store conventions: prices are strings in RUB with VAT included (``taxes_included: true``, 20 % НДС);
 cancelling an order also closes (archives) it, so it drops out of the default ``status=open`` list.
+
+State across restarts (``persist``): every order (content derived again from its stream number and time),
+its financial / cancel / close state, pending customer cancellations, inventory levels and the webhook
+deliveries (pending ones keep their body and go to the receiver configured at the new start) are kept; the
+order stream numbers on past the last order, so order ids and numbers are never reused.
 """
 
 from __future__ import annotations
@@ -45,8 +55,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from oms_ops.wire.shopify import shopify_hmac, verify_shopify_hmac  # noqa: F401  (re-exported for receivers)
-from simulators.base import ApiError, SimContext, Simulator, read_json
+from simulators.base import (
+    UNCLEAN_ID_GAP,
+    ApiError,
+    SimContext,
+    Simulator,
+    dt_in,
+    dt_out,
+    read_json,
+    resume_stream,
+)
 from simulators.clock import iso_z, parse_rfc3339
+from simulators.customers import ReturnBehaviour, ShopReturns
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import LeakyBucket
@@ -122,9 +142,23 @@ class ShopifySimulator(Simulator):
         cancel_share: float = 0.04,
         rate_limit: bool = True,
         webhook_timeout: float = 5.0,
+        webhook_topics: tuple[str, ...] = ("orders/create", "orders/cancelled"),
+        return_share: float = 0.12,
+        exchange_share: float = 0.5,
+        return_delay_scale: float = 1.0,
         faults=(),
     ) -> None:
         super().__init__(ctx, faults=faults)
+        self.webhook_topics = frozenset(webhook_topics)
+        self.customer_returns = ShopReturns(
+            self,
+            ReturnBehaviour(
+                ctx.seed,
+                return_share=return_share,
+                exchange_share=exchange_share,
+                delay_scale=return_delay_scale,
+            ),
+        )
         self.access_token = access_token
         self.webhook_secret = webhook_secret
         self.webhook_url = webhook_url
@@ -133,7 +167,7 @@ class ShopifySimulator(Simulator):
         self.webhook_timeout = webhook_timeout
         self.gen = OrderGenerator(
             ctx.seed, "shopify", ctx.rate if rate is None else rate, catalog=ctx.catalog,
-            start=ctx.clock.start, cancel_share=cancel_share,
+            start=ctx.clock.start, cancel_share=cancel_share, profile=ctx.profile,
         )  # fmt: skip
         self.orders: list[ShopOrder] = []
         self.by_id: dict[int, ShopOrder] = {}
@@ -158,15 +192,19 @@ class ShopifySimulator(Simulator):
         now = self.now
         for order in self.gen.until(now):
             self._add(order)
+            self.dirty = True
         if self._cancel_due and self._cancel_due[0][0] <= now:
             due = [c for c in self._cancel_due if c[0] <= now]
             self._cancel_due = [c for c in self._cancel_due if c[0] > now]
             for at, order_id in due:
                 self._cancel(self.by_id[order_id], at, "customer")
+        self.customer_returns.sync(now)
 
-    def _add(self, order: GeneratedOrder) -> None:
+    @staticmethod
+    def _shop_order(order: GeneratedOrder) -> ShopOrder:
+        """The store's order for a generated one; id and number derive from its stream number."""
         financial = "paid" if order.payment_method in ("card_online", "sbp") else "pending"
-        so = ShopOrder(
+        return ShopOrder(
             id=5_600_000_000_000 + order.seq * 1000 + order.entropy % 1000,
             number=1000 + order.seq,
             order=order,
@@ -174,12 +212,63 @@ class ShopifySimulator(Simulator):
             updated_at=order.created_at,
             financial_status=financial,
         )
+
+    def _add(self, order: GeneratedOrder) -> None:
+        so = self._shop_order(order)
         self.orders.append(so)
         self.by_id[so.id] = so
         if order.cancel_after_s is not None:
             self._cancel_due.append((order.created_at + timedelta(seconds=order.cancel_after_s), so.id))
             self._cancel_due.sort()
         self._queue_webhook("orders/create", so, order.created_at)
+
+    # -- state across restarts ----------------------------------------------------------------------------
+    def dump_state(self) -> dict:
+        return {
+            "produced": self.gen.produced,
+            "orders": [
+                {
+                    "seq": so.order.seq, "created_at": dt_out(so.created_at), "updated_at": dt_out(so.updated_at),
+                    "financial_status": so.financial_status, "cancelled_at": dt_out(so.cancelled_at),
+                    "cancel_reason": so.cancel_reason, "closed_at": dt_out(so.closed_at),
+                    "fulfillment_status": so.fulfillment_status,
+                }
+                for so in self.orders
+            ],
+            "cancel_due": [[dt_out(at), order_id] for at, order_id in self._cancel_due],
+            "inventory": list(self.inventory.values()),
+            "webhooks": [
+                {
+                    "webhook_id": d.webhook_id, "topic": d.topic, "order_id": d.order_id,
+                    "body": d.body.decode("utf-8"), "triggered_at": dt_out(d.triggered_at),
+                    "due_at": dt_out(d.due_at), "attempts": d.attempts, "status": d.status,
+                    "last_status": d.last_status, "last_error": d.last_error,
+                }
+                for d in self.webhooks
+            ],
+            "returns": self.customer_returns.dump_state(),
+        }  # fmt: skip
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        for saved in data["orders"]:
+            so = self._shop_order(self.gen.order(saved["seq"], dt_in(saved["created_at"])))
+            so.updated_at, so.financial_status = dt_in(saved["updated_at"]), saved["financial_status"]
+            so.cancelled_at, so.cancel_reason = dt_in(saved["cancelled_at"]), saved["cancel_reason"]
+            so.closed_at, so.fulfillment_status = dt_in(saved["closed_at"]), saved["fulfillment_status"]
+            self.orders.append(so)
+            self.by_id[so.id] = so
+        self._cancel_due = sorted((dt_in(at), order_id) for at, order_id in data["cancel_due"])
+        self.inventory = {(r["inventory_item_id"], r["location_id"]): r for r in data["inventory"]}
+        self.webhooks = [
+            Delivery(
+                d["webhook_id"], d["topic"], d["order_id"], d["body"].encode("utf-8"), dt_in(d["triggered_at"]),
+                dt_in(d["due_at"]), attempts=d["attempts"], status=d["status"], last_status=d["last_status"],
+                last_error=d["last_error"],
+            )
+            for d in data["webhooks"]
+        ]  # fmt: skip
+        resume_stream(self.gen, int(data["produced"]) + (0 if clean else UNCLEAN_ID_GAP))
+        self.customer_returns.load_state(data.get("returns"), clean=clean)
 
     def _cancel(self, so: ShopOrder, at: datetime, reason: str) -> bool:
         if so.cancelled_at is not None or so.fulfillment_status == "fulfilled":
@@ -190,14 +279,22 @@ class ShopifySimulator(Simulator):
         self._queue_webhook("orders/cancelled", so, at)
         return True
 
-    def _queue_webhook(self, topic: str, so: ShopOrder, at: datetime) -> None:
-        if not self.webhook_url:
+    def _queue_webhook(self, topic: str, so: ShopOrder, at: datetime, record: dict | None = None) -> None:
+        """Queue a delivery of ``topic`` about ``so`` (body: the order, or ``record`` — a return) if the shop
+        sends that topic; the webhook id is stable per (seed, topic, record)."""
+        if not self.webhook_url or topic not in self.webhook_topics:
             return
-        digest = hashlib.md5(f"{self.ctx.seed}:{topic}:{so.id}".encode()).digest()
-        body = json.dumps(self.render(so), ensure_ascii=False, separators=(",", ":")).encode()
+        key = record["id"] if record is not None else so.id
+        digest = hashlib.md5(f"{self.ctx.seed}:{topic}:{key}".encode()).digest()
+        payload = record if record is not None else self.render(so)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         self.webhooks.append(
             Delivery(str(uuid.UUID(bytes=digest, version=4)), topic, so.id, body, at, due_at=at)
         )
+
+    def queue_return_webhook(self, record: dict, so: ShopOrder, at: datetime) -> None:
+        """``returns/request`` for a customer's new return request (called by :class:`ShopReturns`)."""
+        self._queue_webhook("returns/request", so, at, record)
 
     # -- rendering ----------------------------------------------------------------------------------------
     def render(self, so: ShopOrder) -> dict:
@@ -369,6 +466,9 @@ class ShopifySimulator(Simulator):
             ("/admin/api/{version}/orders/{order_id:int}.json", self.get_order, ["GET"]),
             ("/admin/api/{version}/inventory_levels/set.json", self.set_inventory, ["POST"]),
             ("/admin/api/{version}/inventory_levels.json", self.list_inventory, ["GET"]),
+            ("/admin/api/{version}/returns.json", self.list_returns, ["GET"]),
+            ("/admin/api/{version}/returns/{return_id:int}.json", self.get_return, ["GET"]),
+            ("/admin/api/{version}/orders/{order_id:int}/returns.json", self.list_returns, ["GET"]),
         ]
 
     @staticmethod
@@ -542,6 +642,41 @@ class ShopifySimulator(Simulator):
             record = faults.apply_records([record], self.malform)[0]
         return JSONResponse({"order": record})
 
+    # -- returns ------------------------------------------------------------------------------------------
+    async def list_returns(self, request: Request, faults: FaultSet) -> Response:
+        """Customers' return requests, ascending ids: ``since_id`` (the last id seen), ``limit`` (50, ≤ 250),
+        ``order_id`` — or the path's order."""
+        self._check_version(request)
+        params = request.query_params
+        try:
+            limit = int(params.get("limit", "50"))
+        except ValueError as exc:
+            raise _errors(400, {"limit": "Invalid value."}) from exc
+        if not 1 <= limit <= 250:
+            raise _errors(400, {"limit": "Limit must be between 1 and 250."})
+        ints: dict[str, int | None] = {}
+        for key in ("since_id", "order_id"):
+            try:
+                ints[key] = int(params[key]) if key in params else None
+            except ValueError as exc:
+                raise _errors(400, {key: "Invalid value."}) from exc
+        since_id, order_id = ints["since_id"], request.path_params.get("order_id", ints["order_id"])
+        with self.lock:
+            if "order_id" in request.path_params and order_id not in self.by_id:
+                raise _errors(404, "Not Found")
+            records = self.customer_returns.listed(since_id=since_id, order_id=order_id, limit=limit)
+        if faults:
+            records = faults.apply_records(records, self.malform)
+        return JSONResponse({"returns": records})
+
+    async def get_return(self, request: Request, faults: FaultSet) -> Response:
+        self._check_version(request)
+        with self.lock:
+            record = self.customer_returns.by_id.get(request.path_params["return_id"])
+        if record is None:
+            raise _errors(404, "Not Found")
+        return JSONResponse({"return": record})
+
     # -- inventory ----------------------------------------------------------------------------------------
     def _level(self, item_id: int, location_id: int) -> dict:
         rec = self.inventory.get((item_id, location_id))
@@ -659,6 +794,7 @@ class ShopifySimulator(Simulator):
             ):
                 outcomes = list(pool.map(lambda item: send(client, *item), plan))
             with self.lock:
+                self.dirty = True  # deliveries moved on: their log is part of the saved state
                 for (d, _body, times), (ok, status, error) in zip(plan, outcomes, strict=True):
                     result["attempted"] += times
                     d.attempts += 1
@@ -745,6 +881,7 @@ class ShopifySimulator(Simulator):
         return {
             "orders": len(self.orders),
             "cancelled": sum(1 for so in self.orders if so.cancelled_at),
+            "returns": self.customer_returns.state(),
             "webhook_url": self.webhook_url,
             "webhooks": by_status,
             "inventory_levels": list(self.inventory.values()),

@@ -11,6 +11,11 @@ Python API (tests)::
         stack.advance(3600)          # one simulated hour: new orders, cancellations, CDEK statuses, webhooks
 
 Servers bind ``127.0.0.1`` only. ``stop()`` shuts every server down and joins its thread.
+
+``persist=True`` (the runner, ``python -m simulators``) keeps each simulator's state in
+``<state_dir>/state/`` across restarts, as the real systems keep theirs (``simulators.base.StateStore``): it is
+loaded before the servers start, saved every ``save_interval`` seconds while something changed and at
+``stop()``, and the simulated clock resumes where the saved world left off (never earlier).
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from typing import Any
 
 import uvicorn
 
-from simulators.base import SimContext, Simulator
+from simulators.base import SimContext, Simulator, StateStore
+from simulators.callcentre import CallCentreSimulator
 from simulators.catalog import CATALOG_VERSION, generate_catalog, product_record
 from simulators.cdek import CdekSimulator
-from simulators.clock import SimClock, iso_z
+from simulators.clock import DEFAULT_EPOCH, SimClock, iso_z
+from simulators.generator import demand_profile
 from simulators.network import describe_network
 from simulators.ozon import OzonSimulator
 from simulators.pos import PosSimulator
@@ -46,8 +53,10 @@ from simulators.wms import WmsSimulator
 log = logging.getLogger("simulators")
 
 #: Port order for ``base_port``: ozon = base, wildberries = base + 1, …
-SIMULATOR_NAMES = ("ozon", "wildberries", "shopify", "cdek", "wms", "pos")
+SIMULATOR_NAMES = ("ozon", "wildberries", "shopify", "cdek", "wms", "pos", "callcentre")
 MANIFEST_NAME = "simulators.json"
+#: where a persistent stack keeps its simulators' state, under the state dir
+STATE_SUBDIR = "state"
 
 
 @dataclass
@@ -62,7 +71,15 @@ class _Served:
 class SimulatorStack:
     """Running simulators. Use as a context manager or call :meth:`stop`."""
 
-    def __init__(self, ctx: SimContext, host: str, owned_dirs: list[Path], tick_interval: float) -> None:
+    def __init__(
+        self,
+        ctx: SimContext,
+        host: str,
+        owned_dirs: list[Path],
+        tick_interval: float,
+        store: StateStore | None = None,
+        save_interval: float = 2.0,
+    ) -> None:
         self.ctx = ctx
         self.host = host
         self._served: dict[str, _Served] = {}
@@ -71,6 +88,9 @@ class SimulatorStack:
         self._stop = threading.Event()
         self._tickers: list[threading.Thread] = []
         self._stopped = False
+        #: where the simulators' state is kept across restarts (None: nothing is kept)
+        self.store = store
+        self._save_interval = save_interval
 
     # -- public -----------------------------------------------------------------------------------------
     @property
@@ -108,6 +128,7 @@ class SimulatorStack:
             "started_at": iso_z(datetime.now(UTC)),
             "seed": self.ctx.seed,
             "rate": self.ctx.rate,
+            "profile": self.ctx.profile,
             "catalog": {
                 "seed": self.ctx.seed,
                 "n_skus": len(self.ctx.catalog),
@@ -140,7 +161,23 @@ class SimulatorStack:
         os.replace(tmp, path)
         return path
 
+    def save_state(self, *, clean: bool = False) -> list[str]:
+        """Write the state of every simulator that changed since its last save (all of them with ``clean``,
+        which also marks the files as written at a clean stop). Returns the simulators written; nothing
+        without ``persist``."""
+        if self.store is None:
+            return []
+        written = []
+        for name, served in self._served.items():
+            try:
+                if self.store.save(served.sim, clean=clean):
+                    written.append(name)
+            except Exception:  # a failed save must not stop the others (the next one tries again)
+                log.exception("saving the state of %s failed", name)
+        return written
+
     def stop(self) -> None:
+        """Stop the tickers and the servers, then save every simulator's state as a clean stop."""
         if self._stopped:
             return
         self._stopped = True
@@ -158,6 +195,7 @@ class SimulatorStack:
                 s.sock.close()
             except OSError:
                 pass
+        self.save_state(clean=True)
         for d in self._owned_dirs:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -215,11 +253,29 @@ class SimulatorStack:
             ticker.start()
             self._tickers.append(ticker)
 
+    def _start_saver(self) -> None:
+        """Persistent stack: save what changed every ``save_interval`` seconds, so a process that dies
+        without a clean stop loses at most that much (and id counters skip ahead on the next start). A big
+        world (a fast clock makes hundreds of thousands of orders) is saved less often: at least ten times
+        as long as the last save took passes between two, so saving never costs more than a tenth of a core."""
+
+        def loop() -> None:
+            wait = self._save_interval
+            while not self._stop.wait(wait):
+                began = time.monotonic()
+                self.save_state()
+                wait = max(self._save_interval, 10 * (time.monotonic() - began))
+
+        saver = threading.Thread(target=loop, name="sim-state-saver", daemon=True)
+        saver.start()
+        self._tickers.append(saver)
+
 
 def start_simulators(
     *,
     seed: int = 42,
     rate: float = 30.0,
+    profile: str = "daily",
     speed: float = 1.0,
     manual: bool = False,
     clock: SimClock | None = None,
@@ -234,10 +290,15 @@ def start_simulators(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     protocol_time: Callable[[], float] | None = None,
     tick_interval: float = 0.25,
+    persist: bool = False,
+    fresh: bool = False,
+    save_interval: float = 2.0,
 ) -> SimulatorStack:
     """Start the simulators on free (or ``base_port``-based) loopback ports and return the running stack.
 
     * ``rate`` — mean orders per simulated minute per channel (POS: ``rate / 10`` receipts per store);
+    * ``profile`` — demand over the clock: ``daily`` (the Moscow day's curve) or ``steady`` (the same at every
+      hour, shops never closed: a demo at any hour), see :class:`simulators.generator.DemandProfile`;
     * ``speed`` — simulated seconds per real second; ``manual=True`` freezes the clock (tests advance it);
       ``clock`` overrides both;
     * ``state_dir`` — where the POS drop folder lives (``<state_dir>/pos_drop``); a temporary folder (removed
@@ -245,7 +306,11 @@ def start_simulators(
     * ``only`` — a subset of :data:`SIMULATOR_NAMES`;
     * ``faults`` — initial fault rules per simulator, e.g. ``{"ozon": [{"kind": "rate_limit", "count": 2}]}``;
     * ``options`` — constructor keyword arguments per simulator, e.g. ``{"cdek": {"not_delivered_share": 0.5}}``;
-    * ``protocol_time`` — the clock for rate limits and token lifetimes (default ``time.monotonic``).
+    * ``protocol_time`` — the clock for rate limits and token lifetimes (default ``time.monotonic``);
+    * ``persist`` — keep each simulator's state in ``<state_dir>/state/`` across restarts (needs
+      ``state_dir``): loaded now, saved every ``save_interval`` s while it changes and at ``stop()``; without
+      an explicit ``start``/``clock`` the simulated clock resumes at the later of its default start and the
+      saved world's time. ``fresh`` discards the saved state first.
     """
     if not ipaddress.ip_address(host).is_loopback:
         raise ValueError("simulators only listen on a loopback address")
@@ -253,7 +318,9 @@ def start_simulators(
     unknown = set(names) - set(SIMULATOR_NAMES)
     if unknown:
         raise ValueError(f"unknown simulators: {', '.join(sorted(unknown))}")
-    clock = clock or SimClock(start=start, speed=speed, manual=manual)
+    demand_profile(profile)  # an unknown name fails here, naming the choices
+    if persist and state_dir is None:
+        raise ValueError("persist needs a state_dir to keep the simulators' state in")
     owned: list[Path] = []
     if state_dir is None:
         state = Path(tempfile.mkdtemp(prefix="oms-sim-"))
@@ -261,17 +328,30 @@ def start_simulators(
     else:
         state = Path(state_dir)
         state.mkdir(parents=True, exist_ok=True)
+    catalog = generate_catalog(seed, n_skus)
+    store = None
+    if persist:
+        world = {"seed": seed, "n_skus": len(catalog), "catalog_version": CATALOG_VERSION}
+        store = StateStore(state / STATE_SUBDIR, world)
+        if fresh:
+            store.discard()
+        saved_now = store.saved_clock(names) if clock is None and start is None else None
+        if saved_now is not None:  # the world goes on from where it was saved: time never runs backwards
+            default = DEFAULT_EPOCH if manual else datetime.now(UTC).replace(microsecond=0)
+            start = max(default, saved_now)
+    clock = clock or SimClock(start=start, speed=speed, manual=manual)
     ctx = SimContext(
         seed=seed,
         clock=clock,
-        catalog=generate_catalog(seed, n_skus),
+        catalog=catalog,
         rate=rate,
+        profile=profile,
         protocol_time=protocol_time or time.monotonic,
         state_dir=state,
     )
     faults = faults or {}
     opts = {k: dict(v) for k, v in (options or {}).items()}
-    stack = SimulatorStack(ctx, host, owned, tick_interval)
+    stack = SimulatorStack(ctx, host, owned, tick_interval, store, save_interval)
     try:
         wms = None
         for i, name in enumerate(SIMULATOR_NAMES):
@@ -290,13 +370,19 @@ def start_simulators(
                 sim = CdekSimulator(ctx, **kw)
             elif name == "wms":
                 sim = wms = WmsSimulator(ctx, **kw)
+            elif name == "callcentre":
+                sim = CallCentreSimulator(ctx, **kw)
             else:
                 kw.setdefault("drop_dir", state / "pos_drop")
                 kw.setdefault("wms", wms)
                 sim = PosSimulator(ctx, **kw)
+            if store is not None:
+                store.restore(sim)
             stack._serve(sim, base_port + i if base_port else 0)
         if not clock.manual:
             stack._start_tickers()
+        if store is not None and not clock.manual:
+            stack._start_saver()
     except BaseException:
         stack.stop()
         raise

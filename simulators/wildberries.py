@@ -21,6 +21,11 @@ Orders leave "new" when the seller adds them to a supply (``POST /api/v3/supplie
 (``PATCH /api/v3/orders/{orderId}/cancel``), when the buyer cancels (a share of orders, in simulated time)
 or — simulator approximation of WB's shipping deadline — when still unconfirmed ``confirm_deadline_hours``
 after creation (``wbStatus=canceled``).
+
+State across restarts (``persist``): every order (its generated basket is derived again from the stream
+number and time), statuses, supplies, published stocks and pending cancellations are kept; order ids,
+supply ids and the order stream go on past everything handed out, so ``next`` cursors of an earlier run stay
+valid and no id is reused.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import heapq
 import math
 import random
 import uuid
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -38,7 +44,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import ApiError, SimContext, Simulator, read_json
+from simulators.base import (
+    UNCLEAN_ID_GAP,
+    ApiError,
+    SimContext,
+    Simulator,
+    dt_in,
+    dt_out,
+    read_json,
+    resume_stream,
+)
 from simulators.catalog import Product
 from simulators.clock import iso_z
 from simulators.faults import FaultRule, FaultSet
@@ -94,10 +109,12 @@ class WildberriesSimulator(Simulator):
         self.token = token
         self.gen = OrderGenerator(
             ctx.seed, "wildberries", ctx.rate if rate is None else rate, catalog=ctx.catalog,
-            start=ctx.clock.start, cancel_share=cancel_share,
+            start=ctx.clock.start, cancel_share=cancel_share, profile=ctx.profile,
         )  # fmt: skip
         self.orders: list[WbOrder] = []
         self.by_id: dict[int, WbOrder] = {}
+        #: the last order id handed out (ids increase; after an unclean restart they jump ahead)
+        self._last_id = 5_100_000_000
         self._events: list[tuple[datetime, int, int, str]] = []
         self._event_seq = 0
         self.confirm_deadline = timedelta(hours=confirm_deadline_hours) if confirm_deadline_hours else None
@@ -119,6 +136,7 @@ class WildberriesSimulator(Simulator):
         now = self.now
         for order in self.gen.until(now):
             self._add(order)
+            self.dirty = True
         while self._events and self._events[0][0] <= now:
             at, _, order_id, kind = heapq.heappop(self._events)
             wb = self.by_id[order_id]
@@ -140,8 +158,9 @@ class WildberriesSimulator(Simulator):
             product = self.ctx.products[line.sku]
             warehouse = self._assign_warehouse(order, product, line.qty)
             for unit in range(1, line.qty + 1):
+                self._last_id += 1
                 wb = WbOrder(
-                    id=5_100_000_000 + len(self.orders) + 1,
+                    id=self._last_id,
                     order=order,
                     product=product,
                     unit=unit,
@@ -157,6 +176,50 @@ class WildberriesSimulator(Simulator):
                     )
                 if self.confirm_deadline:
                     self._schedule(order.created_at + self.confirm_deadline, wb.id, "deadline")
+
+    # -- state across restarts ----------------------------------------------------------------------------
+    def dump_state(self) -> dict:
+        return {
+            "produced": self.gen.produced,
+            "last_id": self._last_id,
+            "orders": [
+                {
+                    "id": wb.id, "seq": wb.order.seq, "created_at": dt_out(wb.created_at), "sku": wb.product.sku,
+                    "unit": wb.unit, "supplier_status": wb.supplier_status, "wb_status": wb.wb_status,
+                    "supply_id": wb.supply_id, "status_changed_at": dt_out(wb.status_changed_at),
+                    "warehouse_code": wb.warehouse_code,
+                }
+                for wb in self.orders
+            ],
+            "supplies": list(self.supplies.values()),
+            "stocks": list(self.stocks.values()),
+            "events": [[dt_out(at), seq, order_id, kind] for at, seq, order_id, kind in self._events],
+            "event_seq": self._event_seq,
+        }  # fmt: skip
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        generated: dict[int, GeneratedOrder] = {}  # one basket → several WB orders: derive it once
+        for saved in data["orders"]:
+            created = dt_in(saved["created_at"])
+            order = generated.get(saved["seq"]) or generated.setdefault(
+                saved["seq"], self.gen.order(saved["seq"], created)
+            )
+            wb = WbOrder(
+                id=saved["id"], order=order, product=self.ctx.products[saved["sku"]], unit=saved["unit"],
+                created_at=created, supplier_status=saved["supplier_status"], wb_status=saved["wb_status"],
+                supply_id=saved["supply_id"], status_changed_at=dt_in(saved["status_changed_at"]),
+                warehouse_code=saved["warehouse_code"],
+            )  # fmt: skip
+            self.orders.append(wb)
+            self.by_id[wb.id] = wb
+        self.supplies = {s["id"]: s for s in data["supplies"]}
+        self.stocks = {(r["warehouseId"], r["chrtId"]): r for r in data["stocks"]}
+        self._events = [(dt_in(at), seq, order_id, kind) for at, seq, order_id, kind in data["events"]]
+        heapq.heapify(self._events)
+        self._event_seq = int(data["event_seq"])
+        gap = 0 if clean else UNCLEAN_ID_GAP
+        self._last_id = int(data["last_id"]) + gap
+        resume_stream(self.gen, int(data["produced"]) + gap)
 
     def _assign_warehouse(self, order: GeneratedOrder, product: Product, qty: int) -> str:
         """WB assigns an order to the seller warehouse nearest the buyer with enough published stock of the
@@ -416,6 +479,8 @@ class WildberriesSimulator(Simulator):
             raise _wb_error(400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}") from exc
         with self.lock:
             supply_id = f"WB-GI-{10_000_000 + len(self.supplies) + 1}"
+            while supply_id in self.supplies:  # never reuse a supply id (e.g. after a restart)
+                supply_id = f"WB-GI-{int(supply_id.rsplit('-', 1)[1]) + 1}"
             self.supplies[supply_id] = {
                 "id": supply_id,
                 "name": name,
@@ -543,8 +608,5 @@ class WildberriesSimulator(Simulator):
 
 
 def _first_index_after(orders: list[WbOrder], after_id: int) -> int:
-    """Index of the first order with id > after_id (ids are dense and increasing)."""
-    if not orders:
-        return 0
-    first = orders[0].id
-    return min(max(after_id - first + 1, 0), len(orders))
+    """Index of the first order with id > after_id (ids increase; they may jump after a restart)."""
+    return bisect_right(orders, after_id, key=lambda wb: wb.id)

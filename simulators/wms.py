@@ -37,6 +37,10 @@ The WMS also replenishes warehouses by itself once a simulated day (``auto_recei
 below ``reorder_point`` get an ``AUTO-…`` receipt, as supplier deliveries would. Store stock drops when the
 POS simulator closes a business day (sales are applied, floored at zero).
 Errors: ``{"error": {"code", "message", "details"?}}``.
+
+State across restarts (``persist``): on-hand and its update times, receipts, shipments, the movement log,
+announced returns, their receipts and pending arrivals, the next replenishment and the snapshot counter are
+kept (pinned snapshots are not: a page token of an earlier run answers 410, and the client starts again).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import ApiError, SimContext, Simulator, read_json, secs_header
+from simulators.base import ApiError, SimContext, Simulator, dt_in, dt_out, read_json, secs_header
 from simulators.clock import iso_z, parse_rfc3339
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import MOSCOW_UTC_OFFSET, popularity_ranking
@@ -126,6 +130,39 @@ class WmsSimulator(Simulator):
 
     def credentials(self) -> dict:
         return {"api_key": self.api_key}
+
+    # -- state across restarts ------------------------------------------------------------------------------
+    def dump_state(self) -> dict:
+        return {
+            "on_hand": self.on_hand,
+            "updated_at": [[loc, sku, dt_out(at)] for (loc, sku), at in self.updated_at.items()],
+            "receipts": self.receipts,
+            "shipments": self.shipments,
+            "movements": self.movements,
+            "snapshot_seq": self._snapshot_seq,
+            "returns": self.returns,
+            "return_receipts": self.return_receipts,
+            "return_due": [[dt_out(at), rma] for at, rma in self._return_due],
+            "next_auto": dt_out(self._next_auto),
+        }
+
+    def load_state(self, data: dict, *, clean: bool) -> None:
+        # SKUs or locations the saved world did not have keep their initial stock
+        for loc, stock in data["on_hand"].items():
+            if loc in self.on_hand:
+                self.on_hand[loc].update({sku: qty for sku, qty in stock.items() if sku in self.on_hand[loc]})
+        for loc, sku, at in data["updated_at"]:
+            if (loc, sku) in self.updated_at:
+                self.updated_at[(loc, sku)] = dt_in(at)
+        self.receipts = data["receipts"]
+        self.shipments = data["shipments"]
+        self.movements = data["movements"]
+        self._snapshot_seq = int(data["snapshot_seq"])
+        self.returns = data["returns"]
+        self.return_receipts = data["return_receipts"]
+        self._return_due = [(dt_in(at), rma) for at, rma in data["return_due"]]
+        heapq.heapify(self._return_due)
+        self._next_auto = dt_in(data["next_auto"])
 
     # -- world ------------------------------------------------------------------------------------------
     def _next_auto_after(self, t: datetime) -> datetime:

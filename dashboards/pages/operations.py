@@ -32,6 +32,7 @@ from dashboards.common import (
     show_flash,
 )
 from dashboards.masking import mask_rows, mask_tree
+from dashboards.courier_panel import courier_panel
 from dashboards.returns_panel import returns_panel
 from oms_ops import dashboard_queries as dq
 from oms_ops import read_model
@@ -53,6 +54,7 @@ STATE_ORDER = (
     "picking",
     "packed",
     "partially_shipped",
+    "awaiting_handover",
     "shipped",
     "ready_for_pickup",
     "not_delivered",
@@ -443,8 +445,8 @@ def pickup_panel() -> None:
     )
 
 
-tab_orders, tab_quarantine, tab_outbox, tab_returns = st.tabs(
-    ["On hold / backordered", "Quarantine", "Carrier & outbox errors", "Returns"]
+tab_orders, tab_quarantine, tab_outbox, tab_courier, tab_returns = st.tabs(
+    ["On hold / backordered", "Quarantine", "Carrier & outbox errors", "Courier", "Returns"]
 )
 with tab_orders:
     exception_orders_panel()
@@ -452,7 +454,16 @@ with tab_quarantine:
     quarantine_panel()
 with tab_outbox:
     outbox_panel()
+    st.caption("Carrier bookings re-created after the carrier lost them, or given up")
+    st.dataframe(
+        _frame(pg(read_model.carrier_booking_issues, URL)),
+        hide_index=True,
+        width="stretch",
+        key="carrier_issues_table",
+    )
     pickup_panel()
+with tab_courier:
+    courier_panel()
 with tab_returns:
     returns_panel()
 

@@ -14,21 +14,36 @@
   Nothing blocks: each step advances what is ready and leaves the rest for the next run.
 * **Tracking**: :func:`poll_tracking` reads the statuses of open bookings and feeds them to
   ``fulfillment.record_tracking_events`` (idempotent by shipment, code and time).
+* **Reconciliation**: a booking CDEK no longer knows — ``404`` with ``v2_entity_not_found``, or a uuid that now
+  names another shipment's order (a carrier that lost its data and hands uuids out again) — is its own
+  condition (:class:`BookingNotFound`), not an error to retry: :func:`reconcile_booking` books the shipment
+  again with the same ``number`` (CDEK dedupes by it, so a booking that does exist is found, not doubled),
+  stores the new uuid, drops the old tracking number and print forms (they name a booking that is gone) and
+  counts the case in ``connectors.carrier_bookings`` (``reconcile_count``, ``reconciled_at``,
+  ``reconcile_reason``, the previous uuid and tracking number) for ops. A booking that cannot be re-created
+  (no booking request kept, refused by CDEK, re-created ``MAX_RECONCILE`` times already) stops being polled
+  and goes to ``raw.quarantine`` (``carrier:cdek``) with the reason.
+* **One booking never stalls the others**: an answer about one booking that retrying will not fix (a 4xx) is
+  kept on that booking (``last_error``) and the run goes on; CDEK unreachable or failing (5xx, transport,
+  after the client's retries) still fails the run, which the next one repeats.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql
 
 from oms_ops import fulfillment
 from oms_ops.connectors.http import ApiClient, ApiError, RetryPolicy
+from oms_ops.errors import OmsError
 from oms_ops.outbox import jsonb
 from oms_ops.quarantine import quarantine_many
 
@@ -38,6 +53,22 @@ TOKEN_MARGIN_S = 60.0
 DEFAULT_TARIFF = {"courier": 137, "pickup_point": 136, "store_pickup": 136}
 FINAL_CODES = frozenset({"DELIVERED", "REMOVED", "RETURNED_TO_SENDER"})
 FINAL_SHIPMENT_STATES = ("delivered", "picked_up", "returned_to_sender")
+#: CDEK's error codes for "no such order / print form" (GET by uuid, by im_number)
+NOT_FOUND_CODES = frozenset({"v2_entity_not_found", "v2_entity_not_found_im_number"})
+#: a booking lost this many times is not re-created again: ops look at it (quarantine)
+MAX_RECONCILE = 3
+#: recipient phone when an order has none (Ozon hides customers); services pass OMS_CDEK_FALLBACK_PHONE
+FALLBACK_PHONE = "+70000000000"
+
+
+class BookingNotFound(Exception):
+    """CDEK does not know the booking we stored: 404 ``v2_entity_not_found`` for its uuid, or the uuid now
+    names an order with another ``number`` (the carrier lost its data and handed the uuid out again)."""
+
+
+def is_not_found(exc: ApiError) -> bool:
+    """True when CDEK answered 404 with one of its entity-not-found codes (not, e.g., a wrong path)."""
+    return exc.status == 404 and bool(_error_codes(exc.body) & NOT_FOUND_CODES)
 
 
 class CdekClient(ApiClient):
@@ -118,6 +149,20 @@ class CdekClient(ApiClient):
 
     def get_order(self, uuid: str) -> dict:
         return self.request("GET", f"/v2/orders/{uuid}").json()
+
+    def get_booking(self, uuid: str, number: str) -> dict:
+        """``GET /v2/orders/{uuid}`` of our shipment ``number``; :class:`BookingNotFound` when CDEK does not
+        know the uuid or it names another order."""
+        try:
+            order = self.get_order(uuid)
+        except ApiError as exc:
+            if is_not_found(exc):
+                raise BookingNotFound(f"CDEK does not know booking {uuid} of {number}") from exc
+            raise
+        found = (order.get("entity") or {}).get("number")
+        if found is not None and found != number:
+            raise BookingNotFound(f"CDEK booking {uuid} of {number} now names order {found}")
+        return order
 
     def find_by_number(self, number: str) -> dict | None:
         r = self.request("GET", "/v2/orders", params={"im_number": number}, allow=(404,))
@@ -268,27 +313,61 @@ def sync_bookings(
     label_format: str = "A6",
     actor: str = "connector:cdek",
     limit: int = 500,
+    fallback_phone: str = FALLBACK_PHONE,
 ) -> dict[str, int]:
-    """Advance every open booking one step: registration → print requests → PDFs stored → label_printed."""
-    counts = {"registered": 0, "invalid": 0, "prints_requested": 0, "documents": 0, "labels_printed": 0}
+    """Advance every open booking one step: registration → print requests → PDFs stored → label_printed.
+
+    A booking CDEK no longer knows is re-created (``reconciled``, or ``given_up`` for ops); a 4xx about one
+    booking or print form is kept on that booking (``errors``) and the others go on."""
+    counts = {
+        "registered": 0,
+        "invalid": 0,
+        "prints_requested": 0,
+        "documents": 0,
+        "labels_printed": 0,
+        "reconciled": 0,
+        "given_up": 0,
+        "errors": 0,
+    }
     pending = conn.execute(
-        """SELECT shipment_id, carrier_uuid FROM connectors.carrier_bookings
-           WHERE carrier_code = %s AND request_state IN ('ACCEPTED', 'WAITING') ORDER BY shipment_id LIMIT %s""",
+        """SELECT b.shipment_id, b.carrier_uuid, s.shipment_number
+           FROM connectors.carrier_bookings b JOIN oms.shipments s USING (shipment_id)
+           WHERE b.carrier_code = %s AND b.request_state IN ('ACCEPTED', 'WAITING') AND NOT b.final
+           ORDER BY b.shipment_id LIMIT %s""",
         (CARRIER, limit),
     ).fetchall()
-    for sid, uuid in pending:
-        order = client.get_order(uuid)
+    for sid, uuid, shipment_number in pending:
+        try:
+            order = client.get_booking(uuid, shipment_number)
+        except BookingNotFound as exc:
+            outcome = reconcile_booking(
+                conn, client, sid, reason=str(exc), fallback_phone=fallback_phone, actor=actor
+            )
+            counts[outcome] += 1
+            continue
+        except ApiError as exc:
+            record_booking_error(conn, sid, str(exc))
+            counts["errors"] += 1
+            continue
         req = _create_request(order)
         state = req.get("state") or "ACCEPTED"
         if state == "SUCCESSFUL":
             number = (order.get("entity") or {}).get("cdek_number")
-            with conn.transaction():
-                conn.execute(
-                    """UPDATE connectors.carrier_bookings SET request_state = 'SUCCESSFUL', tracking_number = %s,
-                              updated_at = now() WHERE shipment_id = %s""",
-                    (number, sid),
-                )
-                fulfillment.record_carrier_booking(conn, sid, actor=actor, tracking_number=number)
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        """UPDATE connectors.carrier_bookings SET request_state = 'SUCCESSFUL', tracking_number = %s,
+                                  last_error = NULL, last_error_at = NULL, updated_at = now()
+                           WHERE shipment_id = %s""",
+                        (number, sid),
+                    )
+                    fulfillment.record_carrier_booking(conn, sid, actor=actor, tracking_number=number)
+            except (OmsError, pg_errors.UniqueViolation) as exc:
+                # e.g. a CDEK that lost its data hands out a number another shipment still holds until that
+                # one is reconciled: this booking waits, the others go on
+                record_booking_error(conn, sid, f"tracking number {number}: {exc}")
+                counts["errors"] += 1
+                continue
             counts["registered"] += 1
         elif state == "INVALID":
             errors = req.get("errors") or []
@@ -323,6 +402,7 @@ def sync_bookings(
                   (SELECT array_agg(kind) FROM connectors.shipment_documents d WHERE d.shipment_id = b.shipment_id)
            FROM connectors.carrier_bookings b
            WHERE b.carrier_code = %s AND b.request_state = 'SUCCESSFUL'
+             AND NOT (b.final AND b.last_error IS NOT NULL)  -- given up: CDEK no longer knows the booking
              AND (SELECT count(*) FROM connectors.shipment_documents d WHERE d.shipment_id = b.shipment_id) < 2
            ORDER BY b.shipment_id LIMIT %s""",
         (CARRIER, limit),
@@ -335,23 +415,150 @@ def sync_bookings(
         ):
             if kind in have:
                 continue
-            if print_uuid is None:
-                print_uuid = client.request_print(
-                    kind, [uuid], page_format=label_format, copy_count=2 if kind == "waybill" else 1
-                )
-                _set_print_uuid(conn, sid, column, print_uuid)
-                counts["prints_requested"] += 1
-                continue
-            entity = client.get_print(kind, print_uuid)
-            status = (entity.get("statuses") or [{}])[0].get("code")
-            if entity.get("url"):
-                pdf = client.download(entity["url"])
-                if _store_document(conn, sid, kind, print_uuid, pdf, actor):
-                    counts["documents"] += 1
-                    counts["labels_printed"] += kind == "label"
-            elif status == "INVALID":  # ask again next run
-                _set_print_uuid(conn, sid, column, None)
+            try:
+                _advance_print(conn, client, sid, uuid, kind, print_uuid, column, label_format, actor, counts)
+            except ApiError as exc:
+                record_booking_error(conn, sid, str(exc))
+                counts["errors"] += 1
     return counts
+
+
+def _advance_print(
+    conn, client: CdekClient, sid: int, uuid: str, kind: str, print_uuid, column, label_format, actor, counts
+) -> None:
+    """One print form of one booking one step on: request it, or poll it and store the PDF once READY. A
+    form CDEK no longer knows (404 not found, also for its PDF) is asked for again next run."""
+    if print_uuid is None:
+        print_uuid = client.request_print(
+            kind, [uuid], page_format=label_format, copy_count=2 if kind == "waybill" else 1
+        )
+        _set_print_uuid(conn, sid, column, print_uuid)
+        counts["prints_requested"] += 1
+        return
+    try:
+        entity = client.get_print(kind, print_uuid)
+        status = (entity.get("statuses") or [{}])[0].get("code")
+        pdf = client.download(entity["url"]) if entity.get("url") else None
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        _set_print_uuid(conn, sid, column, None)
+        return
+    if pdf is not None:
+        if _store_document(conn, sid, kind, print_uuid, pdf, actor):
+            counts["documents"] += 1
+            counts["labels_printed"] += kind == "label"
+    elif status == "INVALID":  # ask again next run
+        _set_print_uuid(conn, sid, column, None)
+
+
+def record_booking_error(conn: psycopg.Connection, sid: int, error: str) -> None:
+    """Keep why the last call about this booking failed (ops see it; the booking is tried again next run)."""
+    log.warning("CDEK booking of shipment %s: %s", sid, error)
+    conn.execute(
+        """UPDATE connectors.carrier_bookings SET last_error = %s, last_error_at = now(), updated_at = now()
+           WHERE shipment_id = %s""",
+        (error[:2000], sid),
+    )
+
+
+def reconcile_booking(
+    conn: psycopg.Connection,
+    client: CdekClient,
+    shipment_id: int,
+    *,
+    reason: str,
+    fallback_phone: str = FALLBACK_PHONE,
+    actor: str = "connector:cdek",
+) -> str:
+    """Book a shipment CDEK no longer knows again, under the same ``number``; ``'reconciled'`` or
+    ``'given_up'``.
+
+    The booking request is rebuilt from the shipment's ``carrier.create_shipment`` outbox payload (kept after
+    delivery), so CDEK gets what it got the first time. CDEK dedupes by ``number``: if the order does exist
+    under another uuid, that one is kept (``create_order`` finds it). Then, in one transaction, the booking
+    row takes the new uuid and starts registration again (``ACCEPTED``, no tracking number, no print forms),
+    counts the case (``reconcile_count``, ``reconciled_at``, ``reconcile_reason``, previous uuid and tracking
+    number), the old print forms are dropped (their labels name a booking that is gone) and the shipment's
+    carrier id is replaced and its dead tracking number cleared — the one place a tracking number is taken
+    back, which ``fulfillment.record_carrier_booking`` (it never overwrites one) cannot do. The next
+    ``sync_bookings`` registers it, stores the new number and prints new documents; tracking goes on from
+    the shipment's current state (older carrier statuses are kept but not applied).
+
+    Given up — the booking stops being polled (``final``), keeps the reason in ``last_error`` and is
+    quarantined as ``carrier:cdek`` for ops — when there is no booking request to rebuild, CDEK refuses the
+    new booking (4xx), or it was re-created ``MAX_RECONCILE`` times already. A shipment already delivered or
+    returned needs no booking any more: its booking just stops being polled (also counted as given up)."""
+    row = conn.execute(
+        """SELECT b.carrier_uuid, b.reconcile_count, s.shipment_number, s.state, o.payload
+           FROM connectors.carrier_bookings b
+           JOIN oms.shipments s USING (shipment_id)
+           LEFT JOIN oms.outbox o ON o.idempotency_key = 'carrier.create_shipment:' || s.shipment_number
+           WHERE b.shipment_id = %s""",
+        (shipment_id,),
+    ).fetchone()
+    if row is None:
+        return "given_up"
+    lost_uuid, count, number, shipment_state, payload = row
+    log.warning("shipment %s (%s): %s; booking it again", shipment_id, number, reason)
+    if shipment_state in FINAL_SHIPMENT_STATES:  # nothing left to track: just stop polling
+        conn.execute(
+            "UPDATE connectors.carrier_bookings SET final = true, updated_at = now() WHERE shipment_id = %s",
+            (shipment_id,),
+        )
+        return "given_up"
+    if count >= MAX_RECONCILE:
+        return _give_up(conn, shipment_id, lost_uuid, f"{reason}; re-created {count} times already")
+    if payload is None:
+        return _give_up(conn, shipment_id, lost_uuid, f"{reason}; no booking request kept to book it again")
+    try:
+        request = build_order_request(conn, payload, fallback_phone=fallback_phone)
+        new_uuid, _duplicate = client.create_order(request)
+    except ApiError as exc:
+        return _give_up(conn, shipment_id, lost_uuid, f"{reason}; booking it again failed: {exc}")
+    with conn.transaction():
+        conn.execute(
+            """UPDATE connectors.carrier_bookings SET
+                      previous_carrier_uuid = carrier_uuid,
+                      previous_tracking_number = coalesce(tracking_number, previous_tracking_number),
+                      carrier_uuid = %s, request_state = 'ACCEPTED', tracking_number = NULL, errors = NULL,
+                      waybill_print_uuid = NULL, label_print_uuid = NULL, last_status_code = NULL,
+                      last_status_at = NULL, final = false, reconcile_count = reconcile_count + 1,
+                      reconciled_at = now(), reconcile_reason = %s, last_error = NULL, last_error_at = NULL,
+                      updated_at = now()
+               WHERE shipment_id = %s""",
+            (new_uuid, reason[:2000], shipment_id),
+        )
+        conn.execute("DELETE FROM connectors.shipment_documents WHERE shipment_id = %s", (shipment_id,))
+        conn.execute(
+            """UPDATE oms.shipments SET carrier_shipment_id = %s, tracking_number = NULL, updated_at = now()
+               WHERE shipment_id = %s""",
+            (new_uuid, shipment_id),
+        )
+    return "reconciled"
+
+
+def _give_up(conn: psycopg.Connection, sid: int, uuid: str, reason: str) -> str:
+    log.error("CDEK booking of shipment %s given up: %s", sid, reason)
+    with conn.transaction():
+        conn.execute(
+            """UPDATE connectors.carrier_bookings SET final = true, last_error = %s, last_error_at = now(),
+                      updated_at = now()
+               WHERE shipment_id = %s""",
+            (reason[:2000], sid),
+        )
+        quarantine_many(
+            conn,
+            [
+                (
+                    f"carrier:{CARRIER}",
+                    str(sid),
+                    {"shipment_id": sid, "uuid": uuid},
+                    f"carrier booking lost and not re-created: {reason}",
+                )
+            ],
+        )
+    return "given_up"
 
 
 def _set_print_uuid(conn: psycopg.Connection, sid: int, column: str, value: str | None) -> None:
@@ -399,21 +606,50 @@ def _parse_cdek_time(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
 
 
+@dataclass
+class PollResult:
+    """What :func:`poll_tracking` did: the tracking result, and the bookings it found lost or failing."""
+
+    tracking: fulfillment.TrackingResult
+    reconciled: int = 0
+    given_up: int = 0
+    errors: int = 0
+
+
 def poll_tracking(
-    conn: psycopg.Connection, client: CdekClient, *, actor: str = "carrier:cdek", limit: int = 1000
-) -> fulfillment.TrackingResult:
-    """Read the statuses of open, registered bookings and record them as tracking events."""
+    conn: psycopg.Connection,
+    client: CdekClient,
+    *,
+    actor: str = "carrier:cdek",
+    limit: int = 1000,
+    fallback_phone: str = FALLBACK_PHONE,
+) -> PollResult:
+    """Read the statuses of open, registered bookings and record them as tracking events. A booking CDEK no
+    longer knows is re-created (it registers again through :func:`sync_bookings`); a 4xx about one booking
+    is kept on it and the others go on."""
     rows = conn.execute(
-        """SELECT b.shipment_id, b.carrier_uuid, b.tracking_number FROM connectors.carrier_bookings b
-           JOIN oms.shipments s USING (shipment_id)
+        """SELECT b.shipment_id, b.carrier_uuid, b.tracking_number, s.shipment_number
+           FROM connectors.carrier_bookings b JOIN oms.shipments s USING (shipment_id)
            WHERE b.carrier_code = %s AND b.request_state = 'SUCCESSFUL' AND NOT b.final
            ORDER BY b.shipment_id LIMIT %s""",
         (CARRIER, limit),
     ).fetchall()
+    out = PollResult(fulfillment.TrackingResult())
     events: list[fulfillment.TrackingEvent] = []
     last: dict[int, tuple[str, datetime]] = {}
-    for sid, uuid, tracking in rows:
-        entity = client.get_order(uuid).get("entity") or {}
+    for sid, uuid, tracking, shipment_number in rows:
+        try:
+            entity = client.get_booking(uuid, shipment_number).get("entity") or {}
+        except BookingNotFound as exc:
+            outcome = reconcile_booking(
+                conn, client, sid, reason=str(exc), fallback_phone=fallback_phone, actor=actor
+            )
+            setattr(out, outcome, getattr(out, outcome) + 1)
+            continue
+        except ApiError as exc:
+            record_booking_error(conn, sid, str(exc))
+            out.errors += 1
+            continue
         for st in entity.get("statuses") or []:
             try:
                 at = _parse_cdek_time(st["date_time"])
@@ -432,16 +668,14 @@ def poll_tracking(
             )
             if sid not in last or at >= last[sid][1]:
                 last[sid] = (st["code"], at)
-    result = (
-        fulfillment.record_tracking_events(conn, events, actor=actor)
-        if events
-        else fulfillment.TrackingResult()
-    )
+    if events:
+        out.tracking = fulfillment.record_tracking_events(conn, events, actor=actor)
     if last:
         with conn.transaction():
             conn.execute(
                 """UPDATE connectors.carrier_bookings b SET last_status_code = t.code, last_status_at = t.at,
-                          final = t.code = ANY(%s) OR s.state = ANY(%s), updated_at = now()
+                          final = t.code = ANY(%s) OR s.state = ANY(%s), last_error = NULL,
+                          last_error_at = NULL, updated_at = now()
                    FROM unnest(%s::int8[], %s::text[], %s::timestamptz[]) AS t(id, code, at), oms.shipments s
                    WHERE b.shipment_id = t.id AND s.shipment_id = t.id""",
                 (
@@ -452,4 +686,4 @@ def poll_tracking(
                     [v[1] for v in last.values()],
                 ),
             )
-    return result
+    return out

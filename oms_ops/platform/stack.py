@@ -534,7 +534,10 @@ def start_worker(settings: Settings, state: StackState, services: Iterable[str])
     it dies), started once the stores, the simulated world and its seed are there."""
     if "worker" not in set(services):
         return
-    proc = _spawn("worker", [sys.executable, "-m", "oms_ops.worker"], settings, child_env(settings, state))
+    args = [sys.executable, "-m", "oms_ops.worker"]
+    if "simulators" in set(services):  # the simulated world has no courier app: the worker plays it
+        args.append("--demo-courier")
+    proc = _spawn("worker", args, settings, child_env(settings, state))
     log = settings.log_dir / "worker.log"
     state.services["worker"] = ServiceInfo("worker", None, proc.pid, True, str(log))
     _write_state(settings, state)

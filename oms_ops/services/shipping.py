@@ -17,16 +17,18 @@ other order of the chunk ships.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
+from psycopg import sql
 
-from oms_ops import fulfillment
+from oms_ops import fulfillment, read_model, route_sheet
 from oms_ops.allocation import latest_decision
 from oms_ops.channels import registry
-from oms_ops.errors import OmsError, ValidationFailed
+from oms_ops.errors import IllegalTransition, NotFound, OmsError, ValidationFailed
 from oms_ops.fulfillment import BulkShipResult, ShipRequest
 
 log = logging.getLogger("oms.services.shipping")
@@ -205,3 +207,163 @@ def ship_one(
         if channel in instant_handover_channels:
             fulfillment.mark_picked_up(conn, [shipment.shipment_id], actor=actor)
     return shipment.created
+
+
+# -- the own courier: carriers without an API ------------------------------------------------------------------
+# CDEK tells the OMS when it took a parcel and when it delivered it; an own courier has no API to tell anything,
+# so its parcels would stay 'created' for ever. Ops record both on the Operations page (courier panel), and
+# the demo's always-on worker plays the courier with :func:`advance_own_courier`.
+
+#: shipment states of an own-courier parcel the courier has not taken yet / is carrying
+COURIER_WAITING = ("created", "label_printed")
+COURIER_CARRYING = ("handed_over", "in_transit")
+#: parcels moved per transaction by advance_own_courier
+COURIER_CHUNK = 500
+
+
+@dataclass
+class CourierRun:
+    """What :func:`advance_own_courier` moved."""
+
+    handed_over: int = 0
+    #: parcels delivered to the customer's door
+    delivered: int = 0
+    #: parcels for store pickup dropped at their store (ready_for_pickup: the customer collects them there)
+    at_store: int = 0
+    transactions: int = 0
+
+    def metadata(self) -> dict:
+        return {
+            "handed_over": self.handed_over,
+            "delivered": self.delivered,
+            "at_store": self.at_store,
+            "transactions": self.transactions,
+        }
+
+
+def courier_delivered(
+    conn: psycopg.Connection, shipment_ids: Sequence[int], *, actor: str, at: datetime | None = None
+) -> dict[str, list[int]]:
+    """The courier delivered these parcels where they were going: a courier delivery → ``delivered`` (lines
+    and order follow), a parcel for store pickup → ``ready_for_pickup`` at its store. One transaction per
+    kind; returns ``{"delivered": [...], "at_store": [...]}`` (shipment ids moved)."""
+    ids = sorted(set(shipment_ids))
+    if not ids:
+        return {"delivered": [], "at_store": []}
+    methods = dict(
+        conn.execute(
+            "SELECT shipment_id, delivery_method FROM oms.shipments WHERE shipment_id = ANY(%s)", (ids,)
+        ).fetchall()
+    )
+    missing = [i for i in ids if i not in methods]
+    if missing:
+        raise NotFound("shipment", missing)
+    door = [i for i in ids if methods[i] == "courier"]
+    store = [i for i in ids if methods[i] != "courier"]
+    if door:
+        fulfillment.mark_delivered(conn, door, actor=actor, at=at)
+    if store:
+        fulfillment.mark_ready_for_pickup(conn, store, actor=actor, at=at)
+    return {"delivered": door, "at_store": store}
+
+
+def _due(
+    conn: psycopg.Connection, states: Sequence[str], since: str, older_than_s: float, limit: int
+) -> list[int]:
+    """Own-courier parcels in ``states`` whose ``since`` time is at least ``older_than_s`` seconds ago."""
+    return [
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                """SELECT shipment_id FROM oms.shipments
+                   WHERE state = ANY(%s) AND carrier_code <> ALL(%s)
+                     AND {since} <= now() - make_interval(secs => %s)
+                   ORDER BY shipment_id LIMIT %s"""
+            ).format(since=sql.SQL(since)),
+            (list(states), list(read_model.NOT_OWN_COURIER), float(older_than_s), limit),
+        ).fetchall()
+    ]
+
+
+def _move_all(conn, ids: list[int], move: Callable[[list[int]], object], run: CourierRun) -> list[int]:
+    """Move ``ids`` in chunks; a parcel someone moved meanwhile (ops on the page) is left out and the rest of
+    its chunk moved again. Returns the ids moved."""
+    moved: list[int] = []
+    for start in range(0, len(ids), COURIER_CHUNK):
+        chunk = ids[start : start + COURIER_CHUNK]
+        for _ in range(3):
+            try:
+                move(chunk)
+            except IllegalTransition as exc:
+                refused = {entity_id for _, entity_id, _, _ in exc.refused}
+                chunk = [i for i in chunk if i not in refused]
+                if chunk:
+                    continue
+            else:
+                run.transactions += 1
+                moved.extend(chunk)
+            break
+    return moved
+
+
+def advance_own_courier(
+    conn: psycopg.Connection,
+    *,
+    hand_over_after_s: float,
+    deliver_after_s: float,
+    actor: str = "courier:demo",
+    limit: int = 5000,
+) -> CourierRun:
+    """Play the own courier (the demo; a courier app would report the same two events): parcels of carriers
+    without an API waiting for ``hand_over_after_s`` seconds since their label (or creation) are handed over
+    (shipped: the orders' fulfilment ends there), and parcels handed over ``deliver_after_s`` seconds ago are
+    delivered — to the door (``delivered``) or, for store pickup, to the store (``ready_for_pickup``).
+
+    Set-based: the due parcels are read with one statement per step and moved ``COURIER_CHUNK`` at a time,
+    one transaction per chunk (orders and lines derived in it). Safe next to ops on the page and to a second
+    worker: a parcel moved meanwhile is left out of its chunk (same-state moves are no-ops). Up to ``limit``
+    parcels per step and call."""
+    if hand_over_after_s < 0 or deliver_after_s < 0:
+        raise ValidationFailed("hand_over_after_s and deliver_after_s must be >= 0")
+    run = CourierRun()
+    waiting = _due(conn, COURIER_WAITING, "coalesce(label_printed_at, created_at)", hand_over_after_s, limit)
+    run.handed_over = len(
+        _move_all(conn, waiting, lambda ids: fulfillment.hand_over(conn, ids, actor=actor), run)
+    )
+    carrying = _due(conn, COURIER_CARRYING, "handed_over_at", deliver_after_s, limit)
+    if carrying:
+        methods = dict(
+            conn.execute(
+                "SELECT shipment_id, delivery_method FROM oms.shipments WHERE shipment_id = ANY(%s)",
+                (carrying,),
+            ).fetchall()
+        )
+        door = [i for i in carrying if methods[i] == "courier"]
+        store = [i for i in carrying if methods[i] != "courier"]
+        run.delivered = len(
+            _move_all(conn, door, lambda ids: fulfillment.mark_delivered(conn, ids, actor=actor), run)
+        )
+        run.at_store = len(
+            _move_all(conn, store, lambda ids: fulfillment.mark_ready_for_pickup(conn, ids, actor=actor), run)
+        )
+    if run.handed_over or run.delivered or run.at_store:
+        log.info("own courier: %s", run.metadata())
+    return run
+
+
+def courier_route_sheet(
+    conn: psycopg.Connection, *, location_code: str, day: date, printed_at: datetime | None = None
+) -> bytes:
+    """The own courier's route sheet of a location for a local day, as a PDF (``read_model.courier_route``
+    rendered by ``oms_ops.route_sheet``): the parcels handed over that day and those waiting to be."""
+    loc = conn.execute(
+        "SELECT name, city, timezone FROM oms.locations WHERE location_code = %s", (location_code,)
+    ).fetchone()
+    if loc is None:
+        raise NotFound("location", [location_code])
+    name, city, tz = loc
+    rows = read_model.courier_route(conn, location_code, day)
+    when = printed_at or datetime.now(ZoneInfo(tz))
+    return route_sheet.render(
+        rows, location_code=location_code, location_name=name, city=city, day=day, printed_at=when
+    )

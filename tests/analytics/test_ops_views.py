@@ -109,19 +109,24 @@ def test_the_asset_rebuilds_the_views_and_their_tests_pass_on_live_data(
     backlog = {(r["order_status"], r["age_bucket"]): r for r in read_model.backlog(conn)}
     assert backlog[("backordered", "> 3d")]["orders"] == 1  # O5
     assert backlog[("backordered", "> 3d")]["is_awaiting_shipment"]
-    assert backlog[("shipped", "> 3d")]["orders"] == 2  # O4 and the waiting parcel
+    # shipped means handed to the carrier (as in the KPIs): O4 is in transit; the waiting parcel's order is in
+    # state shipped (every unit is in a parcel) but still has to leave, so it is backlog, not "on its way"
+    assert backlog[("shipped", "> 3d")]["orders"] == 1
     assert not backlog[("shipped", "> 3d")]["is_awaiting_shipment"]
+    assert backlog[("awaiting_handover", "> 3d")]["orders"] == 1
+    assert backlog[("awaiting_handover", "> 3d")]["is_awaiting_shipment"]
     assert [r["order_status"] for r in read_model.backlog(conn, channel="wildberries")] == ["backordered"]
 
     risk = {r["order_id"]: r for r in read_model.orders_at_risk(conn)}
     assert risk[history.orders["O5"]]["risk"] == "ship_by_missed"  # backordered since 1 Feb
     assert risk[history.orders["O4"]]["risk"] == "promise_missed"  # in transit, promised for 4 Feb
     assert risk[history.orders["O4"]]["hours_left"] < 0
+    assert (risk[waiting]["risk"], risk[waiting]["order_status"]) == ("ship_by_missed", "awaiting_handover")
     assert history.orders["O1"] not in risk and history.orders["O3"] not in risk  # delivered / cancelled
     past = read_model.orders_past_sla(conn)
-    # only O5 is past its ship-by and not shipped: O4 and the waiting parcel's order have shipped
-    assert past["by_channel"] == {"wildberries": 1} and past["count"] == 1
-    assert past["oldest"][0]["state"] == "backordered"
+    # past their ship-by and not handed over: O5 (backordered) and the waiting parcel's order; O4 has shipped
+    assert past["by_channel"] == {"wildberries": 1, "webstore": 1} and past["count"] == 2
+    assert past["by_state"] == {"backordered": 1, "awaiting_handover": 1}
 
     (parcel_row,) = read_model.shipments_awaiting_pickup(conn)
     assert (parcel_row["shipment_id"], parcel_row["carrier_code"], parcel_row["shipment_status"]) == (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oms_ops import outbox
+from oms_ops import outbox, read_model
 from oms_ops.channels import callcentre
 from oms_ops.connectors import cdek
 from oms_ops.services.allocation import allocate
@@ -12,7 +12,7 @@ from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
 from oms_ops.services.shipping import ship_reserved
 from simulators.callcentre import generate_callcentre_orders
-from tests.connectors.conftest import FakeTime, count
+from tests.connectors.conftest import FakeTime, count, settings_of
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_booking_documents_and_tracking_end_to_end(shipped):
             )
         )
         stack.advance(12 * 24 * 3600)
-        tr = cdek.poll_tracking(conn, client)
+        tr = cdek.poll_tracking(conn, client).tracking
         assert tr.inserted > 0
         states = dict(
             conn.execute(
@@ -84,13 +84,16 @@ def test_booking_documents_and_tracking_end_to_end(shipped):
         )
         assert set(states) <= {"delivered", "not_delivered"} and states.get("delivered")
         again = cdek.poll_tracking(conn, client)  # delivered bookings are final: not polled again
-        assert again.inserted == 0
+        assert again.tracking.inserted == 0 and again.reconciled == again.errors == 0
         assert cdek.sync_bookings(conn, client) == {
             "registered": 0,
             "invalid": 0,
             "prints_requested": 0,
             "documents": 0,
             "labels_printed": 0,
+            "reconciled": 0,
+            "given_up": 0,
+            "errors": 0,
         }
 
 
@@ -216,4 +219,178 @@ def test_refunds_and_notifications_are_recorded_once(shipped, business_config):
             "SELECT outcome FROM connectors.effect_log WHERE idempotency_key = 'refund:t:1'"
         ).fetchone()[0]
         == "recorded"
+    )
+
+
+# -- a carrier that lost its bookings -------------------------------------------------------------------------
+
+
+def _restart_without_state(make_stack, stack, policy):
+    """CDEK restarts having lost every booking (the simulator runs without persistence): a new process on a
+    new port, the same seed — so it hands out the very UUIDs it issued before."""
+    stack.stop()
+    fresh = make_stack(only=["cdek"], n_skus=40)
+    return fresh, Clients(settings_of(fresh), policy=policy, rate=None)
+
+
+def _bookings(conn):
+    return {
+        r[0]: r[1:]
+        for r in conn.execute(
+            """SELECT shipment_id, carrier_uuid, previous_carrier_uuid, request_state, reconcile_count,
+                      reconcile_reason, final
+               FROM connectors.carrier_bookings ORDER BY shipment_id"""
+        ).fetchall()
+    }
+
+
+def test_bookings_a_restarted_carrier_lost_are_booked_again_and_parcels_move_on(shipped, make_stack, policy):
+    conn, stack, clients = shipped()
+    with clients:
+        drain_outbox(conn, clients, effects=("carrier.create_shipment",))
+        client = clients.get("cdek")
+        stack.advance(10)
+        cdek.sync_bookings(conn, client)
+        stack.advance(10)
+        assert cdek.sync_bookings(conn, client)["labels_printed"] > 0
+    sids = _cdek_shipments(conn)
+    before = _bookings(conn)
+    old_tracking = dict(
+        conn.execute(
+            "SELECT shipment_id, tracking_number FROM oms.shipments WHERE shipment_id = ANY(%s)", (sids,)
+        ).fetchall()
+    )
+    assert all(old_tracking.values())
+
+    stack, clients = _restart_without_state(make_stack, stack, policy)
+    sim = stack["cdek"]
+    with clients:
+        client = clients.get("cdek")
+        # someone else's booking takes the first UUID the restarted CDEK hands out: the one our first
+        # shipment's booking had — the uuid now names another order
+        foreign = client.create_order(
+            {**cdek.build_order_request(conn, _payload(conn, sids[0]), fallback_phone="+70000000000"),
+             "number": "FOREIGN-1"}
+        )[0]  # fmt: skip
+        assert foreign == before[sids[0]][0]
+
+        polled = cdek.poll_tracking(conn, client)  # not a 404 retried for ever: every booking is re-created
+        assert polled.reconciled == len(sids) and polled.errors == polled.given_up == 0
+        after = _bookings(conn)
+        for sid in sids:
+            uuid, previous, state, count_, reason, final = after[sid]
+            assert (previous, state, count_, final) == (before[sid][0], "ACCEPTED", 1, False)
+            assert uuid != foreign
+        assert "now names order FOREIGN-1" in after[sids[0]][4]
+        # the others: unknown, or their uuid was handed out again to a booking re-created before them
+        assert all(
+            "does not know booking" in after[s][4] or "now names order SHP-" in after[s][4] for s in sids[1:]
+        )
+        # CDEK has each shipment number booked once, under the uuid we store now
+        active = {o.number: o.uuid for o in sim.orders.values() if o.active}
+        assert {s: active[n] for s, n in _numbers(conn, sids).items()} == {s: after[s][0] for s in sids}
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM connectors.shipment_documents WHERE shipment_id = ANY(%s)", (sids,)
+            ).fetchone()[0]
+            == 0
+        )  # the old labels name bookings that are gone
+        assert cdek.poll_tracking(conn, client).reconciled == 0  # re-created once, not again
+
+        stack.advance(10)
+        first = cdek.sync_bookings(conn, client)
+        assert first["registered"] == len(sids) and first["errors"] == 0
+        stack.advance(10)
+        second = cdek.sync_bookings(conn, client)
+        assert second["documents"] == 2 * len(sids)
+        new_tracking = dict(
+            conn.execute(
+                "SELECT shipment_id, tracking_number FROM oms.shipments WHERE shipment_id = ANY(%s)", (sids,)
+            ).fetchall()
+        )
+        assert all(new_tracking.values())
+        assert cdek.document(conn, sids[0], "label").startswith(b"%PDF")
+
+        stack.advance(12 * 24 * 3600)  # the parcels move on to the customer
+        cdek.poll_tracking(conn, client)
+    states = dict(
+        conn.execute(
+            "SELECT state, count(*) FROM oms.shipments WHERE shipment_id = ANY(%s) GROUP BY 1", (sids,)
+        ).fetchall()
+    )
+    assert set(states) <= {"delivered", "not_delivered"} and states.get("delivered")
+    issues = {r["shipment_id"]: r for r in read_model.carrier_booking_issues(conn)}
+    assert set(issues) == set(sids)
+    assert issues[sids[0]]["reconcile_count"] == 1 and issues[sids[0]]["previous_carrier_uuid"] == foreign
+    assert issues[sids[0]]["previous_tracking_number"] == old_tracking[sids[0]]
+    assert not issues[sids[0]]["polling_stopped"] and issues[sids[0]]["last_error"] is None
+
+
+def test_a_booking_lost_before_registration_is_booked_again(shipped, make_stack, policy):
+    conn, stack, clients = shipped()
+    with clients:
+        drain_outbox(conn, clients, effects=("carrier.create_shipment",))
+    sids = _cdek_shipments(conn)
+    stack, clients = _restart_without_state(make_stack, stack, policy)
+    with clients:
+        client = clients.get("cdek")
+        stack.advance(10)
+        res = cdek.sync_bookings(conn, client)
+        assert res["reconciled"] == len(sids) and res["registered"] == 0
+        stack.advance(10)
+        assert cdek.sync_bookings(conn, client)["registered"] == len(sids)
+    assert len({o.number for o in stack["cdek"].orders.values()}) == len(sids)
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["before registration", "after registration"])
+def test_a_lost_booking_that_cannot_be_booked_again_goes_to_ops_and_is_not_polled_again(
+    shipped, make_stack, policy, registered
+):
+    conn, stack, clients = shipped()
+    with clients:
+        drain_outbox(conn, clients, effects=("carrier.create_shipment",))
+        if registered:
+            stack.advance(10)
+            cdek.sync_bookings(conn, clients.get("cdek"))
+    sids = _cdek_shipments(conn)
+    # the booking requests were purged from the outbox (retention): nothing to book the shipments again with
+    conn.execute("DELETE FROM oms.outbox WHERE effect = 'carrier.create_shipment'")
+    stack, clients = _restart_without_state(make_stack, stack, policy)
+    with clients:
+        client = clients.get("cdek")
+        if registered:
+            res = cdek.poll_tracking(conn, client)
+            assert (res.given_up, res.reconciled) == (len(sids), 0)
+        else:
+            res = cdek.sync_bookings(conn, client)
+            assert (res["given_up"], res["reconciled"]) == (len(sids), 0)
+        calls = client.calls
+        # neither registration, nor print forms, nor tracking ask CDEK about them again
+        assert cdek.sync_bookings(conn, client)["given_up"] == 0
+        assert cdek.poll_tracking(conn, client).given_up == 0
+        assert client.calls == calls
+    issues = read_model.carrier_booking_issues(conn)
+    assert len(issues) == len(sids) and all(i["polling_stopped"] for i in issues)
+    assert "no booking request kept" in issues[0]["last_error"]
+    reasons = [
+        r[0]
+        for r in conn.execute("SELECT reason FROM raw.quarantine WHERE source = 'carrier:cdek'").fetchall()
+    ]
+    assert len(reasons) == len(sids) and "not re-created" in reasons[0]
+
+
+def _payload(conn, sid):
+    return conn.execute(
+        """SELECT o.payload FROM oms.outbox o JOIN oms.shipments s
+               ON o.idempotency_key = 'carrier.create_shipment:' || s.shipment_number
+           WHERE s.shipment_id = %s""",
+        (sid,),
+    ).fetchone()[0]
+
+
+def _numbers(conn, sids):
+    return dict(
+        conn.execute(
+            "SELECT shipment_id, shipment_number FROM oms.shipments WHERE shipment_id = ANY(%s)", (sids,)
+        ).fetchall()
     )

@@ -28,6 +28,7 @@ def test_empty_database_renders_every_panel(dash_url):
         "On hold / backordered",
         "Quarantine",
         "Carrier & outbox errors",
+        "Courier",
         "Returns",
     ]
 
@@ -44,12 +45,13 @@ def test_backlog_risk_stock_and_ats_are_shown(dash_url, conn):
     f.channel(conn, "callcentre", "callcentre")
     oid = f.allocated_order(conn, [("SKU-1", 3)])
     late = f.order(conn, [("SKU-2", 1)], promised_at=f.T0)  # promise long passed: at risk
-    _, shipped = f.shipped_order(conn, [("SKU-3", 1)])  # on its way: open, but not backlog
+    # packed and shipped but not handed over yet: "shipped" means handed to the carrier, so it is backlog
+    _, shipped = f.shipped_order(conn, [("SKU-3", 1)])
     at = page("operations", ADMIN).run()
     assert not at.exception
     out = texts(at)
-    assert "Backlog (orders): 2" in out
-    assert "1 more open order(s) are on their way to the customer" in out
+    assert "Backlog (orders): 3" in out
+    assert "0 more open order(s) are on their way to the customer" in out
     risk = frame(at, "hours_left", "deadline_at", "risk")
     number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (late,)).fetchone()[0]
     assert risk["order_number"].tolist() == [number]

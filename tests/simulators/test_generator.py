@@ -3,7 +3,9 @@
 from collections import Counter
 from datetime import timedelta
 
-from simulators import OrderGenerator, generate_catalog, generate_orders
+import pytest
+
+from simulators import OrderGenerator, generate_catalog, generate_orders, start_simulators
 from simulators.clock import DEFAULT_EPOCH
 from simulators.generator import MOSCOW_UTC_OFFSET
 
@@ -74,3 +76,36 @@ def test_customers_look_russian():
 
 def test_zero_rate_means_no_orders():
     assert OrderGenerator(1, "ozon", 0, catalog=CATALOG).until(DEFAULT_EPOCH + timedelta(days=3)) == []
+
+
+def test_steady_profile_spreads_the_daily_volume_over_every_hour():
+    orders = OrderGenerator(11, "shopify", 6.0, catalog=CATALOG, profile="steady").until(
+        DEFAULT_EPOCH + timedelta(days=2)
+    )
+    assert 0.9 * 2 * 1440 * 6 < len(orders) < 1.1 * 2 * 1440 * 6  # same daily volume as the daily curve
+    hours = Counter((o.created_at + timedelta(hours=MOSCOW_UTC_OFFSET)).hour for o in orders)
+    assert min(hours.values()) > 0.8 * max(hours.values())  # 05:00 is as busy as 20:00
+    night, evening = sum(hours[h] for h in (3, 4, 5)), sum(hours[h] for h in (19, 20, 21))
+    assert 0.85 < night / evening < 1.15
+    # buyers change their mind within minutes, while a demo can still stop the order
+    cancels = [o.cancel_after_s for o in orders if o.cancel_after_s is not None]
+    assert cancels and all(60 <= c <= 900 for c in cancels)
+    daily = OrderGenerator(11, "shopify", 6.0, catalog=CATALOG).until(DEFAULT_EPOCH + timedelta(days=2))
+    daily_cancels = [o.cancel_after_s for o in daily if o.cancel_after_s is not None]
+    assert all(300 <= c <= 8 * 3600 for c in daily_cancels) and max(daily_cancels) > 3600
+
+
+def test_profile_changes_when_orders_come_not_what_they_are():
+    daily = OrderGenerator(5, "ozon", 20, catalog=CATALOG).take(50)
+    steady = OrderGenerator(5, "ozon", 20, catalog=CATALOG, profile="steady").take(50)
+    assert [(o.customer, o.lines, o.delivery_method) for o in daily] == [
+        (o.customer, o.lines, o.delivery_method) for o in steady
+    ]
+    assert [o.created_at for o in daily] != [o.created_at for o in steady]
+
+
+def test_an_unknown_profile_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="daily, steady"):
+        OrderGenerator(1, "ozon", 1, catalog=CATALOG, profile="weekly")
+    with pytest.raises(ValueError, match="daily, steady"):
+        start_simulators(manual=True, only=["ozon"], profile="weekly")

@@ -5,7 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from simulators.pos import COLUMNS
+from simulators import start_simulators
+from simulators.clock import parse_rfc3339
+from simulators.pos import COLUMNS, LOCAL
 
 
 @pytest.fixture
@@ -113,6 +115,99 @@ def test_pos_file_faults(make_stack):
     broken = [r for r in rows if not r["qty"].isdigit() or "," in r["price"] or not r["sku"]]
     assert broken and len(broken) == round(len(rows) * 0.1)
     assert not list(stack["pos"].drop_dir.glob(".*.tmp"))
+
+
+DROPS = {"pos": {"drop_interval_s": 300}}
+
+
+def _rows(path) -> list[dict]:
+    with path.open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_pos_drops_a_small_file_per_store_every_few_minutes(make_stack, client):
+    stack = make_stack(only=["wms", "pos"], rate=5.0, profile="steady", options=DROPS)
+    drop = stack["pos"].drop_dir
+    store_stock_before = sum(stack["wms"].on_hand["MSK-S01"].values())
+    stack.advance(3600)  # 08:00 → 09:00 Moscow: twelve five-minute windows (shops open at any hour: steady)
+    names = sorted(p.name for p in drop.glob("sales_MSK-S01_*.csv"))
+    assert names == [f"sales_MSK-S01_2025-03-03_{seq:04d}.csv" for seq in range(97, 109)]  # 08:00 = window 97
+    receipts_by_file = []
+    for seq, name in zip(range(97, 109), names, strict=True):
+        rows = _rows(drop / name)
+        lo = (seq - 1) * 5  # minutes since midnight
+        assert all(lo <= int(r["sold_at"][11:13]) * 60 + int(r["sold_at"][14:16]) < lo + 5 for r in rows)
+        assert all(r["business_date"] == "2025-03-03" and r["store_code"] == "MSK-S01" for r in rows)
+        receipts_by_file.append({r["receipt_id"] for r in rows})
+    numbers = [int(rid.rsplit("-", 1)[1]) for ids in receipts_by_file for rid in sorted(ids)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > 12  # numbered on across drops
+    assert sum(stack["wms"].on_hand["MSK-S01"].values()) < store_stock_before  # each drop lowers store stock
+    stack.advance(299)
+    assert len(list(drop.glob("sales_MSK-S01_*.csv"))) == 12  # the 09:00–09:05 window is still open
+    stack.advance(1)
+    assert (drop / "sales_MSK-S01_2025-03-03_0109.csv").exists()
+    listed = client.get(stack.urls["pos"] + "/_sim/files").json()["files"]
+    assert len(listed) == 4 * 13 and sum(f["receipts"] for f in listed) > 4 * 12
+
+
+def test_pos_drop_interval_must_divide_the_day(make_stack):
+    for bad in (7, 420, 59, 300.5):
+        with pytest.raises(ValueError, match="divide"):
+            make_stack(only=["pos"], options={"pos": {"drop_interval_s": bad}})
+
+
+def test_daily_shops_sell_only_in_trading_hours_steady_ones_around_the_clock(make_stack):
+    for profile, night_sales in (("daily", False), ("steady", True)):
+        stack = make_stack(
+            only=["pos"],
+            rate=5.0,
+            profile=profile,
+            options=DROPS,
+            state_dir=None,
+            start=parse_rfc3339("2025-03-03T00:00:00Z"),
+        )  # 03:00 Moscow
+        stack.advance(3 * 3600)  # 03:00 → 06:00: a file every five minutes either way
+        files = sorted(stack["pos"].drop_dir.glob("sales_KZN-S01_*.csv"))
+        assert len(files) == 36
+        assert any(_rows(f) for f in files) is night_sales
+        stack.stop()
+
+
+def test_pos_goes_on_after_a_restart_without_reusing_a_receipt_or_a_file(tmp_path):
+    state = tmp_path / "sims"
+    kw = dict(manual=True, seed=7, rate=5.0, n_skus=60, only=["pos"], profile="steady", options=DROPS,
+              state_dir=state, persist=True)  # fmt: skip
+    with start_simulators(**kw) as first:
+        first.advance(1000)  # 08:16:40: window 100 (08:15–08:20) holds sales not in a file yet
+        pending = {
+            (store, sale.created_at.astimezone(LOCAL).isoformat(timespec="seconds"))
+            for (store, _day, seq), sales in first["pos"].pending.items()
+            for sale in sales
+            if seq == 100
+        }
+        assert pending
+    drop = state / "pos_drop"
+    written = {p.name: p.read_bytes() for p in drop.glob("*.csv")}
+    assert {n[-8:-4] for n in written} == {"0097", "0098", "0099"}
+    with start_simulators(**kw) as second:  # the clock goes on from 08:16:40
+        second.advance(1800)  # → 08:46:40: windows 100–105 (08:15–08:45) are due
+    after = {p.name: p.read_bytes() for p in drop.glob("*.csv")}
+    assert all(after[name] == body for name, body in written.items())  # nothing rewritten
+    assert {n[-8:-4] for n in set(after) - set(written)} == {f"{seq:04d}" for seq in range(100, 106)}
+    rows = [r for name in sorted(after) for r in _rows(drop / name)]
+    # the sales of the window in progress at the stop are in its file, after the restart
+    in_100 = {
+        (r["store_code"], r["sold_at"])
+        for name in after
+        if name.endswith("_0100.csv")
+        for r in _rows(drop / name)
+    }
+    assert pending <= in_100
+    lines = [(r["receipt_id"], r["line_no"]) for r in rows]
+    assert len(lines) == len(set(lines))  # no receipt id handed out twice
+    for store in ("MSK-S01", "KZN-S01"):  # receipt numbers run on through the restart
+        numbers = sorted({int(r["receipt_id"].rsplit("-", 1)[1]) for r in rows if r["store_code"] == store})
+        assert numbers == list(range(1, len(numbers) + 1))
 
 
 def _announce(client, url, headers, rma, warehouse, lines):

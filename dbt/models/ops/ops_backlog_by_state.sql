@@ -1,11 +1,23 @@
 -- Live backlog: open orders (every state but delivered, picked up, returned to sender and cancelled) by
 -- state, channel and age since they were placed, with their open units and the oldest order of each bucket.
--- is_awaiting_shipment separates what still has to leave a location (new … partially shipped) from orders on
--- their way to the customer (shipped, ready for pickup, not delivered).
+-- is_awaiting_shipment separates what still has to leave a location (new … partially shipped, and orders
+-- whose parcels wait for the carrier) from orders on their way to the customer (shipped, ready for pickup,
+-- not delivered).
+--
+-- "Shipped" means handed to the carrier or the customer, as in the KPIs (docs/kpi-glossary.md): the order
+-- state machine enters `shipped` once every unit is in a parcel, so an order in state `shipped` with a parcel
+-- still waiting for its carrier (created / label printed) is reported as order_status `awaiting_handover` —
+-- still to leave, never counted as shipped.
 with open_orders as (
     select
         o.order_id,
-        o.state,
+        case
+            when o.state = 'shipped' and exists (
+                select 1 from {{ source('oms_live', 'shipments') }} as s
+                where s.order_id = o.order_id and s.state in ('created', 'label_printed')
+            ) then 'awaiting_handover'
+            else o.state
+        end as state,
         o.channel_code,
         o.placed_at,
         greatest(extract(epoch from (now() - o.placed_at)) / 3600.0, 0) as age_hours
@@ -40,7 +52,8 @@ bucketed as (
 select
     state as order_status,
     state in (
-        'new', 'on_hold', 'backordered', 'partially_allocated', 'allocated', 'picking', 'packed', 'partially_shipped'
+        'new', 'on_hold', 'backordered', 'partially_allocated', 'allocated', 'picking', 'packed', 'partially_shipped',
+        'awaiting_handover'
     ) as is_awaiting_shipment,
     channel_code,
     age_bucket_rank,

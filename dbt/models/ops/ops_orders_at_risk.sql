@@ -1,10 +1,12 @@
 -- Open orders at risk of missing their promise, one row per order with the reason (risk), the deadline it
 -- concerns and the hours left (negative once passed):
---   * ship_by_missed / ship_by_due_soon: not fully shipped yet (new … partially shipped) and the ship-by time
---     is past / within var at_risk_hours. Ship-by = that of the latest allocation decision that set one, else
---     placed_at + the SLA's ship_by_hours (the most specific sla entry of the synced business configuration
---     for the order's channel and delivery method, as BusinessConfig.sla_for) — so an order nobody allocated
---     yet is at risk too. ship_by_missed is what the "orders within SLA" check counts.
+--   * ship_by_missed / ship_by_due_soon: not fully shipped yet (new … partially shipped, or a parcel still
+--     waiting for its carrier: order_status `awaiting_handover`, as in ops_backlog_by_state — shipped means
+--     handed over, as in the KPIs) and the ship-by time is past / within var at_risk_hours. Ship-by = that
+--     of the latest allocation decision that set one, else placed_at + the SLA's ship_by_hours (the most
+--     specific sla entry of the synced business configuration for the order's channel and delivery method,
+--     as BusinessConfig.sla_for) — so an order nobody allocated yet is at risk too. ship_by_missed is what
+--     the "orders within SLA" check counts.
 --   * promise_missed / promise_due_soon: the end of the promised delivery date (the customer's promised_at as
 --     a business date, else the allocation's SLA promise date — the date the on-time delivery KPI uses) is
 --     past / within var at_risk_hours.
@@ -24,17 +26,19 @@ open_orders as (
         o.order_number,
         o.channel_code,
         o.delivery_method,
-        o.state,
+        case
+            when o.state = 'shipped' and exists (
+                select 1 from {{ source('oms_live', 'shipments') }} as s
+                where s.order_id = o.order_id and s.state in ('created', 'label_printed')
+            ) then 'awaiting_handover'
+            else o.state
+        end as state,
         o.placed_at,
         o.hold_reason,
         latest.reason as decision_reason,
         array_to_string(latest.locations, ', ') as locations,
         coalesce(promise.ship_by, o.placed_at + make_interval(secs => sla.ship_by_hours * 3600)) as ship_by_at,
-        coalesce({{ business_date('o.promised_at') }}, promise.promise_date) as promise_date,
-        o.state in (
-            'new', 'on_hold', 'backordered', 'partially_allocated', 'allocated', 'picking', 'packed',
-            'partially_shipped'
-        ) as is_awaiting_shipment
+        coalesce({{ business_date('o.promised_at') }}, promise.promise_date) as promise_date
     from {{ source('oms_live', 'orders') }} as o
     left join lateral (
         select d.reason, d.locations
@@ -65,9 +69,19 @@ open_orders as (
     where o.state not in ('delivered', 'picked_up', 'returned_to_sender', 'cancelled')
 ),
 
-assessed as (
+staged as (
     select
         open_orders.*,
+        state in (
+            'new', 'on_hold', 'backordered', 'partially_allocated', 'allocated', 'picking', 'packed',
+            'partially_shipped', 'awaiting_handover'
+        ) as is_awaiting_shipment
+    from open_orders
+),
+
+assessed as (
+    select
+        staged.*,
         {{ end_of_business_date('promise_date') }} as promise_deadline_at,
         case
             when is_awaiting_shipment and ship_by_at < now() then 'ship_by_missed'
@@ -77,7 +91,7 @@ assessed as (
             when {{ end_of_business_date('promise_date') }} < now() + make_interval(secs => {{ var('at_risk_hours') }} * 3600)
                 then 'promise_due_soon'
         end as risk
-    from open_orders
+    from staged
 ),
 
 with_deadline as (
