@@ -31,8 +31,8 @@ from dashboards.common import (
     run_action,
     show_flash,
 )
-from dashboards.masking import mask_rows, mask_tree
 from dashboards.courier_panel import courier_panel
+from dashboards.masking import mask_rows, mask_tree
 from dashboards.returns_panel import returns_panel
 from oms_ops import dashboard_queries as dq
 from oms_ops import read_model
