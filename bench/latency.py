@@ -7,9 +7,9 @@ seeded database:
 
 * **worker**: the always-on worker (``python -m oms_ops.worker``, its supervisor included), woken by
   LISTEN/NOTIFY; once, mid-run, its worker process is killed with SIGKILL (the supervisor starts it again);
-* **baseline — schedules only**: what the Dagster schedules do, at their cadence (ingest + allocate every
-  minute, ATS every 5 minutes, outbox every minute), run in-process without Dagster's own per-run cost (so
-  the baseline is a lower bound of the schedules' latency).
+* **baseline — schedules only**: what the Dagster schedules do, at their cadence on the wall clock (ingest +
+  allocate every minute, outbox every minute, WMS stock snapshots and ATS every 5 minutes), run in-process
+  without Dagster's own per-run cost (so the baseline is a lower bound of the schedules' latency).
 
 Measured per lane: placed (the channel's timestamp) → reserved (the order's first allocated event), p50 /
 p95 / max over the orders placed in the window; a WMS receipt (+units counted at a warehouse) → the new
@@ -47,11 +47,11 @@ from oms_ops.business_config import load_business_config  # noqa: E402
 from oms_ops.db import connect  # noqa: E402
 from oms_ops.platform.migrate import migrate  # noqa: E402
 from oms_ops.platform.postgres import EmbeddedPostgres  # noqa: E402
-from oms_ops.services import allocation, ats, intake  # noqa: E402
+from oms_ops.services import allocation, ats, intake, stock  # noqa: E402
 from oms_ops.services.clients import Clients  # noqa: E402
 from oms_ops.services.outbox import drain_outbox  # noqa: E402
 from oms_ops.services.settings import connectors_of, load_oms_settings  # noqa: E402
-from oms_ops.services.setup import seed_from_simulators  # noqa: E402
+from oms_ops.services.setup import LOCATION_MAP, seed_from_simulators  # noqa: E402
 from simulators import start_simulators  # noqa: E402
 
 CHANNELS = ("ozon", "wildberries", "shopify", "wms", "cdek")
@@ -174,7 +174,9 @@ def run_lane(
             if now >= next_tick["outbox"]:
                 drain_outbox(conn, clients)
                 next_tick["outbox"] += 60
-            if now >= next_tick["ats"]:
+            if now >= next_tick["ats"]:  # stock_snapshots and ats_push both run every 5 minutes
+                for wms_code, location in LOCATION_MAP.items():
+                    stock.sync_location(conn, clients, location, wms_code=wms_code)
                 ats.push_all(conn, clients)
                 next_tick["ats"] += 300
         if now >= next_change and i < len(skus):
