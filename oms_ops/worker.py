@@ -44,7 +44,7 @@ from oms_ops.business_config import load_business_config
 from oms_ops.channels import registry
 from oms_ops.db import connect
 from oms_ops.platform.settings import ConfigError
-from oms_ops.services import allocation, ats, intake, returns, shipping, stock
+from oms_ops.services import allocation, ats, intake, journal, returns, shipping, stock
 from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
 from oms_ops.services.settings import connectors_of, load_oms_settings
@@ -71,6 +71,7 @@ class Cadence:
     wms: float = 5.0
     returns: float = 15.0
     courier: float = 30.0
+    housekeeping: float = 3600.0
     ship: float = 20.0
 
 
@@ -119,6 +120,7 @@ class Worker:
             Step("outbox", c.outbox, self._outbox, frozenset({"outbox"}), background=True),
             Step("wms", c.wms, self._wms, background=True),
             Step("returns", c.returns, self._returns, background=True),
+            Step("housekeeping", c.housekeeping, self._housekeeping, background=True),
         ]
         if self.ship:
             self.steps.append(Step("ship", c.ship, self._ship, background=True))
@@ -223,6 +225,11 @@ class Worker:
             if any(v for v in meta.values() if isinstance(v, int))
             else {}
         )
+
+    def _housekeeping(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """Forget journal entries older than a week (Dagster keeps the events made of them)."""
+        journal.prune(conn)
+        return {}
 
     def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = shipping.ship_reserved(conn)

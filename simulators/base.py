@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,25 @@ class SimContext:
             now = self.clock.advance(seconds)
             self.tick_all()
             return now
+
+
+def cursor_page_params(params: Mapping[str, str], *, max_limit: int = 500) -> tuple[int, int]:
+    """``(after, limit)`` of a cursor feed (the WMS's and the call centre's: ``?after=<next_cursor>&limit=``),
+    or ``ApiError`` 400 with the feeds' ``{"error": {"code", "message"}}`` body."""
+
+    def bad(message: str) -> ApiError:
+        return ApiError(400, {"error": {"code": "invalid_argument", "message": message}})
+
+    try:
+        after = int(params.get("after") or "0")
+        limit = int(params.get("limit", "100"))
+    except ValueError as exc:
+        raise bad("after must be a cursor from next_cursor, limit an integer") from exc
+    if after < 0:
+        raise bad("after must be a cursor from next_cursor")
+    if not 1 <= limit <= max_limit:
+        raise bad(f"limit must be within 1..{max_limit}")
+    return after, limit
 
 
 class ApiError(Exception):

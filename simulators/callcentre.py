@@ -57,7 +57,15 @@ from datetime import datetime, timedelta
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from simulators.base import UNCLEAN_ID_GAP, ApiError, SimContext, Simulator, resume_stream, secs_header
+from simulators.base import (
+    UNCLEAN_ID_GAP,
+    ApiError,
+    SimContext,
+    Simulator,
+    cursor_page_params,
+    resume_stream,
+    secs_header,
+)
 from simulators.catalog import Product
 from simulators.clock import DEFAULT_EPOCH, iso_z
 from simulators.faults import FaultRule, FaultSet
@@ -238,18 +246,7 @@ class CallCentreSimulator(Simulator):
         ]
 
     async def list_orders(self, request: Request, faults: FaultSet) -> Response:
-        params = request.query_params
-        try:
-            after = int(params.get("after") or "0")
-            limit = int(params.get("limit", "100"))
-        except ValueError as exc:
-            raise _error(
-                400, "invalid_argument", "after must be a cursor from next_cursor, limit an integer"
-            ) from exc
-        if after < 0:
-            raise _error(400, "invalid_argument", "after must be a cursor from next_cursor")
-        if not 1 <= limit <= 500:
-            raise _error(400, "invalid_argument", "limit must be within 1..500")
+        after, limit = cursor_page_params(request.query_params)
         with self.lock:
             start = bisect.bisect_right(self.seqs, after)
             page = self.orders[start : start + limit]

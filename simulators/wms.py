@@ -56,7 +56,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.base import ApiError, SimContext, Simulator, dt_in, dt_out, read_json, secs_header
+from simulators.base import (
+    ApiError,
+    SimContext,
+    Simulator,
+    cursor_page_params,
+    dt_in,
+    dt_out,
+    read_json,
+    secs_header,
+)
 from simulators.clock import iso_z, parse_rfc3339
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import MOSCOW_UTC_OFFSET, popularity_ranking
@@ -501,18 +510,7 @@ class WmsSimulator(Simulator):
             return JSONResponse({"return": dict(record)})
 
     async def list_return_receipts(self, request: Request, faults: FaultSet) -> Response:
-        params = request.query_params
-        try:
-            after = int(params.get("after") or "0")
-            limit = int(params.get("limit", "100"))
-        except ValueError as exc:
-            raise _error(
-                400, "invalid_argument", "after must be a cursor from next_cursor, limit an integer"
-            ) from exc
-        if after < 0:
-            raise _error(400, "invalid_argument", "after must be a cursor from next_cursor")
-        if not 1 <= limit <= 500:
-            raise _error(400, "invalid_argument", "limit must be within 1..500")
+        after, limit = cursor_page_params(request.query_params)
         with self.lock:
             page = self.return_receipts[after : after + limit]
             total = len(self.return_receipts)

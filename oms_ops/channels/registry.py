@@ -20,7 +20,6 @@ CHANNELS: tuple[Channel, ...] = (
     callcentre.CHANNEL,
 )
 BY_CODE: dict[str, Channel] = {c.code: c for c in CHANNELS}
-BY_SYSTEM: dict[str, Channel] = {c.system: c for c in CHANNELS if c.system}
 
 
 class UnknownChannel(KeyError):

@@ -45,9 +45,3 @@ def push_all(conn: psycopg.Connection, clients: Clients, *, max_items: int | Non
         out.results[channel.code] = res
         out.errors += [f"{channel.code}: {e}" for e in res.errors]
     return out
-
-
-def push(conn: psycopg.Connection, code: str, clients: Clients, **kw: Any) -> PushResult:
-    """Push the changed ATS values of channel ``code``."""
-    channel = registry.channel(code)
-    return push_ats(conn, channel, clients.get(channel.system), **kw)
