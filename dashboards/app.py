@@ -1,9 +1,15 @@
-"""OMS dashboards: one Streamlit app; login first, then the pages the user's role may see (st.navigation)."""
+"""OMS dashboards: one Streamlit app; login first, then the pages the user's role may see (st.navigation).
+
+Every run calls st.navigation — with nothing but the sign-in page before sign-in, and with nothing but the
+one-line set-up message while no admin exists — so Streamlit never falls back to listing ``pages/`` by itself:
+before sign-in the sidebar is empty and no page URL (``/health`` included) runs a page script.
+"""
 
 import streamlit as st
 
-from dashboards.auth import require_login, sidebar_account
+from dashboards.auth import current_user, login_page, sidebar_account
 from dashboards.common import PAGE_ROLES
+from oms_ops.users import missing_admin_message
 
 st.set_page_config(page_title="OMS", page_icon=":material/inventory_2:", layout="wide")
 
@@ -32,8 +38,21 @@ SECTIONS = {
     "Platform": ["health"],
 }
 
-user = require_login()
+
+def _not_set_up() -> None:
+    """The app refuses to start without an admin; the message names the fix (`oms users add`)."""
+    st.title("OMS dashboards")
+    st.error(PROBLEM, icon=":material/lock:")
+
+
+PROBLEM = missing_admin_message()
+if PROBLEM:
+    st.navigation([st.Page(_not_set_up, title="OMS", url_path="setup")], position="hidden").run()
+    st.stop()
+
+user = current_user()
 if user is None:
+    st.navigation([st.Page(login_page, title="Sign in", url_path="login")], position="hidden").run()
     st.stop()
 sidebar_account(user)
 nav = st.navigation(

@@ -9,14 +9,18 @@ database ``OMS_CH_DATABASE`` (default ``analytics``).
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import streamlit as st
 from psycopg_pool import ConnectionPool
+from streamlit.errors import StreamlitAPIException
 
 from oms_ops.errors import OmsError
 from oms_ops.services.health import libpq_url
@@ -34,6 +38,8 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
 }
 #: roles that may change orders (actions on the lookup page).
 ACTION_ROLES = frozenset({"ops", "admin"})
+#: roles that see where the stores are (hosts, ports, database names) and the raw errors naming them.
+INFRASTRUCTURE_ROLES = frozenset({"admin"})
 
 #: refresh periods of the live panels and cache lifetimes (seconds)
 LIVE_REFRESH_S = 30
@@ -49,12 +55,27 @@ def require_role(page: str) -> User:
     """The signed-in user if their role may see ``page``; otherwise explains and stops the script."""
     user = st.session_state.get("user")
     if not isinstance(user, User):
+        _to_sign_in()
         st.warning("Please sign in first.")
         st.stop()
     if user.role not in PAGE_ROLES[page]:
         st.error(f"The {user.role} role cannot open this page.")
         st.stop()
     return user
+
+
+def _to_sign_in() -> None:
+    """Send a visitor who reached a page script without app.py to app.py's sign-in page.
+
+    Until app.py first calls st.navigation in a server process, Streamlit still runs in its pages-directory
+    mode, because ``dashboards/pages/`` exists: a first request for ``/health`` runs ``pages/health.py`` by
+    itself, with every page listed in the sidebar. Switching to app.py ends that mode for the process (its
+    st.navigation offers only the sign-in page). Under app.py's navigation app.py is no page to switch to:
+    then app.py itself is running this page and shows the sign-in form anyway."""
+    try:
+        st.switch_page("app.py")
+    except StreamlitAPIException:
+        pass
 
 
 def actor(user: User) -> str:
@@ -194,6 +215,81 @@ def fmt_ts(value: datetime | None) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def url_without_credentials(url: str | None) -> str:
+    """A store's URL for display: user name, password and query (libpq's ``?password=…``) removed —
+    ``postgresql://oms:secret@db:5432/oms?sslmode=require`` → ``postgresql://***@db:5432/oms``. Text that is
+    not a URL (a libpq ``key=value`` string) is not shown at all."""
+    if not url:
+        return "—"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(set)"
+    if not parts.scheme or not parts.netloc:
+        return "(set)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_ENDPOINT_PATTERNS = (
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE), "<url>"),
+    (
+        re.compile(r"\b(host|hostaddr|user|password|port|dbname)\s*=\s*('[^']*'|\"[^\"]*\"|[^\s,)]+)", re.I),
+        r"\1=<hidden>",
+    ),
+    (
+        re.compile(r'\b(server at|host name|host|user|role|database)\s+"[^"]*"', re.IGNORECASE),
+        r'\1 "<hidden>"',
+    ),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?"), "<host>"),
+    (re.compile(r"\[[0-9a-f:]*:[0-9a-f:]*\](?::\d+)?", re.IGNORECASE), "<host>"),
+    (re.compile(r"\blocalhost(?::\d+)?", re.IGNORECASE), "<host>"),
+    (re.compile(r"\bport\s+\d+", re.IGNORECASE), "port <hidden>"),
+)
+
+
+_URL_CREDENTIALS = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/@\s'\"<>]+@", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(r"\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|[^\s&,)]+)", re.IGNORECASE)
+
+
+def hide_credentials(text: str) -> str:
+    """Any text (an error, a URL) with the user name and password of every URL in it and every
+    ``password=…`` parameter replaced by ``***`` — what even admins see."""
+    return _PASSWORD_PARAM.sub(r"\1=***", _URL_CREDENTIALS.sub(r"\1***@", text))
+
+
+def scrub_endpoints(text: str) -> str:
+    """An error text without what locates or opens a store — URLs, hosts, ports, user and database names —
+    for roles below admin (``INFRASTRUCTURE_ROLES``), who need to know *that* a store is down, not where it
+    is: ``connection to server at "10.0.0.5", port 5432 failed`` → ``… at "<hidden>", port <hidden> failed``."""
+    for pattern, replacement in _ENDPOINT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+#: characters a search box drops: control characters (NUL …), lone surrogates, unassigned code points and
+#: invisible format characters (zero-width spaces pasted along with a number)
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Cf"})
+
+
+def clean_text_input(text: str, *, max_len: int = 200) -> tuple[str, int]:
+    """Typed text made safe to search with: NUL and other control characters, lone surrogates and invisible
+    format characters removed (Postgres refuses NUL in text, and a lone surrogate cannot be encoded to
+    UTF-8), surrounding spaces stripped, cut at ``max_len``. Returns the text and how many characters
+    were dropped."""
+    kept = "".join(c for c in text if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+    dropped = len(text) - len(kept)
+    kept = kept.strip()
+    if len(kept) > max_len:
+        dropped += len(kept) - max_len
+        kept = kept[:max_len]
+    return kept, dropped
 
 
 def live_caption(every_s: int) -> None:

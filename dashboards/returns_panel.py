@@ -7,6 +7,8 @@ Stages: requested → in transit (announced to the warehouse) → received → i
 
 Every action calls one ``oms_ops.services.returns`` function as the dashboards' least-privilege role (the
 grants are in migrations 0006 and 0012), shows its outcome and clears the caches, like the other panels.
+Its tables go through ``dashboards.masking`` like every other page (a no-op for the roles that open it today:
+return notes are the customer's words).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dashboards.common import (
     run_action,
     show_flash,
 )
+from dashboards.masking import mask_rows
 from oms_ops.services import returns as svc
 from oms_ops.users import User
 
@@ -131,7 +134,7 @@ def _panel(url: str, user: User) -> None:
         st.success("No return in flight.")
         return
     st.dataframe(
-        pd.DataFrame(rows).drop(columns=["return_id", "state"]),
+        pd.DataFrame(mask_rows(rows, user.masked_pii)).drop(columns=["return_id", "state"]),
         hide_index=True,
         width="stretch",
         column_config={"value": st.column_config.NumberColumn("value", format="%.2f")},
@@ -151,7 +154,11 @@ def _panel(url: str, user: User) -> None:
         f"**{md(ret['rma_number'])}** · order {md(ret['order_number'])} · {md(ret['kind'])} · "
         f"stage **{md(ret['stage'])}**{where}"
     )
-    st.dataframe(pd.DataFrame(lines).drop(columns=["return_line_id"]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(mask_rows(lines, user.masked_pii)).drop(columns=["return_line_id"]),
+        hide_index=True,
+        width="stretch",
+    )
     if ret["state"] == "requested":
         _receive_form(url, user, ret, lines)
     elif ret["state"] == "received":

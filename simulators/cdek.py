@@ -22,6 +22,11 @@ Shapes follow ``reference/channel-apis.md`` §4 (CDEK v2 docs; error codes as us
 * print forms (``POST /v2/print/orders`` waybills, ``POST /v2/print/barcodes`` labels) are asynchronous too:
   ACCEPTED → PROCESSING → READY (``url`` set) after ``print_delay_s``, or INVALID (``v2_entity_empty``) when
   none of the orders is registered; the ``url`` returns a real PDF (Bearer token required, as in CDEK).
+  Labels keep their ``lang`` (RUS default), waybills their template ``type`` (``tpl_*``), as sent.
+* every error, whatever its cause (validation, not found, a missing or expired token, an unknown path, a
+  throttle or a server fault), is a ``requests`` list of one request ``{request_uuid, type, date_time,
+  state: "INVALID", errors: [{code, message}], warnings}`` — the entity-request shape of CDEK v2, which
+  clients parse with one model (``type`` AUTH / GET / CREATE / UPDATE / DELETE after what was asked).
 
 State across restarts (``persist``): bookings with their requests and statuses, the pending status
 timeline, print forms (their PDFs are drawn again on download) and the counters behind CDEK numbers are
@@ -29,7 +34,10 @@ kept; UUIDs come from a stream seeded with the start's ``generation``, so a rest
 UUID it issued before. Tokens are not kept: a client meets a 401 and takes a new one, as after a CDEK key
 rotation.
 
-Not simulated: webhooks (ORDER_STATUS, PRINT_FORM), tariff calculation, intakes, print-form expiry.
+Not simulated (the connector polls and books with tariffs chosen by the business configuration): webhooks
+(ORDER_STATUS, PRINT_FORM), tariff calculation, offices and locations, intakes, order changes (PATCH), refusals
+and client returns, print-form expiry, and the tariff's mode (door/office) against the points and addresses
+given. ``tests/contract/test_cdek_contract.py`` drives the published ``cdek`` SDK against this simulator.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import json
 import random
 import time
 import uuid as uuidlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
@@ -92,6 +101,15 @@ PRINT_STATUS_NAMES = {
     "INVALID": "Некорректный",
 }
 DELETABLE = {"ACCEPTED", "CREATED"}
+#: label languages (``lang`` of ``POST /v2/print/barcodes``), waybill templates (``type`` of ``/v2/print/orders``)
+BARCODE_LANGS = ("RUS", "ENG", "DEU", "ITA", "TUR", "CES", "KOR", "LIT", "LAV")
+WAYBILL_TYPES = (
+    "tpl_china", "tpl_armenia", "tpl_russia", "tpl_english", "tpl_italian", "tpl_korean", "tpl_latvian",
+    "tpl_lithuanian", "tpl_german", "tpl_turkish", "tpl_czech", "tpl_thailand", "tpl_invoice",
+)  # fmt: skip
+#: the kind of entity request being served (AUTH, GET, CREATE, UPDATE, DELETE): error bodies built without the
+#: request at hand (throttles, server faults) still name it, as every CDEK ``requests`` item does
+_CALL_KIND: ContextVar[str] = ContextVar("cdek_call_kind", default="GET")
 ENTITY_FIELDS = (
     "type", "number", "tariff_code", "comment", "shipment_point", "delivery_point", "from_location", "to_location",
     "sender", "seller", "recipient", "packages", "services", "delivery_recipient_cost", "print",
@@ -105,6 +123,13 @@ def cdek_time(dt: datetime) -> str:
 
 def _err(code: str, message: str) -> dict:
     return {"code": code, "message": message}
+
+
+def call_kind(request: Request) -> str:
+    """CDEK's request ``type`` for an HTTP call: AUTH for the token, else after the method."""
+    if request.url.path == "/v2/oauth/token":
+        return "AUTH"
+    return {"POST": "CREATE", "PATCH": "UPDATE", "DELETE": "DELETE"}.get(request.method, "GET")
 
 
 def _request(
@@ -156,6 +181,8 @@ class PrintForm:
     statuses: list[dict] = field(default_factory=list)
     state: str = "ACCEPTED"
     pdf: bytes | None = None
+    lang: str | None = None  # labels: RUS unless asked otherwise
+    template: str | None = None  # waybills: the ``type`` asked for, if any
 
 
 class CdekSimulator(Simulator):
@@ -213,7 +240,7 @@ class CdekSimulator(Simulator):
                 {
                     "uuid": f.uuid, "kind": f.kind, "orders": f.orders, "copy_count": f.copy_count,
                     "page_format": f.page_format, "created_at": dt_out(f.created_at), "request": f.request,
-                    "statuses": f.statuses, "state": f.state,
+                    "statuses": f.statuses, "state": f.state, "lang": f.lang, "template": f.template,
                 }
                 for f in self.prints.values()
             ],
@@ -235,7 +262,8 @@ class CdekSimulator(Simulator):
         self.prints = {
             f["uuid"]: PrintForm(
                 f["uuid"], f["kind"], f["orders"], f["copy_count"], f["page_format"], dt_in(f["created_at"]),
-                f["request"], statuses=f["statuses"], state=f["state"],
+                f["request"], statuses=f["statuses"], state=f["state"], template=f.get("template"),
+                lang=f.get("lang") or ("RUS" if f["kind"] == "barcodes" else None),
             )
             for f in data["prints"]
         }  # fmt: skip
@@ -360,14 +388,20 @@ class CdekSimulator(Simulator):
 
     # -- protocol -----------------------------------------------------------------------------------------
     def _auth_error(self, message: str) -> Response:
-        return JSONResponse(
-            {
-                "requests": [
-                    {"type": "AUTH", "state": "INVALID", "errors": [_err("v2_token_expired", message)]}
-                ]
-            },
-            status_code=401,
-        )
+        return self._invalid(401, "AUTH", [_err("v2_token_expired", message)], self.now).response()
+
+    def endpoint(self, handler, label: str = ""):
+        """The base endpoint, run with the call's request kind at hand for error bodies (see ``_CALL_KIND``)."""
+        run = super().endpoint(handler, label)
+
+        async def tagged(request: Request) -> Response:
+            token = _CALL_KIND.set(call_kind(request))
+            try:
+                return await run(request)
+            finally:
+                _CALL_KIND.reset(token)
+
+        return tagged
 
     def before_request(self, request: Request) -> Response | None:
         if request.url.path == "/v2/oauth/token":
@@ -387,54 +421,23 @@ class CdekSimulator(Simulator):
         return ApiError(status, {"requests": [_request(kind, "INVALID", at, errors)]}, headers)
 
     def fault_rate_limited(self, rule: FaultRule) -> Response:
-        return JSONResponse(
-            {
-                "requests": [
-                    {"state": "INVALID", "errors": [_err("v2_too_many_requests", "Слишком много запросов")]}
-                ]
-            },
-            status_code=429,
-            headers={"Retry-After": secs_header(rule.retry_after)},
-        )
+        errors = [_err("v2_too_many_requests", "Слишком много запросов")]
+        headers = {"Retry-After": secs_header(rule.retry_after)}
+        return self._invalid(429, _CALL_KIND.get(), errors, self.now, headers).response()
 
     def fault_server_error(self, rule: FaultRule) -> Response:
         status = rule.status or 500
-        headers = {"Retry-After": secs_header(rule.retry_after)} if status == 503 else {}
-        return JSONResponse(
-            {
-                "requests": [
-                    {
-                        "state": "INVALID",
-                        "errors": [_err("v2_internal_error", "Запрос выполнился с системной ошибкой")],
-                    }
-                ]
-            },
-            status_code=status,
-            headers=headers,
-        )
+        headers = {"Retry-After": secs_header(rule.retry_after)} if status == 503 else None
+        errors = [_err("v2_internal_error", "Запрос выполнился с системной ошибкой")]
+        return self._invalid(status, _CALL_KIND.get(), errors, self.now, headers).response()
 
     def not_found(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "requests": [
-                    {"state": "INVALID", "errors": [_err("v2_bad_request", "Передан некорректный запрос")]}
-                ]
-            },
-            status_code=404,
-        )
+        errors = [_err("v2_bad_request", "Передан некорректный запрос")]
+        return self._invalid(404, call_kind(request), errors, self.now).response()
 
     def internal_error(self) -> Response:
-        return JSONResponse(
-            {
-                "requests": [
-                    {
-                        "state": "INVALID",
-                        "errors": [_err("v2_internal_error", "Запрос выполнился с системной ошибкой")],
-                    }
-                ]
-            },
-            status_code=500,
-        )
+        errors = [_err("v2_internal_error", "Запрос выполнился с системной ошибкой")]
+        return self._invalid(500, _CALL_KIND.get(), errors, self.now).response()
 
     def api_routes(self):
         return [
@@ -717,13 +720,26 @@ class CdekSimulator(Simulator):
         page_format = (body.get("format") or "A4") if isinstance(body, dict) and kind == "barcodes" else "A4"
         if page_format not in PAGE_SIZES:
             errors.append(_err("v2_invalid_format", "format: допустимые значения A4, A5, A6, A7"))
+        lang = template = None
+        if kind == "barcodes":
+            lang = (body.get("lang") or "RUS") if isinstance(body, dict) else "RUS"
+            if lang not in BARCODE_LANGS:
+                errors.append(
+                    _err("v2_invalid_format", f"lang: допустимые значения {', '.join(BARCODE_LANGS)}")
+                )
+        elif isinstance(body, dict) and body.get("type") is not None:
+            template = body["type"]
+            if template not in WAYBILL_TYPES:
+                errors.append(_err("v2_invalid_format", "type: неизвестный шаблон квитанции"))
         with self.lock:
             now = self.now
             if errors:
                 raise self._invalid(400, "CREATE", errors, now)
             uuid = self._new_uuid()
             req = _request("CREATE", "ACCEPTED", now, request_uuid=self._new_uuid())
-            form = PrintForm(uuid, kind, orders, copy_count, page_format, now, req)
+            form = PrintForm(
+                uuid, kind, orders, copy_count, page_format, now, req, lang=lang, template=template
+            )
             self._print_status(form, "ACCEPTED", now)
             self.prints[uuid] = form
             self._schedule(now + min(timedelta(seconds=1), self.print_delay), "print", uuid, "PROCESSING")
@@ -805,6 +821,9 @@ class CdekSimulator(Simulator):
         }
         if form.kind == "barcodes":
             entity["format"] = form.page_format
+            entity["lang"] = form.lang or "RUS"
+        elif form.template:
+            entity["type"] = form.template
         if form.state == "READY":
             entity["url"] = f"{str(request.base_url).rstrip('/')}/v2/print/{form.kind}/{form.uuid}.pdf"
         return {"entity": entity, "requests": [dict(form.request)]}

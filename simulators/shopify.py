@@ -1,19 +1,32 @@
-"""Own web store simulator in the Shopify Admin REST shape, plus its outgoing order webhooks.
+"""Own web store simulator in the Shopify Admin REST shape (API version 2024-10), plus its outgoing webhooks.
 
-Shapes follow ``reference/channel-apis.md`` §3 (Shopify REST Admin docs; rate-limit details 2nd-hand):
+Shapes follow ``reference/channel-apis.md`` §3 and the official ``ShopifyAPI`` Python library, which
+``tests/contract/test_shopify_contract.py`` drives against this simulator:
 
 * ``X-Shopify-Access-Token`` on every call (401 ``{"errors": "[API] Invalid API key or access token …"}``);
 * ``GET /admin/api/{version}/orders.json`` — ``limit`` (default 50, max 250), ``since_id``,
   ``created_at_min/max``, ``updated_at_min/max``, ``status`` (``open`` by default! pass ``status=any`` to see
   cancelled/closed orders), ``financial_status``, ``fulfillment_status``, ``ids``, ``fields``;
-  results newest first (id descending), oldest first when ``since_id`` is given;
-* cursor pagination through the ``Link`` header (``rel="next"`` / ``rel="previous"``) with an opaque
-  ``page_info``; a request with ``page_info`` may only add ``limit`` and ``fields`` (anything else → 400,
-  as Shopify does); no ``Link`` header when everything fits on one page;
-* ``GET /admin/api/{version}/orders/{id}.json``; ``POST …/inventory_levels/set.json``;
-  ``GET …/inventory_levels.json?inventory_item_ids=&location_ids=``;
+  results newest first (id descending), oldest first when ``since_id`` is given; ``orders/count.json``;
+* cursor pagination through the ``Link`` header (``<url>; rel="previous", <url>; rel="next"``) with an
+  opaque ``page_info``; a request with ``page_info`` may only add ``limit`` and ``fields`` (anything else →
+  400, as Shopify does); no ``Link`` header when everything fits on one page — for orders, products and
+  inventory levels alike;
+* ``GET …/orders/{id}.json``; ``POST …/inventory_levels/set.json``;
+  ``GET …/inventory_levels.json?inventory_item_ids=&location_ids=`` and ``…/locations/{id}/inventory_levels.json``;
+* discovery: ``GET …/locations.json`` (``locations/{id}.json``, ``locations/count.json``) — the fulfilment
+  network's locations with a ``shopify_location_id``; ``GET …/products.json`` (ascending ids, ``Link``
+  pages; ``products/{id}.json``, ``products/count.json``) — one product per catalog SKU with one variant
+  whose ``sku`` is the seller's article, with its ``barcode`` and ``inventory_item_id``;
+  ``GET …/variants/{id}.json``;
+* orders carry Shopify's money fields: the ``*_set`` objects (shop and presentment money), ``discount_codes``
+  / ``discount_applications`` and the line items' ``discount_allocations``, order-level ``tax_lines``, the
+  ``current_*`` totals and, for cancelled orders, the ``refunds`` (see :meth:`ShopifySimulator.render`);
 * leaky bucket of 40 calls leaking 2/s; ``X-Shopify-Shop-Api-Call-Limit: n/40`` on every response and 429 with
   ``Retry-After`` when full;
+* header names spelled as Shopify sends them over HTTP/1.1 (``X-Shopify-Shop-Api-Call-Limit``, ``Link``,
+  ``Retry-After``, ``X-Shopify-API-Version``): the official library reads them case-sensitively
+  (:func:`exact_case_headers`);
 * webhooks ``orders/create`` and ``orders/cancelled`` POSTed to ``webhook_url`` with ``X-Shopify-Topic``,
   ``X-Shopify-Hmac-SHA256`` (see :mod:`oms_ops.wire.shopify`), ``X-Shopify-Shop-Domain``,
   ``X-Shopify-Webhook-Id``, ``X-Shopify-API-Version``, ``X-Shopify-Triggered-At``; a non-2xx answer or a
@@ -24,13 +37,18 @@ Shapes follow ``reference/channel-apis.md`` §3 (Shopify REST Admin docs; rate-l
   ids; a simulator convenience — Shopify serves returns through GraphQL), ``GET …/returns/{id}.json``,
   ``GET …/orders/{id}/returns.json``, and the ``returns/request`` webhook.
 
+Not simulated: writes other than ``inventory_levels/set.json`` (creating or editing orders, products,
+fulfillments, refunds), order edits (``current_quantity`` only drops on cancellation), shipping discounts,
+multi-currency presentment (shop and presentment money are both RUB), GraphQL and its cost-based limits.
+
 Store conventions: prices are strings in RUB with VAT included (``taxes_included: true``, 20 % НДС);
 cancelling an order also closes (archives) it, so it drops out of the default ``status=open`` list.
 
 State across restarts (``persist``): every order (content derived again from its stream number and time),
 its financial / cancel / close state, pending customer cancellations, inventory levels and the webhook
 deliveries (pending ones keep their body and go to the receiver configured at the new start) are kept; the
-order stream numbers on past the last order, so order ids and numbers are never reused.
+order stream numbers on past the last order, so order ids and numbers are never reused. Products and
+locations derive from the catalog and the network, their timestamps from the fixed :data:`SHOP_OPENED`.
 """
 
 from __future__ import annotations
@@ -45,8 +63,8 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 import httpx
 from starlette.concurrency import run_in_threadpool
@@ -65,12 +83,13 @@ from simulators.base import (
     read_json,
     resume_stream,
 )
+from simulators.catalog import Product
 from simulators.clock import iso_z, parse_rfc3339
 from simulators.customers import ReturnBehaviour, ShopReturns
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import LeakyBucket
-from simulators.network import BY_SHOPIFY_LOCATION, LOCATION_BY_CODE
+from simulators.network import BY_SHOPIFY_LOCATION, LOCATION_BY_CODE, Location
 
 log = logging.getLogger("simulators.shopify")
 
@@ -82,8 +101,18 @@ BUCKET_SIZE, LEAK_PER_S = 40, 2.0
 #: Shopify retries a failed webhook 8 times over 4 hours (delays after attempt 1..8), simulated seconds.
 WEBHOOK_RETRY_DELAYS = (10, 30, 60, 300, 900, 1800, 3600, 7200)
 SHIPPING = {"courier": Decimal("390.00"), "pickup_point": Decimal("199.00"), "store_pickup": Decimal("0.00")}
-FREE_SHIPPING_FROM = Decimal("3000.00")
+FREE_SHIPPING_FROM = Decimal("3000.00")  # compared with the subtotal after discounts, as Shopify's rates do
 VAT = Decimal("20")
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+#: Discount codes customers type at checkout: (code, percent off every line item). One order in
+#: ``DISCOUNT_SHARE`` carries one (chosen from the order's entropy, so a re-render never changes it).
+DISCOUNT_CODES = (("WELCOME10", 10), ("SPRING15", 15), ("LOYAL5", 5))
+DISCOUNT_SHARE = 6
+#: When the shop's catalog and locations were set up: fixed, so their timestamps never move across restarts.
+SHOP_OPENED = datetime(2024, 9, 2, 6, 0, tzinfo=UTC)
+#: Header names as Shopify spells them on HTTP/1.1 where plain title case is not it.
+_HEADER_CASE = {b"x-shopify-api-version": b"X-Shopify-API-Version"}
 
 
 def _ts(dt: datetime | None) -> str | None:
@@ -91,7 +120,40 @@ def _ts(dt: datetime | None) -> str | None:
 
 
 def _money(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.01')):.2f}"
+    return f"{value.quantize(CENT):.2f}"
+
+
+def _money_set(value: Decimal) -> dict:
+    """A ``*_set`` money object: the amount in the shop's and the customer's (presentment) currency."""
+    amount = _money(value)
+    return {
+        "shop_money": {"amount": amount, "currency_code": "RUB"},
+        "presentment_money": {"amount": amount, "currency_code": "RUB"},
+    }
+
+
+def _vat(gross: Decimal) -> Decimal:
+    """The VAT inside a VAT-inclusive amount (``taxes_included``), rounded to the kopeck."""
+    return (gross * VAT / (100 + VAT)).quantize(CENT, ROUND_HALF_UP)
+
+
+def _tax_lines(tax: Decimal) -> list[dict]:
+    """``tax_lines`` of a VAT-inclusive amount whose VAT is ``tax``."""
+    return [{"title": "НДС", "rate": 0.2, "price": _money(tax), "price_set": _money_set(tax), "channel_liable": False}]  # fmt: skip
+
+
+def exact_case_headers(response: Response) -> Response:
+    """Give the response's header names Shopify's spelling (``X-Shopify-Shop-Api-Call-Limit``, ``Link``,
+    ``Retry-After``). Why: Starlette stores names in lower case, and the official ``ShopifyAPI`` library
+    (pyactiveresource over urllib) copies the headers into a plain dict and reads
+    ``X-Shopify-Shop-Api-Call-Limit`` by its exact name. HTTP says names are case-insensitive, so clients that
+    follow it see no difference; the server writes them as given only with the h11 protocol
+    (:attr:`ShopifySimulator.http_protocol`)."""
+    response.raw_headers[:] = [
+        (_HEADER_CASE.get(k) or b"-".join(part[:1].upper() + part[1:] for part in k.split(b"-")), v)
+        for k, v in response.raw_headers
+    ]
+    return response
 
 
 def _errors(status: int, errors) -> ApiError:
@@ -128,6 +190,10 @@ class Delivery:
 
 class ShopifySimulator(Simulator):
     name = "shopify"
+    #: uvicorn's HTTP protocol for this simulator (read by the stack): h11 writes header names as the app
+    #: gives them, httptools lower-cases them — and the official library needs ``X-Shopify-Shop-Api-Call-Limit``
+    #: spelled exactly (see :func:`exact_case_headers`)
+    http_protocol = "h11"
 
     def __init__(
         self,
@@ -177,6 +243,9 @@ class ShopifySimulator(Simulator):
         self.inventory: dict[tuple[int, int], dict] = {}
         self.inventory_sets: list[dict] = []
         self._by_inventory_item = {p.shopify_inventory_item_id: p for p in ctx.catalog}
+        self._by_product = {p.shopify_product_id: p for p in ctx.catalog}
+        self._by_variant = {p.shopify_variant_id: p for p in ctx.catalog}
+        self._catalog_pos = {p.sku: i for i, p in enumerate(ctx.catalog)}
         self.bucket = LeakyBucket(BUCKET_SIZE, LEAK_PER_S, ctx.protocol_time) if rate_limit else None
 
     def credentials(self) -> dict:
@@ -297,13 +366,42 @@ class ShopifySimulator(Simulator):
         self._queue_webhook("returns/request", so, at, record)
 
     # -- rendering ----------------------------------------------------------------------------------------
+    @staticmethod
+    def discount_code(o: GeneratedOrder) -> tuple[str, int] | None:
+        """The discount code the customer typed for ``o`` (code, percent), or None."""
+        if (o.entropy >> 20) % DISCOUNT_SHARE:
+            return None
+        return DISCOUNT_CODES[(o.entropy >> 28) % len(DISCOUNT_CODES)]
+
     def render(self, so: ShopOrder) -> dict:
+        """The order as ``orders.json`` serves it (and webhooks carry it).
+
+        Money follows Shopify's definitions, every amount a kopeck sum of the ones it is made of:
+        ``total_line_items_price`` = Σ price × quantity (before discounts); a percentage discount code gives
+        each line item a ``discount_allocations`` entry of (percent of its price, rounded) × quantity;
+        ``subtotal_price`` = line items − ``total_discounts``; ``total_price`` = subtotal + shipping (prices
+        include VAT, ``taxes_included``); ``total_tax`` = Σ of the line items' and shipping lines' VAT. The
+        ``current_*`` fields are the totals after refunds: a cancelled order is refunded in full (one
+        ``refunds`` entry with every line, the shipping and — when money was taken — the refund transaction),
+        so they are zero there and equal the originals otherwise.
+        """
         o = so.order
         c = o.customer
-        subtotal = o.total
-        shipping = SHIPPING[o.delivery_method] if subtotal < FREE_SHIPPING_FROM else Decimal("0.00")
+        code = self.discount_code(o)
+        cancelled = so.cancelled_at is not None
+        priced = []  # (index, line, product, discount, net amount, VAT)
+        for i, line in enumerate(o.lines):
+            per_unit = (line.unit_price * code[1] / 100).quantize(CENT, ROUND_HALF_UP) if code else ZERO
+            discount = per_unit * line.qty
+            net = line.amount - discount
+            priced.append((i, line, self.ctx.products[line.sku], discount, net, _vat(net)))
+        line_items_price = sum((line.amount for line in o.lines), ZERO)
+        discounts = sum((d for _, _, _, d, _, _ in priced), ZERO)
+        subtotal = line_items_price - discounts
+        shipping = SHIPPING[o.delivery_method] if subtotal < FREE_SHIPPING_FROM else ZERO
+        shipping_tax = _vat(shipping)
         total = subtotal + shipping
-        vat = total * VAT / (100 + VAT)
+        tax = sum((t for *_, t in priced), ZERO) + shipping_tax
         customer_id = 7_000_000_000_000 + int(hashlib.md5(c.phone.encode()).hexdigest()[:8], 16) % 10**9
         address = {
             "first_name": c.first_name, "last_name": c.last_name, "name": f"{c.first_name} {c.last_name}",
@@ -313,20 +411,23 @@ class ShopifySimulator(Simulator):
             "company": None, "latitude": o.address.lat, "longitude": o.address.lon,
         }  # fmt: skip
         line_items = []
-        for i, line in enumerate(o.lines):
-            p = self.ctx.products[line.sku]
-            line_vat = line.amount * VAT / (100 + VAT)
+        for i, line, p, discount, _net, line_tax in priced:
+            line_id = 14_000_000_000_000 + o.seq * 100 + i
             line_items.append({
-                "id": 14_000_000_000_000 + o.seq * 100 + i,
-                "admin_graphql_api_id": f"gid://shopify/LineItem/{14_000_000_000_000 + o.seq * 100 + i}",
+                "id": line_id,
+                "admin_graphql_api_id": f"gid://shopify/LineItem/{line_id}",
                 "variant_id": p.shopify_variant_id, "product_id": p.shopify_product_id, "sku": p.sku,
                 "title": p.name, "name": p.name, "variant_title": None, "vendor": p.brand,
-                "quantity": line.qty, "current_quantity": 0 if so.cancelled_at else line.qty,
-                "fulfillable_quantity": 0 if so.cancelled_at else line.qty,
-                "price": _money(line.unit_price), "total_discount": "0.00", "grams": p.weight_g,
-                "requires_shipping": True, "taxable": True, "gift_card": False, "fulfillment_service": "manual",
-                "fulfillment_status": None, "properties": [],
-                "tax_lines": [{"title": "НДС", "rate": 0.2, "price": _money(line_vat)}],
+                "quantity": line.qty, "current_quantity": 0 if cancelled else line.qty,
+                "fulfillable_quantity": 0 if cancelled else line.qty,
+                "price": _money(line.unit_price), "price_set": _money_set(line.unit_price),
+                "total_discount": _money(discount), "total_discount_set": _money_set(discount),
+                "discount_allocations": [
+                    {"amount": _money(discount), "amount_set": _money_set(discount), "discount_application_index": 0}
+                ] if code else [],
+                "grams": p.weight_g, "requires_shipping": True, "taxable": True, "gift_card": False,
+                "fulfillment_service": "manual", "fulfillment_status": None, "properties": [],
+                "tax_lines": _tax_lines(line_tax),
             })  # fmt: skip
         if o.delivery_method == "store_pickup":
             store = LOCATION_BY_CODE[o.store_code] if o.store_code else None
@@ -342,6 +443,18 @@ class ShopifySimulator(Simulator):
             note_attributes.append({"name": "store_code", "value": o.store_code})
         gateway = {"card_online": "ЮKassa", "sbp": "СБП", "cash_on_delivery": "Наложенный платёж",
                    "card_on_delivery": "Оплата картой при получении"}.get(o.payment_method, o.payment_method)  # fmt: skip
+        discount_codes, discount_applications = [], []
+        if code:
+            discount_codes.append({"code": code[0], "amount": _money(discounts), "type": "percentage"})
+            discount_applications.append({
+                "type": "discount_code", "code": code[0], "value": f"{code[1]}.0", "value_type": "percentage",
+                "allocation_method": "across", "target_selection": "all", "target_type": "line_item",
+            })  # fmt: skip
+
+        def current(value: Decimal) -> Decimal:
+            """A ``current_*`` total: everything was refunded on a cancelled order, nothing otherwise."""
+            return ZERO if cancelled else value
+
         return {
             "id": so.id,
             "admin_graphql_api_id": f"gid://shopify/Order/{so.id}",
@@ -360,13 +473,36 @@ class ShopifySimulator(Simulator):
             "closed_at": _ts(so.closed_at),
             "currency": "RUB",
             "presentment_currency": "RUB",
+            "total_line_items_price": _money(line_items_price),
+            "total_line_items_price_set": _money_set(line_items_price),
+            "total_discounts": _money(discounts),
+            "total_discounts_set": _money_set(discounts),
             "subtotal_price": _money(subtotal),
-            "total_line_items_price": _money(subtotal),
-            "total_discounts": "0.00",
-            "total_shipping_price_set": {"shop_money": {"amount": _money(shipping), "currency_code": "RUB"}},
-            "total_tax": _money(vat),
+            "subtotal_price_set": _money_set(subtotal),
+            "total_shipping_price_set": _money_set(shipping),
+            "total_tax": _money(tax),
+            "total_tax_set": _money_set(tax),
             "taxes_included": True,
+            "estimated_taxes": False,
+            "tax_lines": _tax_lines(tax),
             "total_price": _money(total),
+            "total_price_set": _money_set(total),
+            "total_tip_received": "0.00",
+            "total_outstanding": _money(total if so.financial_status == "pending" else ZERO),
+            "current_subtotal_price": _money(current(subtotal)),
+            "current_subtotal_price_set": _money_set(current(subtotal)),
+            "current_total_discounts": _money(current(discounts)),
+            "current_total_discounts_set": _money_set(current(discounts)),
+            "current_total_tax": _money(current(tax)),
+            "current_total_tax_set": _money_set(current(tax)),
+            "current_total_price": _money(current(total)),
+            "current_total_price_set": _money_set(current(total)),
+            "current_total_duties_set": None,
+            "original_total_duties_set": None,
+            "current_total_additional_fees_set": None,
+            "original_total_additional_fees_set": None,
+            "discount_codes": discount_codes,
+            "discount_applications": discount_applications,
             "total_weight": sum(self.ctx.products[ln.sku].weight_g * ln.qty for ln in o.lines),
             "financial_status": so.financial_status,
             "fulfillment_status": so.fulfillment_status,
@@ -398,13 +534,66 @@ class ShopifySimulator(Simulator):
                     "code": o.delivery_method,
                     "title": ship_title,
                     "price": _money(shipping),
+                    "price_set": _money_set(shipping),
                     "discounted_price": _money(shipping),
+                    "discounted_price_set": _money_set(shipping),
+                    "discount_allocations": [],
+                    "tax_lines": _tax_lines(shipping_tax),
                     "source": "shopify",
                     "carrier_identifier": None,
                 }
             ],  # fmt: skip
             "fulfillments": [],
-            "refunds": [],
+            "refunds": [self._refund(so, priced, shipping, total, gateway)] if cancelled else [],
+        }
+
+    @staticmethod
+    def _refund(so: ShopOrder, priced: list, shipping: Decimal, total: Decimal, gateway: str) -> dict:
+        """The refund a cancellation makes: every line item back to stock, the shipping refunded, and the
+        money returned when it had been taken (``financial_status`` refunded; an unpaid order is voided)."""
+        seq, at = so.order.seq, _ts(so.cancelled_at)
+        shipping_tax = _vat(shipping)
+        refund_id = 9_300_000_000_000 + seq
+        adjustments = [
+            {
+                "id": 9_600_000_000_000 + seq, "order_id": so.id, "refund_id": refund_id, "kind": "shipping_refund",
+                "reason": "Shipping refund", "amount": _money(-shipping), "amount_set": _money_set(-shipping),
+                "tax_amount": _money(-shipping_tax), "tax_amount_set": _money_set(-shipping_tax),
+            }
+        ] if shipping else []  # fmt: skip
+        transactions = [
+            {
+                "id": 9_500_000_000_000 + seq, "admin_graphql_api_id": f"gid://shopify/OrderTransaction/{9_500_000_000_000 + seq}",
+                "order_id": so.id, "kind": "refund", "gateway": gateway, "status": "success",
+                "amount": _money(total), "currency": "RUB", "created_at": at, "processed_at": at, "test": False,
+            }
+        ] if so.financial_status == "refunded" else []  # fmt: skip
+        return {
+            "id": refund_id,
+            "admin_graphql_api_id": f"gid://shopify/Refund/{refund_id}",
+            "order_id": so.id,
+            "created_at": at,
+            "processed_at": at,
+            "note": "Отмена заказа",
+            "restock": True,
+            "user_id": None,
+            "refund_line_items": [
+                {
+                    "id": 9_400_000_000_000 + seq * 100 + i,
+                    "line_item_id": 14_000_000_000_000 + seq * 100 + i,
+                    "quantity": line.qty,
+                    "restock_type": "cancel",
+                    "location_id": None,
+                    "subtotal": _money(net),
+                    "subtotal_set": _money_set(net),
+                    "total_tax": _money(line_tax),
+                    "total_tax_set": _money_set(line_tax),
+                }
+                for i, line, _p, _d, net, line_tax in priced
+            ],  # fmt: skip
+            "order_adjustments": adjustments,
+            "transactions": transactions,
+            "duties": [],
         }
 
     @staticmethod
@@ -445,6 +634,7 @@ class ShopifySimulator(Simulator):
         version = request.path_params.get("version")
         if version:
             response.headers["X-Shopify-API-Version"] = version
+        exact_case_headers(response)
 
     def fault_rate_limited(self, rule: FaultRule) -> Response:
         return self._too_many(rule.retry_after)
@@ -455,7 +645,7 @@ class ShopifySimulator(Simulator):
         return JSONResponse({"errors": "Internal Server Error"}, status_code=status, headers=headers)
 
     def not_found(self, request: Request) -> Response:
-        return JSONResponse({"errors": "Not Found"}, status_code=404)
+        return exact_case_headers(JSONResponse({"errors": "Not Found"}, status_code=404))
 
     def internal_error(self) -> Response:
         return JSONResponse({"errors": "Internal Server Error"}, status_code=500)
@@ -463,7 +653,20 @@ class ShopifySimulator(Simulator):
     def api_routes(self):
         return [
             ("/admin/api/{version}/orders.json", self.list_orders, ["GET"]),
+            ("/admin/api/{version}/orders/count.json", self.count_orders, ["GET"]),
             ("/admin/api/{version}/orders/{order_id:int}.json", self.get_order, ["GET"]),
+            ("/admin/api/{version}/products.json", self.list_products, ["GET"]),
+            ("/admin/api/{version}/products/count.json", self.count_products, ["GET"]),
+            ("/admin/api/{version}/products/{product_id:int}.json", self.get_product, ["GET"]),
+            ("/admin/api/{version}/variants/{variant_id:int}.json", self.get_variant, ["GET"]),
+            ("/admin/api/{version}/locations.json", self.list_locations, ["GET"]),
+            ("/admin/api/{version}/locations/count.json", self.count_locations, ["GET"]),
+            ("/admin/api/{version}/locations/{location_id:int}.json", self.get_location, ["GET"]),
+            (
+                "/admin/api/{version}/locations/{location_id:int}/inventory_levels.json",
+                self.list_inventory,
+                ["GET"],
+            ),
             ("/admin/api/{version}/inventory_levels/set.json", self.set_inventory, ["POST"]),
             ("/admin/api/{version}/inventory_levels.json", self.list_inventory, ["GET"]),
             ("/admin/api/{version}/returns.json", self.list_returns, ["GET"]),
@@ -476,7 +679,7 @@ class ShopifySimulator(Simulator):
         if not API_VERSION_RE.match(request.path_params["version"]):
             raise _errors(404, "Not Found")
 
-    # -- orders -------------------------------------------------------------------------------------------
+    # -- cursor pagination (orders, products, inventory levels) --------------------------------------------
     @staticmethod
     def _encode_page_info(data: dict) -> str:
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -498,38 +701,93 @@ class ShopifySimulator(Simulator):
         except (ValueError, KeyError, TypeError) as exc:
             raise _errors(400, {"page_info": "Invalid value."}) from exc
 
+    def _page_request(self, params) -> tuple[int, list[str], dict | None]:
+        """``(limit, fields, cursor)`` of a paged list call: ``limit`` 1..250 (default 50); with
+        ``page_info`` only ``limit`` and ``fields`` may be passed (anything else → 400, as Shopify does)."""
+        try:
+            limit = int(params.get("limit", "50"))
+        except ValueError as exc:
+            raise _errors(400, {"limit": "Invalid value."}) from exc
+        if not 1 <= limit <= 250:
+            raise _errors(400, {"limit": "Limit must be between 1 and 250."})
+        fields = [x.strip() for x in params.get("fields", "").split(",") if x.strip()]
+        page_info = params.get("page_info")
+        if not page_info:
+            return limit, fields, None
+        for key in params:
+            if key not in PAGE_INFO_ALLOWED:
+                raise _errors(400, {key: f"{key} cannot be passed when page_info is present."})
+        return limit, fields, self._decode_page_info(page_info)
+
     @staticmethod
-    def _parse_filters(params) -> dict:
-        f: dict = {}
-        if "since_id" in params:
-            try:
-                f["since_id"] = int(params["since_id"])
-            except ValueError as exc:
-                raise _errors(400, {"since_id": "Invalid value."}) from exc
+    def _window(rows: list, key, cursor: dict | None, order: str, limit: int) -> tuple[list, bool, bool]:
+        """The page of ``rows`` (already filtered and sorted) a cursor points at: ``(page, has_next,
+        has_previous)``. A cursor holds the id of the row it was cut at, so rows added since never shift a
+        page (Shopify's ``page_info`` is keyset-based too)."""
+        if cursor is None:
+            start, page = 0, rows[:limit]
+        else:
+            anchor = cursor["id"]
+            before = (lambda r: key(r) < anchor) if order == "asc" else (lambda r: key(r) > anchor)
+            if cursor["d"] == "next":
+                start = next((i for i, r in enumerate(rows) if not before(r) and key(r) != anchor), len(rows))
+                page = rows[start : start + limit]
+            else:
+                end = next((i for i, r in enumerate(rows) if not before(r)), len(rows))
+                start = max(end - limit, 0)
+                page = rows[start:end]
+        return page, start + len(page) < len(rows), cursor is not None and start > 0
+
+    def _link(
+        self,
+        request: Request,
+        page: list,
+        key,
+        *,
+        has_next: bool,
+        has_prev: bool,
+        limit: int,
+        fields: list[str],
+        filters: dict,
+        order: str,
+        skip_back: bool = False,
+    ) -> dict[str, str]:
+        """The ``Link`` header of a page (none when everything fits on one): ``<url>; rel="previous"`` and
+        ``<url>; rel="next"``, joined by ``", "`` — the exact shape the official library splits.
+        ``skip_back``: the injected ``duplicate`` fault cuts the next cursor one row early."""
+        links = []
+        base = f"{str(request.base_url).rstrip('/')}{request.url.path}"
+        extra = f"&fields={','.join(fields)}" if fields else ""
+        if has_prev and page:
+            token = self._encode_page_info({"d": "prev", "id": key(page[0]), "f": filters, "o": order})
+            links.append(f'<{base}?limit={limit}{extra}&page_info={token}>; rel="previous"')
+        if has_next and page:
+            anchor = page[-2] if skip_back and len(page) > 1 else page[-1]
+            token = self._encode_page_info({"d": "next", "id": key(anchor), "f": filters, "o": order})
+            links.append(f'<{base}?limit={limit}{extra}&page_info={token}>; rel="next"')
+        return {"Link": ", ".join(links)} if links else {}
+
+    @staticmethod
+    def _ids_param(params, key: str) -> list[int] | None:
+        if key not in params:
+            return None
+        try:
+            return sorted({int(x) for x in params[key].split(",") if x.strip()})
+        except ValueError as exc:
+            raise _errors(400, {key: "Invalid value."}) from exc
+
+    @staticmethod
+    def _time_filters(params, f: dict) -> None:
         for key in ("created_at_min", "created_at_max", "updated_at_min", "updated_at_max"):
             if key in params:
                 try:
                     f[key] = iso_z(parse_rfc3339(params[key]))
                 except ValueError as exc:
                     raise _errors(400, {key: "Invalid value."}) from exc
-        status = params.get("status", "open")
-        if status not in STATUS_VALUES:
-            raise _errors(400, {"status": "Invalid value."})
-        f["status"] = status
-        for key in ("financial_status", "fulfillment_status"):
-            if key in params:
-                f[key] = params[key]
-        if "ids" in params:
-            try:
-                f["ids"] = sorted({int(x) for x in params["ids"].split(",") if x.strip()})
-            except ValueError as exc:
-                raise _errors(400, {"ids": "Invalid value."}) from exc
-        return f
 
     @staticmethod
-    def _matcher(f: dict):
-        """Compile the filters once per request (lists are scanned in full, so this is the hot loop)."""
-        bounds = [
+    def _time_bounds(f: dict) -> list[tuple[str, datetime, bool]]:
+        return [
             (attr, parse_rfc3339(f[key]), is_min)
             for key, attr, is_min in (
                 ("created_at_min", "created_at", True), ("created_at_max", "created_at", False),
@@ -537,6 +795,31 @@ class ShopifySimulator(Simulator):
             )
             if key in f
         ]  # fmt: skip
+
+    # -- orders -------------------------------------------------------------------------------------------
+    def _parse_filters(self, params) -> dict:
+        f: dict = {}
+        if "since_id" in params:
+            try:
+                f["since_id"] = int(params["since_id"])
+            except ValueError as exc:
+                raise _errors(400, {"since_id": "Invalid value."}) from exc
+        self._time_filters(params, f)
+        status = params.get("status", "open")
+        if status not in STATUS_VALUES:
+            raise _errors(400, {"status": "Invalid value."})
+        f["status"] = status
+        for key in ("financial_status", "fulfillment_status"):
+            if key in params:
+                f[key] = params[key]
+        ids = self._ids_param(params, "ids")
+        if ids is not None:
+            f["ids"] = ids
+        return f
+
+    def _matcher(self, f: dict):
+        """Compile the filters once per request (lists are scanned in full, so this is the hot loop)."""
+        bounds = self._time_bounds(f)
         since_id, ids = f.get("since_id"), set(f["ids"]) if "ids" in f else None
         status, fin, ful = f.get("status", "open"), f.get("financial_status"), f.get("fulfillment_status")
 
@@ -569,67 +852,46 @@ class ShopifySimulator(Simulator):
         return matches
 
     async def list_orders(self, request: Request, faults: FaultSet) -> Response:
+        """``orders.json``: newest first (oldest first with ``since_id``), ``Link`` cursor pages."""
         self._check_version(request)
-        params = request.query_params
-        try:
-            limit = int(params.get("limit", "50"))
-        except ValueError as exc:
-            raise _errors(400, {"limit": "Invalid value."}) from exc
-        if not 1 <= limit <= 250:
-            raise _errors(400, {"limit": "Limit must be between 1 and 250."})
-        fields = [x.strip() for x in params.get("fields", "").split(",") if x.strip()]
-        page_info = params.get("page_info")
-        if page_info:
-            for key in params:
-                if key not in PAGE_INFO_ALLOWED:
-                    raise _errors(400, {key: f"{key} cannot be passed when page_info is present."})
-            cursor = self._decode_page_info(page_info)
-            filters, order = cursor["f"], cursor["o"]
-        else:
-            cursor = None
-            filters = self._parse_filters(params)
+        limit, fields, cursor = self._page_request(request.query_params)
+        if cursor is None:
+            filters = self._parse_filters(request.query_params)
             order = "asc" if "since_id" in filters else "desc"
+        else:
+            filters, order = cursor["f"], cursor["o"]
+
+        def key(so: ShopOrder) -> int:
+            return so.id
 
         with self.lock:
             matches = self._matcher(filters)
             matching = [so for so in self.orders if matches(so)]
             if order == "desc":
                 matching.reverse()
-            if cursor is None:
-                start = 0
-                page = matching[:limit]
-            else:
-                anchor = cursor["id"]
-                before = (lambda so: so.id < anchor) if order == "asc" else (lambda so: so.id > anchor)
-                if cursor["d"] == "next":
-                    start = next(
-                        (i for i, so in enumerate(matching) if not before(so) and so.id != anchor),
-                        len(matching),
-                    )
-                else:
-                    end = next((i for i, so in enumerate(matching) if not before(so)), len(matching))
-                    start = max(end - limit, 0)
-                page = matching[start : start + limit] if cursor["d"] == "next" else matching[start:end]
-            has_next = start + len(page) < len(matching)
-            has_prev = cursor is not None and start > 0
+            page, has_next, has_prev = self._window(matching, key, cursor, order, limit)
             records = [self.render(so) for so in page]
 
         if fields:
             records = [{k: v for k, v in r.items() if k in fields} for r in records]
-        links = []
-        base = f"{str(request.base_url).rstrip('/')}{request.url.path}"
-        extra = f"&fields={','.join(fields)}" if fields else ""
-        if has_prev and page:
-            token = self._encode_page_info({"d": "prev", "id": page[0].id, "f": filters, "o": order})
-            links.append(f'<{base}?limit={limit}{extra}&page_info={token}>; rel="previous"')
-        if has_next and page:
-            anchor_so = page[-2] if faults.get("duplicate") and len(page) > 1 else page[-1]
-            token = self._encode_page_info({"d": "next", "id": anchor_so.id, "f": filters, "o": order})
-            links.append(f'<{base}?limit={limit}{extra}&page_info={token}>; rel="next"')
+        headers = self._link(
+            request, page, key, has_next=has_next, has_prev=has_prev, limit=limit, fields=fields,
+            filters=filters, order=order, skip_back=bool(faults.get("duplicate")),
+        )  # fmt: skip
         if faults:
             records = faults.apply_records(records, self.malform)
-        headers = {"Link": ", ".join(links)} if links else {}
         return JSONResponse({"orders": records}, headers=headers)
+
+    async def count_orders(self, request: Request, faults: FaultSet) -> Response:
+        """``orders/count.json``: the filters of ``orders.json`` (``status`` open by default); ``since_id`` and
+        ``ids`` are not among the count's parameters and are ignored, as Shopify ignores unknown ones."""
+        self._check_version(request)
+        filters = self._parse_filters(request.query_params)
+        filters.pop("since_id", None)
+        filters.pop("ids", None)
+        with self.lock:
+            matches = self._matcher(filters)
+            return JSONResponse({"count": sum(1 for so in self.orders if matches(so))})
 
     async def get_order(self, request: Request, faults: FaultSet) -> Response:
         self._check_version(request)
@@ -641,6 +903,181 @@ class ShopifySimulator(Simulator):
         if faults:
             record = faults.apply_records([record], self.malform)[0]
         return JSONResponse({"order": record})
+
+    # -- catalog: products and their variants -------------------------------------------------------------
+    def _listed_at(self, p: Product) -> datetime:
+        """When the product was added to the shop: its ``created_at`` (nothing edits products later)."""
+        return SHOP_OPENED + timedelta(minutes=37 * self._catalog_pos[p.sku])
+
+    def _stock(self) -> dict[int, int]:
+        """Inventory item → units available over all locations (the variant's ``inventory_quantity``)."""
+        out: dict[int, int] = {}
+        with self.lock:
+            for (item, _location), rec in self.inventory.items():
+                out[item] = out.get(item, 0) + rec["available"]
+        return out
+
+    def render_variant(self, p: Product, stock: dict[int, int]) -> dict:
+        """The product's one variant (``Default Title``): the seller's article is its ``sku``, the stock is
+        kept by its ``inventory_item_id``."""
+        at = _ts(self._listed_at(p))
+        qty = stock.get(p.shopify_inventory_item_id, 0)
+        return {
+            "id": p.shopify_variant_id, "product_id": p.shopify_product_id, "title": "Default Title",
+            "price": _money(p.price), "compare_at_price": None, "position": 1, "inventory_policy": "deny",
+            "option1": "Default Title", "option2": None, "option3": None, "created_at": at, "updated_at": at,
+            "taxable": True, "barcode": p.barcode, "fulfillment_service": "manual", "grams": p.weight_g,
+            "weight": p.weight_g / 1000, "weight_unit": "kg", "inventory_management": "shopify",
+            "requires_shipping": True, "sku": p.sku, "inventory_item_id": p.shopify_inventory_item_id,
+            "inventory_quantity": qty, "old_inventory_quantity": qty, "image_id": None,
+            "admin_graphql_api_id": f"gid://shopify/ProductVariant/{p.shopify_variant_id}",
+        }  # fmt: skip
+
+    def render_product(self, p: Product, stock: dict[int, int]) -> dict:
+        at = _ts(self._listed_at(p))
+        return {
+            "id": p.shopify_product_id, "title": p.name, "body_html": None, "vendor": p.brand,
+            "product_type": p.category, "handle": p.sku.lower(), "created_at": at, "updated_at": at,
+            "published_at": at, "template_suffix": None, "published_scope": "global", "tags": "",
+            "status": "active", "admin_graphql_api_id": f"gid://shopify/Product/{p.shopify_product_id}",
+            "variants": [self.render_variant(p, stock)],
+            "options": [{
+                "id": 10_500_000_000_000 + self._catalog_pos[p.sku], "product_id": p.shopify_product_id,
+                "name": "Title", "position": 1, "values": ["Default Title"],
+            }],
+            "images": [], "image": None,
+        }  # fmt: skip
+
+    def _product_filters(self, params) -> dict:
+        """``products.json``'s filters: ``ids``, ``since_id``, ``title`` (contains), ``vendor``, ``handle``,
+        ``product_type``, ``status`` (active / archived / draft, comma-separated), ``created_at_min/max``,
+        ``updated_at_min/max``."""
+        f: dict = {}
+        ids = self._ids_param(params, "ids")
+        if ids is not None:
+            f["ids"] = ids
+        if "since_id" in params:
+            try:
+                f["since_id"] = int(params["since_id"])
+            except ValueError as exc:
+                raise _errors(400, {"since_id": "Invalid value."}) from exc
+        for key in ("title", "product_type"):
+            if key in params:
+                f[key] = params[key]
+        for key in ("vendor", "handle", "status"):
+            if key in params:
+                f[key] = [x.strip() for x in params[key].split(",") if x.strip()]
+        if not set(f.get("status", ())) <= {"active", "archived", "draft"}:
+            raise _errors(400, {"status": "Invalid value."})
+        self._time_filters(params, f)
+        return f
+
+    def _product_matcher(self, f: dict):
+        bounds = self._time_bounds(f)
+        ids = set(f["ids"]) if "ids" in f else None
+        title = f.get("title", "").casefold()
+
+        def matches(p: Product) -> bool:
+            if ids is not None and p.shopify_product_id not in ids:
+                return False
+            if "since_id" in f and p.shopify_product_id <= f["since_id"]:
+                return False
+            if title and title not in p.name.casefold():
+                return False
+            if "product_type" in f and p.category != f["product_type"]:
+                return False
+            if "vendor" in f and p.brand not in f["vendor"]:
+                return False
+            if "handle" in f and p.sku.lower() not in f["handle"]:
+                return False
+            if "status" in f and "active" not in f["status"]:  # every product of the shop is active
+                return False
+            listed = self._listed_at(p)  # created_at = updated_at
+            return all((listed >= bound) if is_min else (listed <= bound) for _attr, bound, is_min in bounds)
+
+        return matches
+
+    async def list_products(self, request: Request, faults: FaultSet) -> Response:
+        """``products.json``: ascending ids, ``Link`` cursor pages, each product with its variants."""
+        self._check_version(request)
+        limit, fields, cursor = self._page_request(request.query_params)
+        filters = self._product_filters(request.query_params) if cursor is None else cursor["f"]
+
+        def key(p: Product) -> int:
+            return p.shopify_product_id
+
+        matches = self._product_matcher(filters)
+        rows = sorted((p for p in self.ctx.catalog if matches(p)), key=key)
+        page, has_next, has_prev = self._window(rows, key, cursor, "asc", limit)
+        stock = self._stock()
+        records = [self.render_product(p, stock) for p in page]
+        if fields:
+            records = [{k: v for k, v in r.items() if k in fields} for r in records]
+        headers = self._link(
+            request, page, key, has_next=has_next, has_prev=has_prev, limit=limit, fields=fields,
+            filters=filters, order="asc",
+        )  # fmt: skip
+        return JSONResponse({"products": records}, headers=headers)
+
+    async def count_products(self, request: Request, faults: FaultSet) -> Response:
+        self._check_version(request)
+        matches = self._product_matcher(self._product_filters(request.query_params))
+        return JSONResponse({"count": sum(1 for p in self.ctx.catalog if matches(p))})
+
+    async def get_product(self, request: Request, faults: FaultSet) -> Response:
+        self._check_version(request)
+        p = self._by_product.get(request.path_params["product_id"])
+        if p is None:
+            raise _errors(404, "Not Found")
+        return JSONResponse({"product": self.render_product(p, self._stock())})
+
+    async def get_variant(self, request: Request, faults: FaultSet) -> Response:
+        """``variants/{id}.json``: how a client resolves a variant id to its ``inventory_item_id``."""
+        self._check_version(request)
+        p = self._by_variant.get(request.path_params["variant_id"])
+        if p is None:
+            raise _errors(404, "Not Found")
+        return JSONResponse({"variant": self.render_variant(p, self._stock())})
+
+    # -- locations ------------------------------------------------------------------------------------------
+    @staticmethod
+    def render_location(loc: Location) -> dict:
+        """A fulfilment network location as Shopify's ``Location`` (warehouses and the click & collect stores
+        alike: Shopify does not tell them apart); ``address1`` is the street part of the network address."""
+        city = loc.city_info
+        parts = loc.address.split(", ")
+        street = next(
+            (", ".join(parts[i + 1 :]) for i, part in enumerate(parts) if part.startswith("г. ")), loc.address
+        )
+        at = _ts(SHOP_OPENED)
+        return {
+            "id": loc.shopify_location_id, "name": loc.name, "address1": street, "address2": None,
+            "city": loc.city, "zip": f"{city.postcode_prefix}{loc.shopify_location_id % 1000:03d}",
+            "province": city.region, "province_code": city.region_code.split("-")[1], "country": "RU",
+            "country_code": "RU", "country_name": "Russia", "localized_country_name": "Россия",
+            "localized_province_name": city.region, "phone": None, "created_at": at, "updated_at": at,
+            "legacy": False, "active": True,
+            "admin_graphql_api_id": f"gid://shopify/Location/{loc.shopify_location_id}",
+        }  # fmt: skip
+
+    async def list_locations(self, request: Request, faults: FaultSet) -> Response:
+        """``locations.json``: every location of the shop, ascending ids, on one page (Shopify does not page
+        it)."""
+        self._check_version(request)
+        return JSONResponse(
+            {"locations": [self.render_location(BY_SHOPIFY_LOCATION[i]) for i in sorted(BY_SHOPIFY_LOCATION)]}
+        )
+
+    async def count_locations(self, request: Request, faults: FaultSet) -> Response:
+        self._check_version(request)
+        return JSONResponse({"count": len(BY_SHOPIFY_LOCATION)})
+
+    async def get_location(self, request: Request, faults: FaultSet) -> Response:
+        self._check_version(request)
+        loc = BY_SHOPIFY_LOCATION.get(request.path_params["location_id"])
+        if loc is None:
+            raise _errors(404, "Not Found")
+        return JSONResponse({"location": self.render_location(loc)})
 
     # -- returns ------------------------------------------------------------------------------------------
     async def list_returns(self, request: Request, faults: FaultSet) -> Response:
@@ -719,21 +1156,45 @@ class ShopifySimulator(Simulator):
         return JSONResponse({"inventory_level": level})
 
     async def list_inventory(self, request: Request, faults: FaultSet) -> Response:
+        """``inventory_levels.json?inventory_item_ids=&location_ids=`` (one of them required) and
+        ``locations/{id}/inventory_levels.json``: the levels set so far, by location then item, ``limit``
+        (50, ≤ 250) with ``Link`` cursor pages."""
         self._check_version(request)
-        try:
-            items = [int(x) for x in request.query_params.get("inventory_item_ids", "").split(",") if x]
-            locations = [int(x) for x in request.query_params.get("location_ids", "").split(",") if x]
-        except ValueError as exc:
-            raise _errors(400, {"inventory_item_ids": "Invalid value."}) from exc
-        if not items and not locations:
-            raise _errors(422, {"errors": "inventory_item_ids or location_ids is required"})
+        params = request.query_params
+        limit, fields, cursor = self._page_request(params)
+        if cursor is not None:
+            filters = cursor["f"]
+        else:
+            filters = {
+                "items": self._ids_param(params, "inventory_item_ids") or [],
+                "locations": self._ids_param(params, "location_ids") or [],
+            }
+            if "location_id" in request.path_params:
+                if request.path_params["location_id"] not in BY_SHOPIFY_LOCATION:
+                    raise _errors(404, "Not Found")
+                filters["locations"] = [request.path_params["location_id"]]
+            if not filters["items"] and not filters["locations"]:
+                raise _errors(422, "inventory_item_ids or location_ids is required")
+        items, locations = set(filters["items"]), set(filters["locations"])
+
+        def key(pair: tuple[int, int]) -> int:  # one sortable int per (location, item): the cursor's anchor
+            return pair[0] * 10**15 + pair[1]
+
         with self.lock:
-            levels = [
-                self._level(i, loc)
-                for (i, loc) in sorted(self.inventory)
-                if (not items or i in items) and (not locations or loc in locations)
-            ]
-        return JSONResponse({"inventory_levels": levels})
+            pairs = sorted(
+                (loc, item)
+                for (item, loc) in self.inventory
+                if (not items or item in items) and (not locations or loc in locations)
+            )
+            page, has_next, has_prev = self._window(pairs, key, cursor, "asc", limit)
+            levels = [self._level(item, loc) for loc, item in page]
+        if fields:
+            levels = [{k: v for k, v in r.items() if k in fields} for r in levels]
+        headers = self._link(
+            request, page, key, has_next=has_next, has_prev=has_prev, limit=limit, fields=fields,
+            filters=filters, order="asc",
+        )  # fmt: skip
+        return JSONResponse({"inventory_levels": levels}, headers=headers)
 
     # -- webhooks -----------------------------------------------------------------------------------------
     def tick(self) -> None:

@@ -222,6 +222,9 @@ class SimulatorStack:
             lifespan="off",
             timeout_graceful_shutdown=1,
             timeout_keep_alive=5,
+            # a simulator whose clients read header names case-sensitively asks for h11 (httptools
+            # lower-cases them on the wire): see ShopifySimulator.http_protocol
+            http=getattr(sim, "http_protocol", "auto"),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(

@@ -1,26 +1,48 @@
-"""Wildberries marketplace (FBS) simulator: v3 assembly tasks ("orders"), supplies and seller stocks.
+"""Wildberries seller API simulator (FBS): assembly tasks ("orders"), supplies, seller warehouses and stocks,
+and the content API's card list.
 
-Shapes follow ``reference/channel-apis.md`` §2 (WB seller API docs, rate-limit headers from 2nd-hand code):
+Follows the official seller API as published in WB's OpenAPI specs (the ``wildberries-sdk`` package generated
+from them, spec of 2026-10: modules ``orders_fbs`` and ``items``); ``reference/channel-apis.md`` §2 for what
+only second-hand sources say (rate-limit headers). ``tests/contract/test_wildberries_contract.py`` drives the
+sdk against this simulator.
 
-* ``Authorization: <token>`` or ``Authorization: Bearer <token>``; a bad token → 401 with WB's
-  ``{title, detail, code, requestId, origin, status, statusText, timestamp}`` body;
-* one rate limit bucket for the whole marketplace API: 300 req/min (5/s refill), burst 20; a 4xx response
-  costs 10 requests in total; 429 carries ``X-Ratelimit-Retry`` / ``X-Ratelimit-Reset`` /
-  ``X-Ratelimit-Limit`` (no ``Retry-After``: WB does not send it); other responses carry
-  ``X-Ratelimit-Remaining``;
+* ``Authorization: <token>`` or ``Authorization: Bearer <token>``; a bad token → 401 with WB's gateway body
+  ``{title, detail, code, requestId, origin, status, statusText, timestamp}``;
+* rate limits: the marketplace methods share one bucket of 300 req/min (5/s refill), burst 20, a 4xx response
+  costing 10 requests in total; the content API (``/content/…``) has its own bucket of 100 req/min, burst 5.
+  429 carries ``X-Ratelimit-Retry`` / ``X-Ratelimit-Reset`` / ``X-Ratelimit-Limit`` (no ``Retry-After``: WB
+  does not send it); other responses carry ``X-Ratelimit-Remaining``;
 * one WB "order" is one unit (an assembly task): a basket of 3 units becomes 3 orders sharing ``orderUid``;
-* prices are integers ×100 in kopecks (``price`` = list price, ``salePrice``/``finalPrice`` = after the
-  seller's discount, ``convertedPrice`` = in the seller's currency), ``currencyCode`` 643 (RUB);
-* ``GET /api/v3/orders/new`` = every order still ``supplierStatus=new`` (no paging);
-  ``GET /api/v3/orders`` = history by ``next`` cursor (order id) within a ≤ 30-day Unix-time window;
+* two order shapes, as in the spec: ``GET /api/v3/orders/new`` serves ``OrderNew`` (with ``salePrice``,
+  ``finalPrice``, ``convertedFinalPrice``, ``requiredMeta``/``optionalMeta``, ``ddate``/``sellerDate``,
+  ``isPickupPointShipmentAllowed``); ``GET /api/v3/orders`` (history by ``next`` cursor, ≤ 30-day Unix-time
+  window) serves ``Order`` (with ``supplyId`` once the order is in a supply, no ``finalPrice``);
+* prices are integers ×100 in the sale currency (``currencyCode`` 643, RUB; the seller's currency is RUB too,
+  so the ``converted*`` prices equal the others): ``salePrice`` = list price after the seller's discount;
+  ``price`` = after every discount except the WB Wallet one (WB's own discount, per buyer); ``finalPrice`` =
+  what the buyer pays (also after the WB Wallet discount, which a share of buyers get);
+* ``officeId`` / ``offices`` name the WB office (sorting centre) the seller warehouse delivers to — not the
+  buyer's city; the buyer's address is in ``address`` (courier orders only);
+* supplies: ``POST /api/v3/supplies`` then ``PATCH /api/marketplace/v3/supplies/{supplyId}/orders`` with
+  ``{"orders": [≤ 100 ids]}`` (the old per-order ``PATCH /api/v3/supplies/{supplyId}/orders/{orderId}`` is
+  kept as deprecated). A supply takes the orders of one seller warehouse and one ``cargoType`` (those of its
+  first order); an order may move between supplies. A batch that cannot be applied whole is refused whole
+  (409 ``FailedToAddSupplyOrder``);
 * ``PUT /api/v3/stocks/{warehouseId}`` → 204; items with misnamed fields are silently ignored (still 204);
-  unknown ``chrtId`` or amounts out of 0..100000 → 409 listing them in ``data`` (valid items are applied).
+  an ill-typed or out-of-range amount → 400 (nothing applied); unknown ``chrtId`` → 409 with the official
+  array body ``[{code, message, data: [{sku, chrtId, amount}]}]`` (the valid items are applied);
+* discovery: ``GET /api/v3/warehouses`` lists the seller warehouses of ``simulators.network``;
+  ``POST /content/v2/get/cards/list`` lists the catalog's cards (``vendorCode`` = the seller's article),
+  sorted by ``updatedAt`` and paged by the ``{updatedAt, nmID}`` cursor.
 
-Orders leave "new" when the seller adds them to a supply (``POST /api/v3/supplies`` then
-``PATCH /api/v3/supplies/{supplyId}/orders/{orderId}``), when the seller cancels them
+Orders leave "new" when the seller adds them to a supply, when the seller cancels them
 (``PATCH /api/v3/orders/{orderId}/cancel``), when the buyer cancels (a share of orders, in simulated time)
 or — simulator approximation of WB's shipping deadline — when still unconfirmed ``confirm_deadline_hours``
 after creation (``wbStatus=canceled``).
+
+Not simulated: stickers, marking codes (``requiredMeta`` is always empty), delivering a supply (``deliver``),
+cross-border orders (``trackNumber``), the 3-month archive, oversized goods (the catalog is all ``cargoType``
+1, so ``ddate``/``sellerDate`` stay null), stock-warehouse cargo restrictions, card photos.
 
 State across restarts (``persist``): every order (its generated basket is derived again from the stream
 number and time), statuses, supplies, published stocks and pending cancellations are kept; order ids,
@@ -39,6 +61,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,17 +78,34 @@ from simulators.base import (
     resume_stream,
 )
 from simulators.catalog import Product
-from simulators.clock import iso_z
+from simulators.clock import iso_z, parse_rfc3339
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
 from simulators.limits import TokenBucket
-from simulators.network import BY_WB_WAREHOUSE, LOCATION_BY_CODE, WAREHOUSES, warehouses_near
+from simulators.network import BY_WB_WAREHOUSE, LOCATION_BY_CODE, Location, warehouses_near
 
 MAX_WINDOW = timedelta(days=30)
 BURST = 20
 PER_MINUTE = 300
 FOURXX_COST = 10
+#: the content API (cards) has its own, slower bucket
+CONTENT_BURST = 5
+CONTENT_PER_MINUTE = 100
 STOCK_MAX = 100_000
+SUPPLY_BATCH = 100
+CARDS_MAX_LIMIT = 100
+#: a cargo type above which WB calls goods oversized (СГТ): heavier than 25 kg
+OVERSIZED_G = 25_000
+#: the WB Wallet discount (percent) and the share of buyers who pay with the wallet
+WALLET_DISCOUNT = 2
+WALLET_SHARE = 0.3
+#: WB's own discount (СПП / WB Club), percent, drawn per buyer
+WB_DISCOUNTS = (0, 0, 3, 5, 7, 10)
+NOT_FOUND = "Не найдено"
+SUPPLY_REFUSED = (
+    "Не удалось закрепить сборочное задание за поставкой. "
+    "Убедитесь, что сборочное задание и поставка удовлетворяют всем необходимым требованиям."
+)
 
 
 @dataclass
@@ -83,12 +123,36 @@ class WbOrder:
     warehouse_code: str | None = None
 
 
-def _wb_error(status: int, code: str, message: str, data=None) -> ApiError:
-    return ApiError(status, {"code": code, "message": message, "data": data})
+def _wb_error(status: int, code: str, message: str, data: Any = None, *, with_data: bool = True) -> ApiError:
+    """The marketplace API's error body: ``{code, message, data}`` for the orders/supplies methods;
+    ``with_data=False`` for the seller-warehouse and stock methods, whose schema is ``{code, message}``."""
+    body = {"code": code, "message": message}
+    if with_data:
+        body["data"] = data
+    return ApiError(status, body)
+
+
+def _content_error(message: str) -> ApiError:
+    """The content API's 400 body (``ResponseBodyContentError400``)."""
+    return ApiError(400, {"data": {}, "error": True, "errorText": message, "additionalErrors": {}})
 
 
 def _kop(value: Decimal) -> int:
     return int((value * 100).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
+
+
+def wb_office(wh: Location) -> tuple[int, str]:
+    """The WB office (sorting centre) a seller warehouse delivers its supplies to: ``(officeId, name)``.
+    Derived from the warehouse so that orders and ``/api/v3/warehouses`` agree."""
+    return 300 + (wh.wb_warehouse_id or 0) % 1000, f"СЦ {wh.city}"
+
+
+def _warehouse(wb: WbOrder) -> Location:
+    return LOCATION_BY_CODE[wb.warehouse_code or wb.order.warehouse_code]
+
+
+def _cargo_type(p: Product) -> int:
+    return 2 if p.weight_g > OVERSIZED_G else 1
 
 
 class WildberriesSimulator(Simulator):
@@ -123,10 +187,14 @@ class WildberriesSimulator(Simulator):
         self.supplies: dict[str, dict] = {}
         self._by_chrt = {p.wb_chrt_id: p for p in ctx.catalog}
         self.limiter = TokenBucket(BURST, PER_MINUTE / 60, ctx.protocol_time) if rate_limit else None
+        self.content_limiter = (
+            TokenBucket(CONTENT_BURST, CONTENT_PER_MINUTE / 60, ctx.protocol_time) if rate_limit else None
+        )
         self._discount = {
             p.sku: random.Random(f"{ctx.seed}:wb-discount:{p.sku}").choice((0, 0, 10, 15, 20, 30))
             for p in ctx.catalog
         }
+        self.cards = self._build_cards()
 
     def credentials(self) -> dict:
         return {"token": self.token}
@@ -233,46 +301,76 @@ class WildberriesSimulator(Simulator):
         return order.warehouse_code
 
     # -- rendering ----------------------------------------------------------------------------------------
-    def render(self, wb: WbOrder) -> dict:
+    def prices(self, wb: WbOrder) -> tuple[int, int, int]:
+        """``(salePrice, price, finalPrice)`` in kopecks: the list price after the seller's discount; after
+        WB's own discount too (drawn per buyer); after the WB Wallet discount too (a share of buyers)."""
         o, p = wb.order, wb.product
-        wh = LOCATION_BY_CODE[wb.warehouse_code or o.warehouse_code]
-        price = _kop(p.price)
-        sale = _kop((p.price * (100 - self._discount[p.sku]) / 100).quantize(Decimal("1")))
+        sale = (p.price * (100 - self._discount[p.sku]) / 100).quantize(Decimal("1"))
+        buyer = random.Random(f"{self.ctx.seed}:wb-buyer:{o.seq}")
+        wb_discount = buyer.choice(WB_DISCOUNTS)
+        wallet = WALLET_DISCOUNT if buyer.random() < WALLET_SHARE else 0
+        price = sale * (100 - wb_discount) / 100
+        final = price * (100 - wallet) / 100
+        return _kop(sale), _kop(price), _kop(final)
+
+    def render(self, wb: WbOrder, *, new: bool = False) -> dict:
+        """One assembly task: the ``OrderNew`` shape of ``/orders/new`` (``new=True``) or the ``Order``
+        shape of the history ``/orders``."""
+        o, p = wb.order, wb.product
+        wh = _warehouse(wb)
+        office_id, office = wb_office(wh)
+        sale, price, final = self.prices(wb)
+        cargo = _cargo_type(p)
         user_id = 100_000_000 + o.entropy % 900_000_000
         uid_hash = hashlib.md5(f"{self.ctx.seed}:wb-uid:{o.seq}".encode()).hexdigest()
-        return {
-            "id": wb.id,
-            "rid": hashlib.md5(f"{self.ctx.seed}:wb-rid:{wb.id}".encode()).hexdigest(),
-            "orderUid": f"{user_id}_{uid_hash}",
-            "article": p.sku,
-            "nmId": p.wb_nm_id,
-            "chrtId": p.wb_chrt_id,
-            "skus": [p.barcode],
-            "price": price,
-            "salePrice": sale,
-            "finalPrice": sale,
-            "convertedPrice": price,
-            "currencyCode": 643,
-            "convertedCurrencyCode": 643,
-            "createdAt": iso_z(wb.created_at),
-            "warehouseId": wh.wb_warehouse_id,
-            "officeId": 200 + WAREHOUSES.index(wh),
-            "offices": [o.address.city],
-            "supplyId": wb.supply_id,
-            "deliveryType": "fbs",
-            "cargoType": 2 if p.weight_g > 25_000 else 1,
-            "isZeroOrder": False,
-            "options": {"isB2B": False},
+        record: dict[str, Any] = {
             "address": (
-                {"fullAddress": o.address.full, "latitude": o.address.lat, "longitude": o.address.lon}
+                {"fullAddress": o.address.full, "longitude": o.address.lon, "latitude": o.address.lat}
                 if o.delivery_method == "courier"
                 else None
             ),
-            "comment": o.comment,
-            "colorCode": "",
-            "requiredMeta": [],
             "scanPrice": None,
+            "deliveryType": "fbs",
+            "orderUid": f"{user_id}_{uid_hash}",
+            "article": p.sku,
+            "colorCode": "",
+            "rid": hashlib.md5(f"{self.ctx.seed}:wb-rid:{wb.id}".encode()).hexdigest(),
+            "createdAt": iso_z(wb.created_at),
+            "offices": [office],
+            "skus": [p.barcode],
+            "id": wb.id,
+            "warehouseId": wh.wb_warehouse_id,
+            "officeId": office_id,
+            "nmId": p.wb_nm_id,
+            "chrtId": p.wb_chrt_id,
+            "price": price,
+            "convertedPrice": price,
+            "currencyCode": 643,
+            "convertedCurrencyCode": 643,
+            "cargoType": cargo,
+            "crossBorderType": 0,
+            "comment": o.comment[:300],
+            "isZeroOrder": False,
+            "options": {"isB2B": False},
         }
+        if new:
+            oversized = cargo != 1
+            record.update(
+                ddate=(wb.created_at + timedelta(days=5)).strftime("%d.%m.%Y") if oversized else None,
+                sellerDate=(wb.created_at + timedelta(days=2)).strftime("%d.%m.%Y") if oversized else None,
+                salePrice=sale,
+                requiredMeta=[],
+                optionalMeta=[],
+                finalPrice=final,
+                convertedFinalPrice=final,
+                isPickupPointShipmentAllowed=not oversized,
+            )
+        else:
+            if wb.supply_id:
+                record["supplyId"] = wb.supply_id
+            if wb.wb_status in ("sorted", "sold", "ready_for_pickup"):
+                record["scanPrice"] = price  # the price at WB's acceptance scan
+        return record
 
     @staticmethod
     def malform(record: dict, rng: random.Random) -> None:
@@ -297,7 +395,7 @@ class WildberriesSimulator(Simulator):
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
-    def _too_many(self, retry: float, reset: float) -> Response:
+    def _too_many(self, retry: float, reset: float, limit: int = BURST) -> Response:
         body = self._gateway_error(429, "too many requests", "Limited by seller token", "api-gateway")
         return JSONResponse(
             body,
@@ -305,42 +403,47 @@ class WildberriesSimulator(Simulator):
             headers={
                 "X-Ratelimit-Retry": str(max(1, math.ceil(retry))),
                 "X-Ratelimit-Reset": str(max(1, math.ceil(reset))),
-                "X-Ratelimit-Limit": str(BURST),
+                "X-Ratelimit-Limit": str(limit),
             },
         )
 
+    def _bucket(self, request: Request) -> tuple[TokenBucket | None, int]:
+        if request.url.path.startswith("/content/"):
+            return self.content_limiter, CONTENT_BURST
+        return self.limiter, BURST
+
     def before_request(self, request: Request) -> Response | None:
-        if self.limiter:
-            ok, wait = self.limiter.try_take()
+        limiter, limit = self._bucket(request)
+        if limiter:
+            ok, wait = limiter.try_take()
             if not ok:
-                return self._too_many(wait, self.limiter.seconds_until_full())
+                return self._too_many(wait, limiter.seconds_until_full(), limit)
         header = request.headers.get("authorization", "").strip()
         token = header[7:].strip() if header.lower().startswith("bearer ") else header
+        origin = (
+            "s2s-api-auth-content" if request.url.path.startswith("/content/") else "s2s-api-auth-marketplace"
+        )
         if not token:
             return JSONResponse(
-                self._gateway_error(
-                    401, "unauthorized", "empty Authorization header", "s2s-api-auth-marketplace"
-                ),
+                self._gateway_error(401, "unauthorized", "empty Authorization header", origin),
                 status_code=401,
             )
         if token != self.token:
             return JSONResponse(
                 self._gateway_error(
-                    401,
-                    "unauthorized",
-                    "token problem; token is malformed or unknown",
-                    "s2s-api-auth-marketplace",
+                    401, "unauthorized", "token problem; token is malformed or unknown", origin
                 ),
                 status_code=401,
             )
         return None
 
     def after_request(self, request: Request, response: Response) -> None:
-        if not self.limiter or response.status_code == 429:
+        limiter, _ = self._bucket(request)
+        if not limiter or response.status_code == 429:
             return
-        if 400 <= response.status_code < 500:
-            self.limiter.charge(FOURXX_COST - 1)
-        response.headers["X-Ratelimit-Remaining"] = str(self.limiter.remaining)
+        if limiter is self.limiter and 400 <= response.status_code < 500:
+            limiter.charge(FOURXX_COST - 1)
+        response.headers["X-Ratelimit-Remaining"] = str(limiter.remaining)
 
     def fault_rate_limited(self, rule: FaultRule) -> Response:
         return self._too_many(rule.retry_after, rule.retry_after)
@@ -353,7 +456,7 @@ class WildberriesSimulator(Simulator):
         )
 
     def not_found(self, request: Request) -> Response:
-        return JSONResponse({"code": "NotFound", "message": "Не найдено", "data": None}, status_code=404)
+        return JSONResponse({"code": "NotFound", "message": NOT_FOUND, "data": None}, status_code=404)
 
     def internal_error(self) -> Response:
         return JSONResponse(
@@ -368,16 +471,20 @@ class WildberriesSimulator(Simulator):
             ("/api/v3/orders/status", self.orders_status, ["POST"]),
             ("/api/v3/orders/{orderId}/cancel", self.cancel_order, ["PATCH"]),
             ("/api/v3/supplies", self.create_supply, ["POST"]),
+            ("/api/marketplace/v3/supplies/{supplyId}/orders", self.add_orders_to_supply, ["PATCH"]),
+            # deprecated by WB (superseded by the batch call above); kept for old clients
             ("/api/v3/supplies/{supplyId}/orders/{orderId}", self.add_to_supply, ["PATCH"]),
+            ("/api/v3/warehouses", self.warehouses, ["GET"]),
             ("/api/v3/stocks/{warehouseId}", self.stocks_put, ["PUT"]),
             ("/api/v3/stocks/{warehouseId}", self.stocks_get, ["POST"]),
+            ("/content/v2/get/cards/list", self.cards_list, ["POST"]),
         ]
 
     # -- orders -------------------------------------------------------------------------------------------
     async def orders_new(self, request: Request, faults: FaultSet) -> Response:
         with self.lock:
             records = [
-                self.render(wb)
+                self.render(wb, new=True)
                 for wb in self.orders
                 if wb.supplier_status == "new" and wb.wb_status == "waiting"
             ]
@@ -433,42 +540,51 @@ class WildberriesSimulator(Simulator):
             records = faults.apply_records(records, self.malform)
         return JSONResponse({"next": nxt, "orders": records})
 
+    @staticmethod
+    def _cancellable(wb: WbOrder) -> bool:
+        return wb.supplier_status in ("new", "confirm") and wb.wb_status == "waiting"
+
     async def orders_status(self, request: Request, faults: FaultSet) -> Response:
         try:
             body = await read_json(request)
             ids = body["orders"]
-            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            if not isinstance(ids, list) or not all(type(i) is int for i in ids):
                 raise ValueError("orders must be a list of integers")
         except (ValueError, KeyError, TypeError) as exc:
             raise _wb_error(400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}") from exc
-        if len(ids) > 1000:
-            raise _wb_error(400, "IncorrectRequestBody", "Не больше 1000 сборочных заданий")
+        if not 1 <= len(ids) <= 1000:
+            raise _wb_error(400, "IncorrectRequestBody", "От 1 до 1000 сборочных заданий")
         with self.lock:
             out = [
                 {
                     "id": i,
-                    "supplierStatus": self.by_id[i].supplier_status,
-                    "wbStatus": self.by_id[i].wb_status,
+                    "isCancellable": self._cancellable(wb),
+                    # a task in delivery may go back to assembly (supplies are never delivered here)
+                    "isTransferable": wb.supplier_status == "complete" and wb.wb_status == "waiting",
+                    "supplierStatus": wb.supplier_status,
+                    "wbStatus": wb.wb_status,
                 }
                 for i in ids
-                if i in self.by_id
+                if (wb := self.by_id.get(i)) is not None
             ]
         return JSONResponse({"orders": out})
 
     def _order_or_404(self, raw: str) -> WbOrder:
         wb = self.by_id.get(int(raw)) if raw.isdigit() else None
         if wb is None:
-            raise _wb_error(404, "NotFound", "Сборочное задание не найдено")
+            raise _wb_error(404, "NotFound", NOT_FOUND)
         return wb
 
     async def cancel_order(self, request: Request, faults: FaultSet) -> Response:
         with self.lock:
             wb = self._order_or_404(request.path_params["orderId"])
-            if wb.supplier_status not in ("new", "confirm") or wb.wb_status != "waiting":
+            if not self._cancellable(wb):
                 raise _wb_error(409, "StatusMismatch", "Сборочное задание нельзя отменить в текущем статусе")
             wb.supplier_status, wb.wb_status, wb.status_changed_at = "cancel", "canceled", self.now
+            self._leave_supply(wb)  # a cancelled task leaves its supply
         return Response(status_code=204)
 
+    # -- supplies -----------------------------------------------------------------------------------------
     async def create_supply(self, request: Request, faults: FaultSet) -> Response:
         try:
             body = await read_json(request)
@@ -485,29 +601,93 @@ class WildberriesSimulator(Simulator):
                 "id": supply_id,
                 "name": name,
                 "createdAt": iso_z(self.now),
+                "done": False,
+                # set by the first order added: a supply holds one warehouse's orders of one cargo type
+                "warehouseId": None,
+                "cargoType": None,
                 "orders": [],
             }
         return JSONResponse({"id": supply_id}, status_code=201)
 
-    async def add_to_supply(self, request: Request, faults: FaultSet) -> Response:
-        with self.lock:
-            supply = self.supplies.get(request.path_params["supplyId"])
-            if supply is None:
-                raise _wb_error(404, "NotFound", "Поставка не найдена")
-            wb = self._order_or_404(request.path_params["orderId"])
-            if wb.supplier_status == "confirm" and wb.supply_id == supply["id"]:
-                return Response(status_code=204)  # repeating the same move changes nothing
-            if wb.supplier_status != "new" or wb.wb_status != "waiting":
-                raise _wb_error(409, "StatusMismatch", "Сборочное задание нельзя добавить в поставку")
+    def _leave_supply(self, wb: WbOrder) -> None:
+        held = self.supplies.get(wb.supply_id or "", {}).get("orders", [])
+        if wb.id in held:
+            held.remove(wb.id)
+        wb.supply_id = None
+
+    def _supply_or_404(self, supply_id: str) -> dict:
+        supply = self.supplies.get(supply_id)
+        if supply is None:
+            raise _wb_error(404, "NotFound", NOT_FOUND)
+        return supply
+
+    def _add_orders(self, supply: dict, orders: list[WbOrder]) -> None:
+        """Add ``orders`` to ``supply`` all or nothing (caller holds the lock): each must be new (or already
+        on assembly in an open supply: it moves), of one warehouse and cargo type, the supply's if set."""
+        if supply.get("done"):
+            raise _wb_error(409, "FailedToAddSupplyOrder", SUPPLY_REFUSED)
+        warehouse, cargo = supply.get("warehouseId"), supply.get("cargoType")
+        for wb in orders:
+            wid = _warehouse(wb).wb_warehouse_id
+            warehouse = wid if warehouse is None else warehouse
+            cargo = _cargo_type(wb.product) if cargo is None else cargo
+            moving = wb.supplier_status == "confirm" and not self.supplies.get(wb.supply_id, {}).get("done")
+            if (
+                wb.wb_status != "waiting"
+                or not (wb.supplier_status == "new" or moving)
+                or wid != warehouse
+                or _cargo_type(wb.product) != cargo
+            ):
+                raise _wb_error(409, "FailedToAddSupplyOrder", SUPPLY_REFUSED)
+        supply["warehouseId"], supply["cargoType"] = warehouse, cargo
+        for wb in orders:
+            if wb.supply_id == supply["id"]:
+                continue  # repeating the same move changes nothing
+            self._leave_supply(wb)
             wb.supplier_status, wb.supply_id, wb.status_changed_at = "confirm", supply["id"], self.now
             supply["orders"].append(wb.id)
+
+    async def add_orders_to_supply(self, request: Request, faults: FaultSet) -> Response:
+        try:
+            body = await read_json(request)
+            ids = body["orders"]
+            if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+                raise ValueError("orders must be a list of integers")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _wb_error(400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}") from exc
+        if not 1 <= len(ids) <= SUPPLY_BATCH:
+            raise _wb_error(400, "IncorrectRequestBody", f"От 1 до {SUPPLY_BATCH} сборочных заданий")
+        with self.lock:
+            supply = self._supply_or_404(request.path_params["supplyId"])
+            orders = [self.by_id.get(i) for i in dict.fromkeys(ids)]
+            if any(wb is None for wb in orders):
+                raise _wb_error(409, "FailedToAddSupplyOrder", SUPPLY_REFUSED)
+            self._add_orders(supply, orders)
         return Response(status_code=204)
 
-    # -- stocks -------------------------------------------------------------------------------------------
+    async def add_to_supply(self, request: Request, faults: FaultSet) -> Response:
+        """Deprecated per-order form of :meth:`add_orders_to_supply`."""
+        with self.lock:
+            supply = self._supply_or_404(request.path_params["supplyId"])
+            wb = self._order_or_404(request.path_params["orderId"])
+            self._add_orders(supply, [wb])
+        return Response(status_code=204)
+
+    # -- seller warehouses and stocks ---------------------------------------------------------------------
+    async def warehouses(self, request: Request, faults: FaultSet) -> Response:
+        out = []
+        for wid, wh in sorted(BY_WB_WAREHOUSE.items()):
+            office_id, _ = wb_office(wh)
+            out.append({
+                "name": wh.name, "officeId": office_id, "id": wid, "cargoType": 1, "deliveryType": 1,
+                "isDeleting": False, "isProcessing": False,
+            })  # fmt: skip
+        return JSONResponse(out)
+
     def _warehouse_or_404(self, raw: str) -> int:
         wid = int(raw) if raw.isdigit() else None
         if wid is None or wid not in BY_WB_WAREHOUSE:
-            raise _wb_error(404, "NotFound", "Склад не найден")
+            raise _wb_error(404, "NotFound", NOT_FOUND, with_data=False)
         return wid
 
     async def stocks_put(self, request: Request, faults: FaultSet) -> Response:
@@ -517,28 +697,33 @@ class WildberriesSimulator(Simulator):
             items = body["stocks"]
             if not isinstance(items, list):
                 raise ValueError("stocks must be a list")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _wb_error(400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}") from exc
-        if len(items) > 1000:
-            raise _wb_error(400, "IncorrectRequestBody", "Не больше 1000 товаров в запросе")
-        failed = []
-        with self.lock:
+            if not 1 <= len(items) <= 1000:
+                raise ValueError("от 1 до 1000 товаров в запросе")
+            taken = []
             for item in items:
                 if not isinstance(item, dict) or "chrtId" not in item or "amount" not in item:
                     continue  # as the real API: misnamed fields are ignored and the call still returns 204
                 chrt, amount = item["chrtId"], item["amount"]
-                product = self._by_chrt.get(chrt) if isinstance(chrt, int) else None
-                if product is None or not isinstance(amount, int) or not 0 <= amount <= STOCK_MAX:
-                    failed.append(
-                        {"sku": product.barcode if product else "", "chrtId": chrt, "amount": amount}
-                    )
+                if type(chrt) is not int or type(amount) is not int or not 0 <= amount <= STOCK_MAX:
+                    raise ValueError(f"chrtId must be an integer and amount an integer 0..{STOCK_MAX}")
+                taken.append((chrt, amount))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _wb_error(
+                400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}", with_data=False
+            ) from exc
+        unknown = []
+        with self.lock:
+            for chrt, amount in taken:
+                product = self._by_chrt.get(chrt)
+                if product is None:
+                    unknown.append({"sku": "", "chrtId": chrt, "amount": amount})
                     continue
                 record = {"warehouseId": wid, "chrtId": chrt, "sku": product.sku, "amount": amount,
                           "updated_at": iso_z(self.now)}  # fmt: skip
                 self.stocks[(wid, chrt)] = record
                 self.stock_pushes.append(record)
-        if failed:
-            raise _wb_error(409, "UpdateStocksError", "Остатки не обновлены для части товаров", failed)
+        if unknown:
+            raise ApiError(409, [{"code": "NotFound", "message": NOT_FOUND, "data": unknown}])
         return Response(status_code=204)
 
     async def stocks_get(self, request: Request, faults: FaultSet) -> Response:
@@ -546,10 +731,12 @@ class WildberriesSimulator(Simulator):
         try:
             body = await read_json(request)
             chrts = body["chrtIds"]
-            if not isinstance(chrts, list):
-                raise ValueError("chrtIds must be a list")
+            if not isinstance(chrts, list) or len(chrts) > 1000:
+                raise ValueError("chrtIds must be a list of at most 1000")
         except (ValueError, KeyError, TypeError) as exc:
-            raise _wb_error(400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}") from exc
+            raise _wb_error(
+                400, "IncorrectRequestBody", f"Некорректное тело запроса: {exc}", with_data=False
+            ) from exc
         with self.lock:
             out = [
                 {"chrtId": c, "amount": self.stocks[(wid, c)]["amount"]}
@@ -557,6 +744,101 @@ class WildberriesSimulator(Simulator):
                 if (wid, c) in self.stocks
             ]
         return JSONResponse({"stocks": out})
+
+    # -- content API: cards -------------------------------------------------------------------------------
+    def _build_cards(self) -> list[dict]:
+        """One card per catalog product (one size each), with creation/update times before the clock's
+        start, in ascending ``(updatedAt, nmID)`` order."""
+        start = self.ctx.clock.start.replace(microsecond=0)
+        cards = []
+        for p in self.ctx.catalog:
+            rng = random.Random(f"{self.ctx.seed}:wb-card:{p.sku}")
+            created = start - timedelta(days=rng.randint(30, 400), milliseconds=rng.randint(0, 86_400_000))
+            updated = min(
+                created + timedelta(days=rng.randint(0, 25), milliseconds=rng.randint(0, 999)), start
+            )
+            subject = 1000 + int(hashlib.md5(p.category.encode()).hexdigest()[:4], 16) % 9000
+            cards.append({
+                "nmID": p.wb_nm_id,
+                "imtID": p.wb_nm_id - 50_000_000,
+                "nmUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"wb-card:{self.ctx.seed}:{p.wb_nm_id}")),
+                "subjectID": subject,
+                "subjectName": p.category,
+                "vendorCode": p.sku,
+                "brand": p.brand,
+                "title": p.name[:60].rstrip(),  # WB caps titles at 60 characters
+                "description": p.name,
+                "needKiz": False,
+                "photos": [],
+                "dimensions": {"length": p.length_cm, "width": p.width_cm, "height": p.height_cm,
+                               "weightBrutto": round(p.weight_g / 1000, 3), "isValid": True},
+                "characteristics": [],
+                "sizes": [{"chrtID": p.wb_chrt_id, "techSize": "0", "wbSize": "", "skus": [p.barcode]}],
+                "tags": [],
+                "createdAt": iso_z(created, ms=True),
+                "updatedAt": iso_z(updated, ms=True),
+                "_key": (updated, p.wb_nm_id),  # the sort and cursor key (whole milliseconds, as rendered)
+            })  # fmt: skip
+        cards.sort(key=lambda c: c["_key"])
+        return cards
+
+    @staticmethod
+    def _card_matches(card: dict, flt: dict) -> bool:
+        text = flt.get("textSearch")
+        if text:
+            t = str(text).strip().casefold()
+            barcodes = {b for s in card["sizes"] for b in s["skus"]}
+            if t != str(card["nmID"]) and t not in barcodes and t not in card["vendorCode"].casefold():
+                return False
+        with_photo = flt.get("withPhoto", 0)
+        if (with_photo == 1 and not card["photos"]) or (with_photo == 2 and card["photos"]):
+            return False
+        if flt.get("brands") and card["brand"] not in flt["brands"]:
+            return False
+        if flt.get("objectIDs") and card["subjectID"] not in flt["objectIDs"]:
+            return False
+        if flt.get("imtID") and card["imtID"] != flt["imtID"]:
+            return False
+        tags = flt.get("tagIDs")
+        return not tags or any(t["id"] in tags for t in card["tags"])
+
+    async def cards_list(self, request: Request, faults: FaultSet) -> Response:
+        try:
+            body = await read_json(request)
+            settings = body.get("settings") or {}
+            sort, flt, cursor = (settings.get(k) or {} for k in ("sort", "filter", "cursor"))
+            if not all(isinstance(x, dict) for x in (settings, sort, flt, cursor)):
+                raise ValueError("settings, sort, filter and cursor must be objects")
+            limit = cursor.get("limit", 10)
+            if type(limit) is not int or not 1 <= limit <= CARDS_MAX_LIMIT:
+                raise ValueError(f"cursor.limit must be 1..{CARDS_MAX_LIMIT}")
+            ascending = sort.get("ascending", False)
+            if not isinstance(ascending, bool):
+                raise ValueError("sort.ascending must be a boolean")
+            after = None
+            if cursor.get("updatedAt") or cursor.get("nmID"):
+                nm = cursor.get("nmID")
+                if type(nm) is not int:
+                    raise ValueError("cursor.nmID must be an integer")
+                after = (parse_rfc3339(cursor.get("updatedAt") or ""), nm)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise _content_error(f"Bad request: {exc}") from exc
+        ordered = self.cards if ascending else self.cards[::-1]
+        page = []
+        for card in ordered:
+            if after is not None and (card["_key"] <= after if ascending else card["_key"] >= after):
+                continue
+            if not self._card_matches(card, flt):
+                continue
+            page.append({k: v for k, v in card.items() if k != "_key"})
+            if len(page) == limit:
+                break
+        out_cursor: dict[str, Any] = {"total": len(page)}
+        if page:
+            out_cursor.update(updatedAt=page[-1]["updatedAt"], nmID=page[-1]["nmID"])
+        elif after is not None:
+            out_cursor.update(updatedAt=cursor["updatedAt"], nmID=cursor["nmID"])
+        return JSONResponse({"cards": page, "cursor": out_cursor})
 
     # -- control ------------------------------------------------------------------------------------------
     def control_routes(self) -> list[Route]:
@@ -587,10 +869,11 @@ class WildberriesSimulator(Simulator):
             Route("/_sim/orders/{orderId}/status", set_status, methods=["POST"]),
         ]
 
-    def rendered_orders(self) -> list[dict]:
+    def rendered_orders(self, *, new: bool = False) -> list[dict]:
+        """Every order so far in the history shape (``new=True``: in the ``/orders/new`` shape)."""
         with self.lock:
             self.sync()
-            return [self.render(wb) for wb in self.orders]
+            return [self.render(wb, new=new) for wb in self.orders]
 
     def state(self) -> dict:
         counts: dict[str, int] = {}

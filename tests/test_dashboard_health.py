@@ -1,6 +1,9 @@
 """Streamlit: the health page (AppTest runs the real page script) shows the services and whether the work
 keeps up — and never says all is well while a figure is not: the figures come from what the worker, the
-domain and a Dagster instance configured by dagster.yaml wrote."""
+domain and a Dagster instance configured by dagster.yaml wrote. The page needs a signed-in user; only admins
+see where the stores are (URLs without credentials), everyone else the verdicts without hosts and ports."""
+
+from urllib.parse import urlsplit
 
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -8,15 +11,58 @@ from streamlit.testing.v1 import AppTest
 from oms_ops.connectors.config import ConnectorSettings
 from oms_ops.platform.stack import dagster_storage_url
 from oms_ops.services.clients import Clients
+from oms_ops.users import User
 from oms_ops.worker import Worker
 from tests.core import factories as f
 from tests.dagster_runs import dagster_instance, fail_before_start, fail_in_a_step
+from tests.dashboards.conftest import DASHBOARD_PASSWORD, as_login, dashboard_login  # noqa: F401 (fixture)
 from tests.paths import DASHBOARDS
 
+ADMIN = User("root", "admin", "scrypt$unused")
 
-def _page() -> AppTest:
+
+def _page(user: User | None = ADMIN) -> AppTest:
     st.cache_data.clear()  # the page caches its reads for 10 s
-    return AppTest.from_file(str(DASHBOARDS / "pages/health.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(DASHBOARDS / "pages/health.py"), default_timeout=60)
+    if user is not None:
+        at.session_state["user"] = user
+    return at.run()
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for kind in (at.success, at.info, at.warning, at.error, at.caption) for e in kind]
+    return "\n".join(str(p) for p in parts + [f"{m.label}: {m.value}" for m in at.metric])
+
+
+def test_health_page_needs_a_signed_in_user(db_url, monkeypatch):
+    monkeypatch.setenv("OMS_DATABASE_URL", db_url)
+    at = _page(None)
+    assert not at.exception
+    assert [w.value for w in at.warning] == ["Please sign in first."]
+    assert not at.success and not at.error and not at.metric
+
+
+def test_only_admins_see_where_the_stores_are_and_nobody_sees_credentials(
+    db_url,
+    dashboard_login,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+):
+    login_url = as_login(db_url, dashboard_login, DASHBOARD_PASSWORD)
+    parts = urlsplit(login_url)
+    monkeypatch.setenv("OMS_DATABASE_URL", db_url)
+    monkeypatch.setenv("OMS_DASHBOARD_DATABASE_URL", login_url)
+    monkeypatch.setenv("OMS_CLICKHOUSE_URL", "http://default:ch-secret@127.0.0.1:9")  # down
+    admin = _texts(_page())
+    assert f"postgresql://***@{parts.hostname}:{parts.port}{parts.path}" in admin
+    for role in ("ops", "manager"):
+        at = _page(User("someone", role, "scrypt$unused"))
+        assert not at.exception
+        out = _texts(at)
+        assert "Postgres is up" in out and "ClickHouse is down" in out  # the verdicts stay
+        assert parts.hostname not in out and str(parts.port) not in out and "http://" not in out
+        assert dashboard_login not in out
+    for out in (admin, _texts(at)):
+        assert DASHBOARD_PASSWORD not in out and "ch-secret" not in out
 
 
 def test_health_page_shows_both_services_up(db_url, clickhouse_url, monkeypatch):

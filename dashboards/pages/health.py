@@ -4,14 +4,27 @@ A server that answers says little while runs fail before any step or the marts a
 under the service probes the page shows the figures of ``oms_ops.services.health`` (worker heartbeat and lag,
 the oldest unallocated order, ATS pushes per channel, failed and queued Dagster runs, mart freshness), each
 with its verdict, and never says all is well while one of them is not.
-"""
 
-import os
+Every role may open the page, but only admins (``INFRASTRUCTURE_ROLES``) see where the stores are: their
+URLs (credentials removed even then) and the raw errors; others get the same verdicts with hosts, ports, user
+and database names scrubbed from every text, since the page is an inventory of targets otherwise.
+"""
 
 import pandas as pd
 import streamlit as st
 
-from dashboards.common import analytics_database, dagster_database_url, database_url, monitoring_database_url
+from dashboards.common import (
+    INFRASTRUCTURE_ROLES,
+    analytics_database,
+    clickhouse_url,
+    dagster_database_url,
+    database_url,
+    hide_credentials,
+    monitoring_database_url,
+    require_role,
+    scrub_endpoints,
+    url_without_credentials,
+)
 from oms_ops.platform.health import clickhouse_health, postgres_health
 from oms_ops.services import health
 
@@ -30,6 +43,15 @@ THRESHOLDS = (
     ("Oldest queued Dagster run", health.QUEUED_RUN_WARN_S, health.QUEUED_RUN_BAD_S),
     ("KPI marts behind the system of record", health.MART_STALE_WARN_S, health.MART_STALE_BAD_S),
 )
+
+
+user = require_role("health")
+SHOW_ENDPOINTS = user.role in INFRASTRUCTURE_ROLES
+
+
+def _say(text: str) -> str:
+    """Text for this user: as it is for admins, without hosts, ports and names for everyone else."""
+    return hide_credentials(text) if SHOW_ENDPOINTS else scrub_endpoints(text)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -70,18 +92,20 @@ def _thresholds() -> None:
 
 @st.fragment(run_every=15)
 def health_panel() -> None:
-    clickhouse_url = os.environ.get("OMS_CLICKHOUSE_URL")
-    pg, ch = _probe(database_url(), clickhouse_url)
+    ch_url = clickhouse_url()
+    pg_url = database_url()
+    pg, ch = _probe(pg_url, ch_url)
     cols = st.columns(2)
-    for col, h in zip(cols, (pg, ch), strict=True):
+    for col, h, url in zip(cols, (pg, ch), (pg_url, ch_url), strict=True):
         with col:
             st.subheader(h.name)
             if h.up:
                 st.success(f"{h.name} is up", icon=":material/check_circle:")
                 st.metric("Latency", f"{h.latency_ms:.1f} ms")
-                st.caption(f"version {h.version} · {h.url}")
+                where = f" · {url_without_credentials(url)}" if SHOW_ENDPOINTS else ""
+                st.caption(f"version {h.version}{where}")
             else:
-                st.error(f"{h.name} is down: {h.error}", icon=":material/error:")
+                st.error(_say(f"{h.name} is down: {h.error}"), icon=":material/error:")
     if pg.up and pg.detail.get("migrations_pending"):
         st.warning(
             "Pending migrations: " + ", ".join(pg.detail["migrations_pending"]) + " — run `oms migrate`."
@@ -92,7 +116,7 @@ def health_panel() -> None:
     if not url:
         st.error("No database configured: set OMS_DATABASE_URL.")
         return
-    figures = _figures(url, clickhouse_url, analytics_database(), dagster_database_url())
+    figures = _figures(url, ch_url, analytics_database(), dagster_database_url())
     verdict = health.worst(figures)
     problems = [f for f in figures if f.verdict != health.OK]
     if verdict == health.OK:
@@ -100,13 +124,15 @@ def health_panel() -> None:
     else:
         alert, icon = ALERTS[verdict]
         alert(
-            f"{len(problems)} of {len(figures)} figures need attention: "
-            + ", ".join(f"{f.label} ({f.verdict})" for f in problems),
+            _say(
+                f"{len(problems)} of {len(figures)} figures need attention: "
+                + ", ".join(f"{f.label} ({f.verdict})" for f in problems)
+            ),
             icon=icon,
         )
     for f in figures:
         alert, icon = ALERTS[f.verdict]
-        alert(f"{f.label} — {f.verdict}: {f.summary}", icon=icon)
+        alert(_say(f"{f.label} — {f.verdict}: {f.summary}"), icon=icon)
     _thresholds()
 
 

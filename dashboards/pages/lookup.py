@@ -5,7 +5,12 @@ Ops and admins can open a return or an exchange from here. Managers see customer
 Print forms come from the read model: ``read_model.shipment_documents`` lists what is stored (no bytes); a
 download fetches one document's bytes through ``read_model.document_bytes`` only when it is clicked. Labels
 carry the customer's name, phone and address, which cannot be masked inside a PDF, so roles that see masked
-data see which documents exist but cannot download them."""
+data see which documents exist but cannot download them; they cannot search by phone either (a search that
+finds an order for a phone number tells whose number it is).
+
+The search box takes anything a browser can send: NUL and other control characters, lone surrogates and
+invisible format characters are dropped before the search (Postgres refuses NUL in text; a lone surrogate
+cannot be encoded), and the page says so instead of failing."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from dashboards.common import (
     ACTION_ROLES,
     READ_TTL_S,
     actor,
+    clean_text_input,
     fmt_ts,
     md,
     pg,
@@ -46,6 +52,8 @@ SEARCH_MODES = {
     "Phone": "phone",
     "Tracking number": "tracking_number",
 }
+if MASKED:
+    del SEARCH_MODES["Phone"]
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
@@ -112,18 +120,32 @@ def _table(rows: list[dict], *, drop: tuple[str, ...] = (), key: str | None = No
 st.title("Order lookup")
 c1, c2, c3 = st.columns([2, 4, 2])
 mode_label = c1.selectbox("Search by", list(SEARCH_MODES), key="lookup_mode")
-text = c2.text_input(
-    "Search", key="lookup_text", placeholder="ORD-00000001, +7 915 …, tracking number …"
-).strip()
+typed = c2.text_input(
+    "Search",
+    key="lookup_text",
+    max_chars=200,
+    placeholder="ORD-00000001, tracking number …" if MASKED else "ORD-00000001, +7 915 …, tracking number …",
+)
 channel = c3.selectbox("Channel", ["any", *_channels(URL)], key="lookup_channel")
+text, dropped = clean_text_input(typed or "")
+if dropped:
+    st.caption(f"{dropped} control or invisible character(s) removed from the search text.")
 
 if not text:
-    st.caption("Type an order number, the channel's order id, the customer's phone or a tracking number.")
+    st.caption(
+        "Type an order number, the channel's order id or a tracking number."
+        if MASKED
+        else "Type an order number, the channel's order id, the customer's phone or a tracking number."
+    )
     st.stop()
 
-ids = _find(URL, SEARCH_MODES[mode_label], text, None if channel == "any" else channel)
+try:
+    ids = _find(URL, SEARCH_MODES[mode_label], text, None if channel == "any" else channel)
+except (psycopg.DataError, ValueError) as exc:  # text the database cannot take: say so, never crash the page
+    st.error(f"This search text cannot be searched for: {str(exc).strip().splitlines()[0][:200]}")
+    st.stop()
 if not ids:
-    st.warning(f"No order found for {mode_label.lower()} “{text}”.")
+    st.warning(f"No order found for {mode_label.lower()} “{md(text)}”.")
     st.stop()
 
 timelines = {oid: _timeline(URL, oid) for oid in ids}
@@ -160,7 +182,7 @@ if MASKED:
     st.caption("Customer data is masked for your role.")
 
 st.subheader("Lines")
-_table(tl.lines, drop=("order_id", "updated_at"), key="lines_table")
+_table(mask_rows(tl.lines, MASKED), drop=("order_id", "updated_at"), key="lines_table")
 
 st.subheader("Timeline")
 events = [
@@ -169,7 +191,7 @@ events = [
         "entity": f"{e['entity']} {e['entity_id']}",
         "change": f"{e['from_state'] or '∅'} → {e['to_state']}",
         "actor": e["actor"],
-        "reason": e["reason"],
+        "reason": mask_tree(e["reason"], MASKED, key="reason"),
         "data": mask_tree(e["data"], MASKED),
     }
     for e in tl.events
@@ -183,7 +205,7 @@ else:
     _table(mask_rows(tl.shipments, MASKED), drop=("order_id",), key="shipments_table")
     if tl.tracking:
         st.caption("Carrier tracking")
-        _table(tl.tracking, drop=("received_at",), key="tracking_table")
+        _table(mask_rows(tl.tracking, MASKED), drop=("received_at",), key="tracking_table")
     docs = _documents(URL, tuple(s["shipment_id"] for s in tl.shipments))
     if not docs:
         st.caption("No label or waybill stored for these shipments.")

@@ -32,6 +32,7 @@ from dashboards.common import (
     show_flash,
 )
 from dashboards.courier_panel import courier_panel
+from dashboards.mappings_panel import mappings_panel
 from dashboards.masking import mask_rows, mask_tree
 from dashboards.returns_panel import returns_panel
 from oms_ops import dashboard_queries as dq
@@ -445,8 +446,15 @@ def pickup_panel() -> None:
     )
 
 
-tab_orders, tab_quarantine, tab_outbox, tab_courier, tab_returns = st.tabs(
-    ["On hold / backordered", "Quarantine", "Carrier & outbox errors", "Courier", "Returns"]
+tab_orders, tab_quarantine, tab_outbox, tab_courier, tab_returns, tab_mappings = st.tabs(
+    [
+        "On hold / backordered",
+        "Quarantine",
+        "Carrier & outbox errors",
+        "Courier",
+        "Returns",
+        "Channel mappings",
+    ]
 )
 with tab_orders:
     exception_orders_panel()
@@ -466,6 +474,8 @@ with tab_courier:
     courier_panel()
 with tab_returns:
     returns_panel()
+with tab_mappings:
+    mappings_panel()
 
 # -- stock, reservations, ATS -------------------------------------------------------------------------------------
 

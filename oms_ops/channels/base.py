@@ -195,6 +195,47 @@ class IngestResult:
 PageHook = Callable[[int, list], None]
 
 
+# -- discovery ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExternalLocation:
+    """A warehouse or location as the channel's account lists it (Ozon ``/v2/warehouse/list``, WB
+    ``/api/v3/warehouses``, Shopify ``locations.json``). Matched onto an OMS location by name or city."""
+
+    external_id: str
+    name: str
+    city: str | None = None
+    address: str | None = None
+    #: ``warehouse`` / ``store`` when the channel says which
+    kind: str | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class ExternalListing:
+    """One sellable item as the channel's account lists it. ``article`` is the seller's own article as the
+    channel holds it (Ozon ``offer_id``, WB ``vendorCode``, Shopify variant ``sku``): the OMS SKU it is
+    matched to; ``barcode`` is the fallback key. The id fields are those ``connectors.channel_listings``
+    keeps (None where the channel has no such id)."""
+
+    article: str | None
+    barcode: str | None = None
+    offer_id: str | None = None
+    product_id: int | None = None
+    channel_sku: int | None = None
+    chrt_id: int | None = None
+    variant_id: int | None = None
+    inventory_item_id: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class Discovery:
+    """What one discovery run read from the channel's account."""
+
+    locations: list[ExternalLocation] = field(default_factory=list)
+    listings: list[ExternalListing] = field(default_factory=list)
+
+
 # -- the record -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChannelChecks:
@@ -265,6 +306,9 @@ class Channel:
     #: reason code, note)…), ``exchange``, ``note`` (``ValueError`` naming what is wrong)
     returns_feed: Callable[..., tuple[list, Any]] | None = None
     map_return: Callable[[Any], Any] | None = None
+    #: reads the account's warehouses/locations and listings through the channel's own endpoints:
+    #: ``discover(client)`` → ``Discovery`` (``services.discovery`` stores and matches them)
+    discover: Callable[[Any], Discovery] | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:

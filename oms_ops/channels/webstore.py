@@ -13,6 +13,12 @@ order updated exactly at the boundary is read twice, never missed.
 Webhooks (``orders/create``, ``orders/cancelled``) land in the same raw table through
 :mod:`oms_ops.channels.webhooks` (signatures checked by
 :func:`verify_signature`); polling and webhooks dedupe against each other by payload.
+
+Discovery (:func:`discover`): the account's locations (``locations.json``) and its variants (``products.json``,
+followed through its ``Link`` pages: variant ``sku`` = the seller's article, ``barcode``, ``inventory_item_id``).
+
+API version 2024-10, as the official ``ShopifyAPI`` library speaks it (``tests/contract/test_shopify_contract.py``
+drives that library and this connector against the simulator). Headers are read case-insensitively (httpx).
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from oms_ops.channels import fastcheck as fc
 from oms_ops.channels.ats import AtsItem, Outcome, PushResult
 from oms_ops.channels.base import (
     AtsPush,
     Channel,
+    Discovery,
+    ExternalListing,
+    ExternalLocation,
     IngestResult,
     Mapped,
     MappingContext,
@@ -83,10 +92,36 @@ class ShopifyClient(ApiClient):
     def _path(self, name: str) -> str:
         return f"/admin/api/{self.api_version}/{name}"
 
+    def _page(self, name: str, root: str, params: dict[str, Any]) -> tuple[list[dict], str | None]:
+        """One page of a ``Link``-paged list and the ``page_info`` of the next page (None on the last).
+        ``r.headers`` is httpx's case-insensitive mapping: ``Link`` and ``link`` are the same header."""
+        r = self.request("GET", self._path(name), params=params)
+        return r.json().get(root) or [], next_page_info(r.headers.get("Link"))
+
+    def _all_pages(self, name: str, root: str, params: dict[str, Any]):
+        """Every record of a ``Link``-paged list: the first call with ``params``, the next ones with only
+        ``page_info`` and ``limit`` (Shopify refuses other filters next to a ``page_info``)."""
+        records, info = self._page(name, root, params)
+        yield from records
+        while info:
+            records, info = self._page(name, root, {"page_info": info, "limit": params.get("limit", 50)})
+            yield from records
+
     def orders_page(self, params: dict[str, Any]) -> tuple[list[dict], str | None]:
         """One page of orders and the ``page_info`` of the next page (None on the last)."""
-        r = self.request("GET", self._path("orders.json"), params=params)
-        return r.json().get("orders") or [], next_page_info(r.headers.get("link"))
+        return self._page("orders.json", "orders", params)
+
+    def locations(self) -> list[dict]:
+        """The account's locations (``locations.json``: one call, Shopify does not page it)."""
+        return self.request("GET", self._path("locations.json")).json().get("locations") or []
+
+    def products(self, limit: int = PAGE_LIMIT):
+        """Every product with its variants (``products.json``, ``Link`` pages), as an iterator."""
+        return self._all_pages("products.json", "products", {"limit": limit})
+
+    def variant(self, variant_id: int) -> dict:
+        """One variant (``variants/{id}.json``): how a variant id is resolved to its ``inventory_item_id``."""
+        return self.request("GET", self._path(f"variants/{int(variant_id)}.json")).json()["variant"]
 
     def returns_page(self, since_id: int, limit: int = PAGE_LIMIT) -> list[dict]:
         """Customers' return requests with an id above ``since_id``, ascending (Shopify's ``Return``)."""
@@ -202,11 +237,25 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class _DiscountAllocation(_M):
+    amount: Decimal = Field(ge=0)
+
+
 class _LineItem(_M):
     sku: str = Field(min_length=1)
     quantity: int = Field(gt=0)
-    price: Decimal = Field(ge=0)
+    #: the quantity left after order edits and refunds (Shopify 2023-01+); absent in older payloads
+    current_quantity: int | None = Field(default=None, ge=0)
+    price: Decimal = Field(ge=0)  # the unit price before discounts
+    #: the line's share of each discount application (the discount code's money lands here, not in ``price``)
+    discount_allocations: list[_DiscountAllocation] = []
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _current_within_ordered(self) -> _LineItem:
+        if self.current_quantity is not None and self.current_quantity > self.quantity:
+            raise ValueError("current_quantity is more than quantity")
+        return self
 
 
 class _Address(_M):
@@ -252,6 +301,8 @@ class _Order(_M):
     cancelled_at: AwareDatetime | None = None
     currency: str = "RUB"
     total_price: Decimal | None = None
+    #: the total after order edits and refunds (Shopify 2023-01+); absent in older payloads
+    current_total_price: Decimal | None = None
     financial_status: str | None = None
     email: str | None = None
     phone: str | None = None
@@ -264,8 +315,37 @@ class _Order(_M):
     note_attributes: list[_Attr] = []
 
 
+_CENT = Decimal("0.01")
+
+
+def unit_price(price: Decimal, quantity: int, discount: Decimal) -> Decimal:
+    """What one unit of a line item was sold for: Shopify's ``price`` is before discounts, the line's
+    ``discount_allocations`` carry its share of the discount codes; the difference per unit, to the kopeck
+    (refunds of returned units are paid at this price). Shared by both mappers, so they round alike."""
+    if not discount:
+        return price
+    return ((price * quantity - discount) / quantity).quantize(_CENT)
+
+
 def map_order(payload: dict, ctx: MappingContext) -> Mapped:
+    """A Shopify order → a ``NormalizedOrder`` mapping, in Shopify's own terms: each line's units are its
+    ``current_quantity`` (what is left after edits and refunds; ``quantity`` when absent) at the discounted
+    unit price (:func:`unit_price`), the order total is ``current_total_price`` (``total_price`` when absent),
+    shipping is ``total_shipping_price_set``. Lines with nothing left are dropped; an order that is not
+    cancelled yet has nothing left is quarantined with the reason."""
     o = _Order.model_validate(payload)
+    lines = []
+    for li in o.line_items:
+        qty = li.quantity if li.current_quantity is None else li.current_quantity
+        if qty:
+            discount = sum((a.amount for a in li.discount_allocations), Decimal(0))
+            price = unit_price(li.price, li.quantity, discount)
+            lines.append({"sku": li.sku.strip(), "qty": qty, "unit_price": price, "name": li.name})
+    cancelled = o.cancelled_at is not None
+    if not lines and not cancelled:
+        return Mapped(
+            str(o.id), error="line_items: current_quantity is 0 on every line: nothing left to ship"
+        )
     attrs = {a.name: a.value for a in o.note_attributes}
     method = (o.shipping_lines[0].code if o.shipping_lines else None) or "courier"
     if method not in ("courier", "pickup_point", "store_pickup"):
@@ -299,10 +379,7 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
         else "pending",
         "currency": o.currency,
         "shipping_amount": o.total_shipping_price_set.shop_money.amount if o.total_shipping_price_set else 0,
-        "lines": [
-            {"sku": li.sku.strip(), "qty": li.quantity, "unit_price": li.price, "name": li.name}
-            for li in o.line_items
-        ],
+        "lines": lines,
         **delivery_fields(
             ctx,
             method,
@@ -311,11 +388,12 @@ def map_order(payload: dict, ctx: MappingContext) -> Mapped:
             address=addr.address1,
         ),
     }
-    if o.total_price is not None:
-        order["total_amount"] = o.total_price
+    total = o.current_total_price if o.current_total_price is not None else o.total_price
+    if total is not None:
+        order["total_amount"] = total
     if order.get("address") is None:
         order["address"] = addr.address1
-    return Mapped(str(o.id), order, cancelled=o.cancelled_at is not None)
+    return Mapped(str(o.id), order, cancelled=cancelled)
 
 
 _ADDRESS_TEXT = ("address1", "city", "province", "phone", "first_name", "last_name")
@@ -343,6 +421,8 @@ def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[s
     cancelled = fc.optional_timestamp(o.get("cancelled_at")) is not None
     currency = fc.any_text(o.get("currency", "RUB"))
     total = None if o.get("total_price") is None else fc.money(o["total_price"])
+    if o.get("current_total_price") is not None:
+        total = fc.money(o["current_total_price"])
     financial = fc.optional_str(o.get("financial_status"))
     email, phone = fc.optional_str(o.get("email")), fc.optional_str(o.get("phone"))
     c = fc.mapping(o.get("customer"))
@@ -353,15 +433,24 @@ def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[s
     lines = []
     for li in fc.items(o.get("line_items"), required=True):
         li = fc.required_mapping(li)
-        lines.append(
-            (
-                fc.required_text(li.get("sku")),
-                fc.quantity(li.get("quantity")),
-                fc.money(li.get("price")),
-                fc.text(li.get("name")),
-            )
-        )
+        sku, quantity = fc.required_text(li.get("sku")), fc.quantity(li.get("quantity"))
+        price, name = fc.money(li.get("price")), fc.text(li.get("name"))
+        qty = fc.optional_integer(li.get("current_quantity"))
+        if qty is None:
+            qty = quantity
+        elif not 0 <= qty <= quantity:
+            raise fc.Unsure
+        discount = _ZERO
+        for a in fc.items(li.get("discount_allocations", [])):
+            discount += fc.money(fc.required_mapping(a).get("amount"))
+        price = unit_price(price, quantity, discount)
+        if price < 0:
+            raise fc.Unsure
+        if qty:
+            lines.append((sku, qty, price, name))
     shipping_lines = fc.items(o.get("shipping_lines", []))
+    if not lines and not cancelled:
+        raise fc.Unsure  # nothing left to ship: the pydantic path says why
     for sl in shipping_lines:
         sl = fc.required_mapping(sl)
         fc.optional_str(sl.get("code"))
@@ -430,7 +519,7 @@ def fast_order(payload: Any, ctx: MappingContext, raw_id: int | None) -> tuple[s
     return oid, cancelled, order
 
 
-_ZERO_SHIPPING = Decimal("0")
+_ZERO_SHIPPING = _ZERO = Decimal("0")
 
 
 def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
@@ -444,6 +533,11 @@ def push_stock(client: ShopifyClient, items: list[AtsItem], res: PushResult) -> 
     ``available`` is the proof."""
     out = []
     for it in items:
+        if it.inventory_item_id is None:  # stock is kept by inventory item: nothing to send it to
+            reason = f"no inventory_item_id for {it.sku} (discovery has not read its variant yet)"
+            res.errors.append(reason)
+            out.append((it, "failed", False, reason))
+            continue
         res.requests += 1
         res.batch_sizes.append(1)
         try:
@@ -538,6 +632,57 @@ def return_asks(conn: psycopg.Connection, client: ShopifyClient) -> tuple[list[t
     return [(int(r["id"]), r) for r in page if isinstance(r, dict) and isinstance(r.get("id"), int)], since
 
 
+# -- discovery ----------------------------------------------------------------------------------------------------
+def _text(value: Any) -> str | None:
+    """A stripped, non-empty string, or None (missing, blank or not a string)."""
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
+
+
+def discover(client: ShopifyClient) -> Discovery:
+    """The account's locations and sellable variants, through Shopify's own endpoints.
+
+    Locations: ``locations.json`` (id, name, city, street address, ``active``; Shopify does not say warehouse
+    or store, so ``kind`` stays None). Listings: every variant of every product (``products.json``, all
+    ``Link`` pages): the variant ``sku`` is the seller's article the OMS matches on, ``barcode`` the
+    fallback, ``inventory_item_id`` the key stock is pushed by; a variant served without it (a trimmed
+    ``fields`` list, an older API version) is resolved through ``variants/{id}.json``.
+    """
+    locations = []
+    for loc in client.locations():
+        street = [x for x in (_text(loc.get("address1")), _text(loc.get("address2"))) if x]
+        locations.append(
+            ExternalLocation(
+                external_id=str(loc["id"]),
+                name=_text(loc.get("name")) or str(loc["id"]),
+                city=_text(loc.get("city")),
+                address=", ".join(street) or None,
+                active=loc.get("active") is not False,
+            )
+        )
+    listings = []
+    for product in client.products():
+        title = _text(product.get("title"))
+        for v in product.get("variants") or []:
+            item = v.get("inventory_item_id")
+            if item is None:
+                item = client.variant(v["id"]).get("inventory_item_id")
+            variant_title = _text(v.get("title"))
+            name = title if variant_title in (None, "Default Title") else f"{title} — {variant_title}"
+            listings.append(
+                ExternalListing(
+                    article=_text(v.get("sku")),
+                    barcode=_text(v.get("barcode")),
+                    product_id=int(product["id"]),
+                    variant_id=int(v["id"]),
+                    inventory_item_id=None if item is None else int(item),
+                    name=name,
+                )
+            )
+    return Discovery(locations=locations, listings=listings)
+
+
 def _listing(p) -> tuple | None:
     return (
         None,
@@ -574,4 +719,5 @@ CHANNEL = Channel(
     start_cursor=lambda since: (CURSOR, {"watermark": since.isoformat(), "run": None}),
     returns_feed=return_asks,
     map_return=map_return,
+    discover=discover,
 )

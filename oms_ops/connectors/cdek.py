@@ -202,6 +202,15 @@ def _error_codes(body: Any) -> set[str]:
     return codes
 
 
+def _tracking_number(value: Any) -> str | None:
+    """``entity.cdek_number`` as the text the OMS keeps. CDEK's spec types it as an integer in the order
+    entity (the published SDK parses it into ``int``) but as a string in related entities and webhooks: either
+    form gives the same digits, and a missing number stays None (never the text ``"None"``)."""
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
 def _create_request(order: dict) -> dict:
     for req in order.get("requests") or []:
         if req.get("type") == "CREATE":
@@ -352,7 +361,7 @@ def sync_bookings(
         req = _create_request(order)
         state = req.get("state") or "ACCEPTED"
         if state == "SUCCESSFUL":
-            number = (order.get("entity") or {}).get("cdek_number")
+            number = _tracking_number((order.get("entity") or {}).get("cdek_number"))
             try:
                 with conn.transaction():
                     conn.execute(

@@ -3,7 +3,11 @@
 Files live in ``oms_ops/migrations`` and are named ``NNNN_description.sql``. Each applied version is
 recorded in ``public.schema_migrations`` with the SHA-256 of its text: editing a migration that has
 already been applied is an error that names the file (write a new migration instead), because a silently
-diverging schema is worse than a loud start-up failure.
+diverging schema is worse than a loud start-up failure. For the same reason a new file numbered below the
+last applied version is refused rather than applied out of order: the databases that applied the later
+versions first would run it on a schema its author never saw (and, on a branch merge, a fresh database would
+run it before them), so the same set of files would give different schemas. Renumber it above the last
+applied one.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations, each in its own transaction. Returns the file names applied.
 
-    Raises MigrationError if an applied migration's file changed or disappeared.
+    Raises MigrationError, naming the file, if an applied migration's file changed or disappeared, or if a
+    pending file is numbered below the last applied version (out of order); nothing is applied then.
     """
     migrations = discover(directory)
     applied_now: list[str] = []
@@ -87,6 +92,16 @@ def migrate(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[
                 raise MigrationError(
                     f"{mig.path.name}: changed after it was applied (checksum differs); "
                     "add a new migration instead of editing an applied one"
+                )
+        if applied:
+            last = max(applied)
+            last_name = f"{last:04d}_{applied[last][0]}.sql"
+            late = [m for m in migrations if m.version not in applied and m.version < last]
+            if late:
+                raise MigrationError(
+                    f"{late[0].path.name}: numbered below the last applied migration {last:04d} ({last_name}); "
+                    f"migrations apply in order only: renumber it above {last:04d}"
+                    + (f" (also: {', '.join(m.path.name for m in late[1:])})" if len(late) > 1 else "")
                 )
         for mig in migrations:
             if mig.version in applied:

@@ -6,12 +6,13 @@ restart; nothing is duplicated) and does, in order:
 1. ``business_config.sync_reference_data`` — channels and locations from the business configuration;
 2. the catalog the simulators sell (the manifest's ``catalog.products``, a seller's catalog export with every
    system's ids) into ``oms.products`` through ``catalog.upsert_products``;
-3. ``connectors.channel_listings`` — each channel's ids per SKU, as the channel's record says
-   (``Channel.listing``: Ozon offer/product/sku, WB nmId/chrtId/barcode, Shopify variant/product/inventory
-   item);
-4. ``connectors.channel_locations`` — the simulators' network (WMS codes, each channel's warehouse or
-   location id — ``Channel.network_key`` —, CDEK shipment points, POS store codes) mapped onto OMS locations
-   by ``LOCATION_MAP``; ``connectors.pickup_point_hubs`` — carrier pickup-point hubs → own pickup points;
+3. channel ids: a channel with discovery (``Channel.discover``: Ozon, Wildberries, the web store) is asked
+   for its warehouses and listings through its own endpoints, exactly as on first contact with a real
+   account (``services.discovery``); a channel without it takes its ids from the catalog export
+   (``Channel.listing``, ``Channel.network_key``);
+4. ``connectors.channel_locations`` — the simulators' network (WMS codes, CDEK shipment points, POS store
+   codes) mapped onto OMS locations by ``LOCATION_MAP``; ``connectors.pickup_point_hubs`` — carrier
+   pickup-point hubs → own pickup points;
 5. initial cursors at the simulated clock's start (``Channel.start_cursor``), so the first poll reads the
    world from its beginning;
 6. the initial stock: a WMS snapshot per mapped location (when the WMS is reachable).
@@ -36,6 +37,8 @@ from oms_ops.channels import registry
 from oms_ops.connectors.config import ConnectorSettings, load_manifest, settings_from_manifest
 from oms_ops.connectors.state import get_cursor, set_cursor
 from oms_ops.connectors.wms import WmsClient, sync_all
+from oms_ops.services import discovery
+from oms_ops.services.clients import Clients
 
 #: simulator network code (= WMS warehouse / POS store code) → OMS location (config/business.yaml)
 LOCATION_MAP: dict[str, str] = {
@@ -57,6 +60,7 @@ class SeedResult:
     listings: int = 0
     locations: int = 0
     stock: dict[str, str] = field(default_factory=dict)  # location → snapshot status
+    discovered: dict[str, dict] = field(default_factory=dict)  # channel → discovery report
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,6 +85,8 @@ def seed_from_simulators(
     pickup_hubs: Mapping[str, str] = PICKUP_HUBS,
     initial_stock: bool = True,
     wms_client=None,
+    discover: bool = True,
+    client_kw: Mapping[str, Any] | None = None,
 ) -> SeedResult:
     manifest = _manifest(manifest_or_stack)
     res = SeedResult()
@@ -100,9 +106,15 @@ def seed_from_simulators(
         ],
     )
     res.products = {"inserted": up.inserted, "updated": up.updated, "unchanged": up.unchanged}
+    settings = settings_from_manifest(manifest)
+    # channels with discovery read their ids from their own accounts (after the products exist, below);
+    # the rest from the catalog export
+    discovering = [
+        c for c in registry.CHANNELS if discover and c.discover is not None and settings.configured(c.system)
+    ]
     listings = []
     for channel in registry.CHANNELS:
-        if channel.listing is None:
+        if channel.listing is None or channel in discovering:
             continue
         for p in catalog:
             row = channel.listing(p)
@@ -119,7 +131,7 @@ def seed_from_simulators(
         if system:
             locs.append(("pos", oms_code, loc["code"]))
         for sys_name, key in (
-            *((c.code, c.network_key) for c in registry.CHANNELS if c.network_key),
+            *((c.code, c.network_key) for c in registry.CHANNELS if c.network_key and c not in discovering),
             ("cdek", "cdek_shipment_point"),
         ):
             if loc.get(key) not in (None, ""):
@@ -155,8 +167,20 @@ def seed_from_simulators(
                     set_cursor(conn, name, value)
     res.listings = len(listings)
     res.locations = len(locs)
+    if discovering:
+        with Clients(settings, **(client_kw or {})) as clients:
+            for channel in discovering:
+                rep = discovery.discover(conn, channel, clients.get(channel.system), config)
+                res.discovered[channel.code] = rep.as_dict()
+                res.listings += rep.listings_matched
+                res.locations += rep.locations_mapped
+                if rep.error:
+                    res.notes.append(f"{channel.code}: discovery failed: {rep.error}")
+                res.notes += [f"{channel.code}: location {u}" for u in rep.unmapped]
+                if rep.unmatched:
+                    res.notes.append(f"{channel.code}: {len(rep.unmatched)} listed item(s) match no SKU")
     if initial_stock:
-        res.stock = _initial_stock(conn, settings_from_manifest(manifest), wms_client)
+        res.stock = _initial_stock(conn, settings, wms_client)
     return res
 
 

@@ -124,7 +124,9 @@ def _fast(channel: str, payload: Any, ctx: norm.MappingContext) -> tuple | None:
 def _payloads(stack, channel: str) -> list[dict]:
     sim = stack[CHANNELS[channel]]
     if channel == "ozon":
-        return [sim.render(p, analytics=True) for p in sim.postings]
+        return [sim.render(p, analytics=True, financial=True) for p in sim.postings]  # as the connector asks
+    if channel == "wildberries":  # both official shapes: /orders/new (OrderNew) and the history (Order)
+        return sim.rendered_orders(new=True) + sim.rendered_orders()
     return sim.rendered_orders()
 
 

@@ -9,6 +9,7 @@ import hashlib
 import pytest
 import streamlit as st
 
+from dashboards.common import clean_text_input
 from oms_ops.fulfillment import hand_over, mark_delivered, record_carrier_booking
 from oms_ops.returns import inspect_return, receive_return, request_return
 from tests.core import factories as f
@@ -182,3 +183,35 @@ def test_returns_section_lists_existing_rmas(dash_url, conn, shipped):
     rma = request_return(conn, oid, [(line1, 1, "wrong_item")], actor="test").rma_number
     at = search(MANAGER, "Order number", _number(conn, oid))
     assert frame(at, "rma_number", "kind")["rma_number"].tolist() == [rma]
+
+
+@pytest.mark.parametrize("typed", ["\x00", "ORD\x00-1", "\ufffd", "\x1b[31m\u200b", "x" * 500])
+def test_control_characters_never_break_the_page(dash_url, conn, typed):
+    """(A lone surrogate cannot reach the page: the browser's protobuf encoding turns it into U+FFFD.)"""
+    f.world(conn)
+    at = page("lookup", OPS).run()
+    at.text_input(key="lookup_text").input(typed).run()
+    assert not at.exception
+    out = texts(at)
+    assert "No order found" in out or "Type an order number" in out
+    if any(c in typed for c in "\x00\x1b"):
+        assert "control or invisible character(s) removed" in out
+
+
+def test_typed_text_is_cleaned_of_control_characters_and_lone_surrogates():
+    assert clean_text_input(" ORD\x00-1\u200b\ud800\x7f ") == ("ORD-1", 4)
+    assert clean_text_input("+7 915 123-45-12") == ("+7 915 123-45-12", 0)
+    assert clean_text_input("x" * 300) == ("x" * 200, 100)
+
+
+def test_nul_in_the_search_still_finds_the_order(dash_url, conn, shipped):
+    oid, _ = shipped
+    number = _number(conn, oid)
+    at = search(OPS, "Order number", number[:4] + "\x00" + number[4:])
+    assert f"{number} — delivered" in texts(at)
+
+
+def test_managers_cannot_search_by_phone(dash_url, conn, shipped):
+    at = page("lookup", MANAGER).run()
+    assert "Phone" not in at.selectbox(key="lookup_mode").options
+    assert "Phone" in page("lookup", OPS).run().selectbox(key="lookup_mode").options

@@ -30,7 +30,9 @@ def test_empty_database_renders_every_panel(dash_url):
         "Carrier & outbox errors",
         "Courier",
         "Returns",
+        "Channel mappings",
     ]
+    assert "No channel has been discovered yet." in out
 
 
 def test_other_roles_are_refused(dash_url):

@@ -1,5 +1,7 @@
 """Ozon Seller API simulator over real HTTP: auth, validation, cursor paging, statuses, stocks, faults."""
 
+from decimal import Decimal
+
 import httpx
 import pytest
 
@@ -99,8 +101,149 @@ def test_posting_has_the_reference_fields(ozon, client):
     }
     product = p["products"][0]
     assert isinstance(product["sku"], int) and isinstance(product["price"]["amount"], str)
-    assert product["price"]["currency"] == "RUB"
-    assert p["analytics_data"]["city"] and p["financial_data"]["products"][0]["payout"] > 0
+    assert product["price"]["currency"] == "RUB" and "mandatory_mark" not in product
+    # FBS: Ozon delivers and hides the buyer (region and city are for rFBS postings only)
+    assert p["tpl_integration_type"] == "ozon" and p["customer"] is None
+    assert p["analytics_data"]["region"] == "" and p["analytics_data"]["city"] == ""
+    assert p["analytics_data"]["delivery_date_end"] and p["barcodes"] is None  # barcodes not asked for
+    fin = p["financial_data"]["products"][0]
+    assert fin["product_id"] == product["sku"] and fin["payout"] > 0
+    assert set(fin["commission"]) == {"amount", "currency", "percent"} and "commission_amount" not in fin
+    assert set(fin["customer_price"]) == {"amount", "currency"}
+    assert Decimal(fin["customer_price"]["amount"]) <= Decimal(product["price"]["amount"])
+
+
+def test_with_flags_add_blocks_only_when_asked(ozon, client):
+    stack, url, headers = ozon
+    stack.advance(3 * 3600)
+    sim = stack["ozon"]
+    packed = next(p for p in sim.postings if p.status == "awaiting_packaging")
+    client.post(f"{url}/_sim/postings/{packed.posting_number}/status", json={"status": "awaiting_deliver"})
+    bare = page_through(client, url, headers, list_body(limit=1000))
+    assert all(
+        p[k] is None for p in bare for k in ("analytics_data", "financial_data", "barcodes", "legal_info")
+    )
+    flags = {"analytics_data": True, "financial_data": True, "barcodes": True, "legal_info": True}
+    full = {
+        p["posting_number"]: p
+        for p in page_through(client, url, headers, list_body(limit=1000, **{"with": flags}))
+    }
+    # barcodes exist once a posting is packed
+    assert full[packed.posting_number]["barcodes"]["lower_barcode"]
+    assert all(p["barcodes"] is None for n, p in full.items() if n != packed.posting_number)
+    # Ozon funds a discount of its own on a share of the postings: the buyer pays less than the price
+    discounted = [
+        f for p in full.values() for f in p["financial_data"]["products"]
+        if Decimal(f["customer_price"]["amount"]) < Decimal(str(f["price"]))
+    ]  # fmt: skip
+    assert discounted and all(f["actions"] for f in discounted)
+
+
+def test_unfulfilled_list(ozon, client):
+    stack, url, headers = ozon
+    stack.advance(3 * 3600)
+    sim = stack["ozon"]
+    shipped = next(p for p in sim.postings if p.status == "awaiting_packaging")
+    client.post(f"{url}/_sim/postings/{shipped.posting_number}/status", json={"status": "delivering"})
+    expected = [
+        p.posting_number for p in sim.postings if p.status in ("awaiting_packaging", "awaiting_deliver")
+    ]
+    got, cursor, counts = [], "", set()
+    while True:
+        r = client.post(url + "/v4/posting/fbs/unfulfilled/list", headers=headers,
+                        json={"filter": {}, "limit": 40, "cursor": cursor})  # fmt: skip
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert set(data) == {"postings", "count", "cursor", "has_next"}
+        got += [p["posting_number"] for p in data["postings"]]
+        counts.add(data["count"])
+        if not data["has_next"]:
+            break
+        cursor = data["cursor"]
+    assert got == expected and counts == {len(expected)} and shipped.posting_number not in got
+    # the ship-by window (cutoff) selects on shipment_date; cutoff and delivering_date together are refused
+    first = sim.render(sim.by_number[expected[0]])["shipment_date"]
+    due = client.post(url + "/v4/posting/fbs/unfulfilled/list", headers=headers,
+                      json={"filter": {"cutoff_from": first, "cutoff_to": first}, "limit": 1000}).json()  # fmt: skip
+    assert due["count"] == sum(1 for n in expected if sim.render(sim.by_number[n])["shipment_date"] == first)
+    for body in (
+        {"limit": 10},
+        {"filter": {"cutoff_from": first, "delivering_date_to": first}, "limit": 10},
+        {"filter": {"statuses": ["delivered"]}, "limit": 10},
+    ):
+        r = client.post(url + "/v4/posting/fbs/unfulfilled/list", headers=headers, json=body)
+        assert r.status_code == 400 and set(r.json()) == {"code", "message", "details"}
+
+
+def test_warehouse_list_pages_and_is_limited_to_once_a_minute(ozon, client, fake_time):
+    stack, url, headers = ozon
+    first = client.post(url + "/v2/warehouse/list", headers=headers, json={"limit": 2})
+    assert first.status_code == 200 and first.json()["has_next"] is True
+    again = client.post(
+        url + "/v2/warehouse/list", headers=headers, json={"limit": 2, "cursor": first.json()["cursor"]}
+    )
+    assert again.status_code == 429 and again.json()["code"] == 8 and int(again.headers["Retry-After"]) > 0
+    fake_time.advance(60)
+    rest = client.post(
+        url + "/v2/warehouse/list", headers=headers, json={"limit": 2, "cursor": first.json()["cursor"]}
+    )
+    assert rest.status_code == 200 and rest.json()["has_next"] is False
+    listed = first.json()["warehouses"] + rest.json()["warehouses"]
+    assert [(w["warehouse_id"], w["name"]) for w in listed] == [
+        (22142605386000, "Склад Подольск"), (22142605386001, "Склад Шушары"), (22142605386002, "Склад Екатеринбург"),
+    ]  # fmt: skip
+
+
+def test_product_list_and_info(ozon, client):
+    stack, url, headers = ozon
+    catalog = stack.catalog
+    seen, last_id, totals = [], "", set()
+    while True:
+        r = client.post(url + "/v3/product/list", headers=headers,
+                        json={"filter": {"visibility": "ALL"}, "last_id": last_id, "limit": 25})  # fmt: skip
+        assert r.status_code == 200, r.text
+        res = r.json()["result"]
+        totals.add(res["total"])
+        seen += [(i["offer_id"], i["product_id"]) for i in res["items"]]
+        if len(res["items"]) < 25:
+            break
+        last_id = res["last_id"]
+    assert seen == sorted(((p.offer_id, p.ozon_product_id) for p in catalog), key=lambda x: x[1])
+    assert totals == {len(catalog)}
+    p = catalog[3]
+    for body in ({"offer_id": [p.offer_id]}, {"product_id": [p.ozon_product_id]}, {"sku": [str(p.ozon_sku)]}):
+        items = client.post(url + "/v3/product/info/list", headers=headers, json=body).json()["items"]
+        assert [(i["id"], i["offer_id"], i["sources"][0]["sku"], i["barcodes"]) for i in items] == [
+            (p.ozon_product_id, p.offer_id, p.ozon_sku, [p.barcode])
+        ]
+    assert client.post(url + "/v3/product/info/list", headers=headers, json={"sku": [1]}).json() == {
+        "items": []
+    }
+    both = client.post(url + "/v3/product/info/list", headers=headers,
+                       json={"offer_id": [p.offer_id], "sku": [p.ozon_sku]})  # fmt: skip
+    assert both.status_code == 400 and both.json()["code"] == 3
+    # stock published for one item: it is "in sale", the others have an empty stock
+    client.post(url + "/v2/products/stocks", headers=headers,
+                json={"stocks": [{"offer_id": p.offer_id, "stock": 4, "warehouse_id": 22142605386001}]})  # fmt: skip
+    in_sale = client.post(url + "/v3/product/list", headers=headers,
+                          json={"filter": {"visibility": "IN_SALE"}, "limit": 100}).json()["result"]  # fmt: skip
+    assert [i["offer_id"] for i in in_sale["items"]] == [p.offer_id] and in_sale["items"][0]["has_fbs_stocks"]
+    info = client.post(url + "/v3/product/info/list", headers=headers, json={"offer_id": [p.offer_id]}).json()
+    stocks = info["items"][0]["stocks"]
+    assert stocks["has_stock"] and stocks["stocks"][0]["present"] - stocks["stocks"][0]["reserved"] == 4
+
+
+def test_error_bodies_have_the_official_shape(ozon, client):
+    _, url, headers = ozon
+    client.post(
+        url + "/_sim/faults", json=[{"kind": "server_error", "count": 1, "status": 409, "path": "/v2/"}]
+    )
+    r = client.post(url + "/v2/warehouse/list", headers=headers, json={})
+    assert r.status_code == 409 and r.json() == {"code": 10, "message": r.json()["message"], "details": []}
+    r = client.post(url + "/v3/nothing", headers=headers, json={})
+    assert r.status_code == 404 and r.json() == {"code": 5, "message": "Not Found", "details": []}
+    r = client.post(url + "/v3/product/list", headers=headers, content=b"{not json")
+    assert r.status_code == 400 and r.json()["code"] == 3 and r.json()["details"] == []
 
 
 def test_cursor_is_bound_to_its_filter(ozon, client):

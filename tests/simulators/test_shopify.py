@@ -1,11 +1,15 @@
-"""Web store (Shopify Admin REST) simulator: Link pagination, filters, leaky bucket, inventory, webhooks."""
+"""Web store (Shopify Admin REST) simulator: Link pagination, filters, leaky bucket, inventory, webhooks, money
+fields, discovery endpoints (products, variants, locations) and Shopify's header spelling."""
 
+import http.client
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
 from simulators import verify_shopify_hmac
+from simulators.network import LOCATIONS
 
 API = "/admin/api/2024-10"
 
@@ -185,3 +189,212 @@ def test_duplicate_webhook_delivery_keeps_its_id(make_stack, receiver):
     stack.advance(300)
     ids = [h["x-shopify-webhook-id"] for _, h in receiver.calls]
     assert len(ids) == len(set(ids)) + 1  # one delivery arrived twice with the same webhook id
+
+
+def test_header_names_are_spelled_as_shopify_sends_them(make_stack, fake_time):
+    """The official library reads ``X-Shopify-Shop-Api-Call-Limit`` from a plain dict: the simulator must put
+    Shopify's spelling on the wire (http.client keeps names as received)."""
+    stack = make_stack(only=["shopify"], protocol_time=fake_time)
+    stack.advance(3600)
+    host = stack.urls["shopify"].removeprefix("http://")
+    headers = {"X-Shopify-Access-Token": stack.credentials["shopify"]["access_token"]}
+
+    def names(path: str) -> tuple[int, set[str]]:
+        conn = http.client.HTTPConnection(host, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            return response.status, {name for name, _ in response.getheaders()}
+        finally:
+            conn.close()
+
+    status, got = names(f"{API}/orders.json?status=any&limit=5")
+    assert status == 200 and {"X-Shopify-Shop-Api-Call-Limit", "Link", "X-Shopify-API-Version"} <= got
+    assert "Content-Type" in got
+    for _ in range(40):
+        names(f"{API}/orders/count.json")
+    status, got = names(f"{API}/orders/count.json")
+    assert status == 429 and {"Retry-After", "X-Shopify-Shop-Api-Call-Limit"} <= got
+
+
+def test_order_money_adds_up(shop):
+    """Every amount is the kopeck sum of the amounts it is made of, in the ``*_set`` objects too; discount codes
+    land in the line items' allocations; a cancelled order is refunded in full and its current totals are 0."""
+    stack, _, _ = shop
+    stack.advance(6 * 3600)
+    orders = stack["shopify"].rendered_orders()
+    assert sum(1 for o in orders if o["discount_codes"]) > len(orders) // 10
+    assert any(o["cancelled_at"] for o in orders)
+
+    def d(value: str) -> Decimal:
+        return Decimal(value)
+
+    for o in orders:
+        for key, value in o.items():
+            if key.endswith("_set") and value is not None and key.removesuffix("_set") in o:
+                assert value["shop_money"]["amount"] == value["presentment_money"]["amount"] == o[key[:-4]]
+        items = sum(d(li["price"]) * li["quantity"] for li in o["line_items"])
+        allocated = sum(d(a["amount"]) for li in o["line_items"] for a in li["discount_allocations"])
+        shipping = d(o["total_shipping_price_set"]["shop_money"]["amount"])
+        assert d(o["total_line_items_price"]) == items
+        assert d(o["total_discounts"]) == allocated == sum(d(c["amount"]) for c in o["discount_codes"])
+        assert all(d(li["total_discount"]) == sum(d(a["amount"]) for a in li["discount_allocations"])
+                   for li in o["line_items"])  # fmt: skip
+        assert d(o["subtotal_price"]) == items - allocated
+        assert (
+            d(o["total_price"])
+            == items - allocated + shipping
+            == d(o["total_price_set"]["shop_money"]["amount"])
+        )
+        taxes = [t for li in o["line_items"] for t in li["tax_lines"]] + o["shipping_lines"][0]["tax_lines"]
+        assert (
+            d(o["total_tax"])
+            == sum(d(t["price"]) for t in taxes)
+            == sum(d(t["price"]) for t in o["tax_lines"])
+        )
+        if o["discount_codes"]:
+            (code,) = o["discount_codes"]
+            percent = Decimal(o["discount_applications"][0]["value"])
+            for li in o["line_items"]:
+                per_unit = (d(li["price"]) * percent / 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
+                assert d(li["discount_allocations"][0]["amount"]) == per_unit * li["quantity"]
+        if o["cancelled_at"]:
+            (refund,) = o["refunds"]
+            back = sum(d(r["subtotal"]) for r in refund["refund_line_items"])
+            back -= sum(d(a["amount"]) for a in refund["order_adjustments"])
+            assert back == d(o["total_price"]) and d(o["current_total_price"]) == 0
+            paid_back = sum(d(t["amount"]) for t in refund["transactions"])
+            assert paid_back == (d(o["total_price"]) if o["financial_status"] == "refunded" else 0)
+            assert all(li["current_quantity"] == 0 for li in o["line_items"])
+        else:
+            assert not o["refunds"]
+            assert (o["current_total_price"], o["current_subtotal_price"]) == (
+                o["total_price"],
+                o["subtotal_price"],
+            )
+        outstanding = d(o["total_price"]) if o["financial_status"] == "pending" else 0
+        assert d(o["total_outstanding"]) == outstanding
+
+
+def test_orders_count(shop, client):
+    stack, url, headers = shop
+    stack.advance(3 * 3600)
+    sim = stack["shopify"]
+
+    def count(**params) -> int:
+        r = client.get(f"{url}{API}/orders/count.json", headers=headers, params=params)
+        assert r.status_code == 200, r.text
+        return r.json()["count"]
+
+    assert count(status="any") == len(sim.orders)
+    assert count() == sum(1 for so in sim.orders if so.closed_at is None)
+    assert count(status="cancelled") == sum(1 for so in sim.orders if so.cancelled_at)
+    assert count(status="any", financial_status="paid") == sum(
+        1 for so in sim.orders if so.financial_status == "paid"
+    )
+    mid = sim.orders[len(sim.orders) // 2].created_at
+    assert count(status="any", created_at_min=f"{mid:%Y-%m-%dT%H:%M:%SZ}") == sum(
+        1 for so in sim.orders if so.created_at >= mid
+    )
+
+
+def test_products_page_through_link_headers_with_their_variants(shop, client):
+    stack, url, headers = shop
+    catalog = sorted(stack.catalog, key=lambda p: p.shopify_product_id)
+    products, pages = follow_products(client, headers, f"{url}{API}/products.json?limit=25")
+    assert [p["id"] for p in products] == [p.shopify_product_id for p in catalog] and pages == 3
+    for listed, p in zip(products, catalog, strict=True):
+        (variant,) = listed["variants"]
+        assert (listed["title"], listed["vendor"], listed["status"]) == (p.name, p.brand, "active")
+        assert (variant["sku"], variant["barcode"], variant["inventory_item_id"], variant["product_id"]) == (
+            p.sku, p.barcode, p.shopify_inventory_item_id, p.shopify_product_id,
+        )  # fmt: skip
+        assert variant["price"] == f"{p.price:.2f}" and variant["inventory_quantity"] == 0
+    first = client.get(f"{url}{API}/products.json?limit=25", headers=headers)
+    assert client.get(links(first)["next"] + "&vendor=x", headers=headers).status_code == 400
+    since = catalog[9].shopify_product_id
+    after = client.get(f"{url}{API}/products.json", headers=headers, params={"since_id": since, "limit": 250})
+    assert [p["id"] for p in after.json()["products"]] == [p.shopify_product_id for p in catalog[10:]]
+    assert "Link" not in after.headers
+    picked = client.get(
+        f"{url}{API}/products.json", headers=headers,
+        params={"ids": f"{catalog[1].shopify_product_id},{catalog[4].shopify_product_id}", "fields": "id,variants"},
+    ).json()["products"]  # fmt: skip
+    assert [p["id"] for p in picked] == [catalog[1].shopify_product_id, catalog[4].shopify_product_id]
+    assert all(set(p) == {"id", "variants"} for p in picked)
+    handle = client.get(
+        f"{url}{API}/products.json", headers=headers, params={"handle": catalog[3].sku.lower()}
+    )
+    assert [p["id"] for p in handle.json()["products"]] == [catalog[3].shopify_product_id]
+    assert client.get(f"{url}{API}/products/count.json", headers=headers).json() == {"count": len(catalog)}
+    single = client.get(f"{url}{API}/products/{catalog[2].shopify_product_id}.json", headers=headers).json()
+    assert single["product"] == products[2]
+    assert client.get(f"{url}{API}/products/1.json", headers=headers).json() == {"errors": "Not Found"}
+
+
+def follow_products(client, headers, url) -> tuple[list[dict], int]:
+    products, pages = [], 0
+    while url:
+        r = client.get(url, headers=headers)
+        assert r.status_code == 200, r.text
+        products += r.json()["products"]
+        pages += 1
+        url = links(r).get("next")
+    return products, pages
+
+
+def test_variant_and_locations(shop, client):
+    stack, url, headers = shop
+    p = stack.catalog[7]
+    body = {"location_id": 71000001002, "inventory_item_id": p.shopify_inventory_item_id, "available": 4}
+    client.post(f"{url}{API}/inventory_levels/set.json", headers=headers, json=body)
+    client.post(
+        f"{url}{API}/inventory_levels/set.json", headers=headers, json={**body, "location_id": 71000002001}
+    )
+    variant = client.get(f"{url}{API}/variants/{p.shopify_variant_id}.json", headers=headers).json()[
+        "variant"
+    ]
+    assert (variant["id"], variant["sku"], variant["inventory_item_id"]) == (
+        p.shopify_variant_id, p.sku, p.shopify_inventory_item_id,
+    )  # fmt: skip
+    assert variant["inventory_quantity"] == 8  # Σ available over the locations
+    assert client.get(f"{url}{API}/variants/1.json", headers=headers).status_code == 404
+
+    locations = client.get(f"{url}{API}/locations.json", headers=headers).json()["locations"]
+    network = sorted(
+        (loc for loc in LOCATIONS if loc.shopify_location_id), key=lambda loc: loc.shopify_location_id
+    )
+    assert [(x["id"], x["name"], x["city"]) for x in locations] == [
+        (loc.shopify_location_id, loc.name, loc.city) for loc in network
+    ]
+    podolsk = locations[0]
+    assert podolsk["address1"] == "ул. Поливановская, д. 9" and podolsk["province"] == "Московская область"
+    assert podolsk["active"] is True and podolsk["legacy"] is False and podolsk["country_code"] == "RU"
+    one = client.get(f"{url}{API}/locations/{podolsk['id']}.json", headers=headers).json()
+    assert one == {"location": podolsk}
+    assert client.get(f"{url}{API}/locations/count.json", headers=headers).json() == {"count": len(network)}
+    assert client.get(f"{url}{API}/locations/5.json", headers=headers).status_code == 404
+    levels = client.get(f"{url}{API}/locations/71000002001/inventory_levels.json", headers=headers).json()
+    assert [(lv["inventory_item_id"], lv["available"]) for lv in levels["inventory_levels"]] == [
+        (p.shopify_inventory_item_id, 4)
+    ]
+
+
+def test_inventory_levels_page_through_link_headers(shop, client):
+    stack, url, headers = shop
+    items = sorted(p.shopify_inventory_item_id for p in stack.catalog[:7])
+    for n, item in enumerate(items):
+        body = {"location_id": 71000001001, "inventory_item_id": item, "available": n}
+        assert (
+            client.post(f"{url}{API}/inventory_levels/set.json", headers=headers, json=body).status_code
+            == 200
+        )
+    seen, nxt = [], f"{url}{API}/inventory_levels.json?location_ids=71000001001&limit=3"
+    while nxt:
+        r = client.get(nxt, headers=headers)
+        seen += [lv["inventory_item_id"] for lv in r.json()["inventory_levels"]]
+        nxt = links(r).get("next")
+    assert seen == items
+    r = client.get(f"{url}{API}/inventory_levels.json", headers=headers)
+    assert r.status_code == 422 and r.json() == {"errors": "inventory_item_ids or location_ids is required"}

@@ -14,7 +14,7 @@ from oms_ops.channels import registry
 from oms_ops.channels.base import Channel
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
-from oms_ops.services import intake, stock
+from oms_ops.services import discovery, intake, stock
 from oms_ops.services.setup import LOCATION_MAP, seed_from_simulators
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
@@ -79,27 +79,38 @@ def order_asset_of(code: str) -> dg.AssetsDefinition:
 @dg.asset(
     group_name=GROUP,
     kinds={"python", "postgres"},
-    description="Reference data, products, channel listings and location mappings (and initial stock) "
-    "from the simulated world's manifest.",
+    description="Channel ids of warehouses and items: each channel with discovery (Ozon, Wildberries, the web "
+    "store) is asked for its account's warehouses and listings and they are mapped onto OMS locations and SKUs "
+    "(unmapped ones on Operations → Channel mappings). With the simulated world's manifest, also reference data, "
+    "products and location mappings of the WMS, POS and carrier.",
 )
 def channel_mappings(
     context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
 ) -> dg.MaterializeResult:
     settings = channels.settings()
-    if not settings.manifest:
-        return _skipped(
-            context, NotConfigured("no simulators manifest: fill connectors.channel_* for real systems")
+    if settings.manifest:
+        with postgres.connection() as conn:
+            res = seed_from_simulators(
+                conn, settings.manifest, channels.business_config(), initial_stock=False
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "products": dg.MetadataValue.json(res.products),
+                "listings": res.listings,
+                "locations": res.locations,
+                "discovered": dg.MetadataValue.json(res.discovered),
+                "notes": dg.MetadataValue.json(res.notes),
+            }
         )
-    with postgres.connection() as conn:
-        res = seed_from_simulators(conn, settings.manifest, channels.business_config(), initial_stock=False)
-    return dg.MaterializeResult(
-        metadata={
-            "products": dg.MetadataValue.json(res.products),
-            "listings": res.listings,
-            "locations": res.locations,
-            "notes": dg.MetadataValue.json(res.notes),
-        }
-    )
+    with channels.clients() as clients, postgres.connection() as conn:
+        found = discovery.discover_all(conn, clients, channels.business_config())
+    reports = {code: r.as_dict() if not isinstance(r, str) else {"skipped": r} for code, r in found.items()}
+    errors = [f"{code}: {r['error']}" for code, r in reports.items() if r.get("error")]
+    if errors:
+        raise dg.Failure(
+            description="; ".join(errors), metadata={"discovered": dg.MetadataValue.json(reports)}
+        )
+    return dg.MaterializeResult(metadata={"discovered": dg.MetadataValue.json(reports)})
 
 
 # -- stock ------------------------------------------------------------------------------------------------------
