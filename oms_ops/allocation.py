@@ -73,6 +73,9 @@ class AllocationResult:
     #: requested orders not allocated this time: locked by another operation or not in an allocatable state
     skipped: list[int] = field(default_factory=list)
     transactions: int = 0
+    #: unpaid orders whose expired holds stood on stock this run needed: released as the sweeper does
+    #: (``expire_reservations``) in the same transaction, the orders put on hold
+    expired: list[int] = field(default_factory=list)
 
     def _ids(self, outcome: str) -> list[int]:
         return [o.order_id for o in self.outcomes if o.outcome == outcome]
@@ -104,6 +107,7 @@ class AllocationResult:
         self.outcomes.extend(other.outcomes)
         self.skipped.extend(other.skipped)
         self.transactions += other.transactions
+        self.expired.extend(other.expired)
 
 
 # -- public operations -------------------------------------------------------------------------------------
@@ -182,13 +186,18 @@ def reroute(
             raise ValidationFailed(
                 f"order {order_id} is {state}: only orders in {', '.join(REROUTABLE_STATES)} can be rerouted"
             )
-        # lock every stock row of the order's SKUs up front, in the global order, so the release and the new
-        # reservation below never take a stock lock out of order
-        c.execute(
-            """SELECT 1 FROM oms.stock WHERE sku IN (SELECT sku FROM oms.order_lines WHERE order_id = %s)
-               ORDER BY location_code, sku FOR UPDATE""",
-            (order_id,),
-        )
+        # lock every stock row of the order's SKUs up front, in the global order — with the rows of other
+        # orders' expired holds on those SKUs, which are released here like the sweeper would — so the
+        # releases and the new reservation below never take a stock lock out of order
+        skus = [
+            r[0]
+            for r in c.execute(
+                "SELECT DISTINCT sku FROM oms.order_lines WHERE order_id = %s ORDER BY 1", (order_id,)
+            )
+        ]
+        expiring = _expiring_holds(c, skus, now, keep=order_id)
+        _lock_stock_rows(c, skus, None, _hold_keys(c, expiring), only_free=False)
+        expired = _expire_locked(c, expiring, actor)[0]
         release_reservations(c, order_ids=[order_id], actor=actor, reason=f"reroute: {reason}")
         if state in ("allocated", "partially_allocated"):
             why = f"reroute: {reason}"
@@ -198,7 +207,7 @@ def reroute(
                 (order_id,),
             ).fetchall()
             apply_transitions(c, "order_line", [Change(r[0], "new", why) for r in lines], actor=actor)
-        return _allocate_chunk(
+        result = _allocate_chunk(
             c,
             [order_id],
             config,
@@ -210,7 +219,10 @@ def reroute(
             kind="reroute",
             exclude=excluded,
             only_with_chance=False,
+            expire_holds=False,
         )[0]
+        result.expired.extend(expired)
+        return result
 
     return run_in_transaction(conn, run)
 
@@ -237,32 +249,129 @@ def expire_reservations(
                ORDER BY o.order_id LIMIT %s FOR UPDATE OF o SKIP LOCKED""",
             (now, limit),
         ).fetchall()
-        paid = [oid for oid, status in rows if status == "paid"]
-        unpaid = [oid for oid, status in rows if status != "paid"]
-        if paid:
-            clear_expiry(c, order_ids=paid)
-        if not unpaid:
-            return 0
-        why = "reservation expired: payment not received"
-        n = release_reservations(c, order_ids=unpaid, actor=actor, reason=why, state="expired")
-        lines = c.execute(
-            "SELECT line_id FROM oms.order_lines WHERE order_id = ANY(%s) AND state = 'allocated' ORDER BY line_id",
-            (unpaid,),
-        ).fetchall()
-        apply_transitions(c, "order_line", [Change(r[0], "new", why) for r in lines], actor=actor)
-        apply_transitions(
-            c,
-            "order",
-            [Change(oid, "on_hold", why, {"hold_code": PAYMENT_TIMEOUT_HOLD}) for oid in unpaid],
-            actor=actor,
-        )
-        c.execute(
-            "UPDATE oms.orders SET hold_code = %s, hold_reason = %s WHERE order_id = ANY(%s)",
-            (PAYMENT_TIMEOUT_HOLD, why, unpaid),
-        )
-        return n
+        return _expire_locked(c, rows, actor)[1]
 
     return run_in_transaction(conn, run)
+
+
+# -- expired holds ------------------------------------------------------------------------------------------
+# An unpaid order's reservation whose ``expires_at`` has passed must not block stock until the sweeper
+# (``expire_reservations``) comes by: every allocation that reads stock first releases the expired holds
+# standing on the SKUs it needs — exactly as the sweeper would, in its own transaction, under the same
+# locks. The orders are locked SKIP LOCKED (one being paid or cancelled right now keeps its hold until
+# the next run), before any stock row; then their stock rows are locked together with the allocation's in
+# ONE sorted statement, so the global lock order (orders, then stock rows by location and sku) holds.
+EXPIRY_REASON = "reservation expired: payment not received"
+
+
+def _expired_hold_skus(conn: psycopg.Connection, now: datetime) -> list[str]:
+    """SKUs with an active reservation past its expiry (the partial ``reservations_expiring_idx``: the
+    sweeper keeps this set small, so the look costs next to nothing when there is none)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            """SELECT DISTINCT sku FROM oms.reservations
+               WHERE state = 'active' AND expires_at IS NOT NULL AND expires_at <= %s""",
+            (now,),
+        )
+    ]
+
+
+def _expiring_holds(
+    conn: psycopg.Connection, skus: Sequence[str], now: datetime, *, keep: int | None = None
+) -> list[tuple[int, str]]:
+    """Lock (SKIP LOCKED) the orders the sweeper would expire now that hold one of ``skus``:
+    [(order_id, payment_status)]. ``keep`` is left alone (the order being rerouted)."""
+    if not skus:
+        return []
+    return conn.execute(
+        """SELECT o.order_id, o.payment_status FROM oms.orders o
+           WHERE o.order_id IN (SELECT r.order_id FROM oms.reservations r
+                                WHERE r.state = 'active' AND r.expires_at <= %(now)s
+                                  AND r.sku = ANY(%(skus)s::text[]))
+             AND o.state IN ('allocated', 'partially_allocated')
+             AND o.order_id IS DISTINCT FROM %(keep)s
+           ORDER BY o.order_id FOR UPDATE OF o SKIP LOCKED""",
+        {"now": now, "skus": list(skus), "keep": keep},
+    ).fetchall()
+
+
+def _hold_keys(conn: psycopg.Connection, rows: Sequence[tuple[int, str]]) -> list[tuple[str, str]]:
+    """The stock rows the unpaid orders of ``rows`` hold (all their active reservations go)."""
+    unpaid = [oid for oid, status in rows if status != "paid"]
+    if not unpaid:
+        return []
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            """SELECT DISTINCT location_code, sku FROM oms.reservations
+               WHERE order_id = ANY(%s) AND state = 'active' ORDER BY 1, 2""",
+            (unpaid,),
+        )
+    ]
+
+
+def _expire_locked(
+    c: psycopg.Connection, rows: Sequence[tuple[int, str]], actor: str
+) -> tuple[list[int], int]:
+    """The sweeper's work on orders already locked: ``rows`` = [(order_id, payment_status)]. Paid ones lose
+    their expiry; unpaid ones release every active reservation as 'expired', their allocated lines go
+    back to 'new' and the order goes on hold ('payment_timeout'). Returns (orders put on hold,
+    reservations expired)."""
+    paid = [oid for oid, status in rows if status == "paid"]
+    unpaid = [oid for oid, status in rows if status != "paid"]
+    if paid:
+        clear_expiry(c, order_ids=paid)
+    if not unpaid:
+        return [], 0
+    why = EXPIRY_REASON
+    n = release_reservations(c, order_ids=unpaid, actor=actor, reason=why, state="expired")
+    lines = c.execute(
+        "SELECT line_id FROM oms.order_lines WHERE order_id = ANY(%s) AND state = 'allocated' ORDER BY line_id",
+        (unpaid,),
+    ).fetchall()
+    apply_transitions(c, "order_line", [Change(r[0], "new", why) for r in lines], actor=actor)
+    apply_transitions(
+        c,
+        "order",
+        [Change(oid, "on_hold", why, {"hold_code": PAYMENT_TIMEOUT_HOLD}) for oid in unpaid],
+        actor=actor,
+    )
+    c.execute(
+        "UPDATE oms.orders SET hold_code = %s, hold_reason = %s WHERE order_id = ANY(%s)",
+        (PAYMENT_TIMEOUT_HOLD, why, unpaid),
+    )
+    return unpaid, n
+
+
+def _lock_stock_rows(
+    conn: psycopg.Connection,
+    skus: Sequence[str],
+    locations: Sequence[str] | None,
+    extra: Sequence[tuple[str, str]],
+    *,
+    only_free: bool,
+) -> list[tuple[str, str]]:
+    """Lock, in ONE statement ordered by (location, sku), the rows of ``skus`` (at ``locations``; with
+    ``only_free`` only those with on_hand > reserved) plus the ``extra`` rows. Returns the keys locked."""
+    return [
+        (r[0], r[1])
+        for r in conn.execute(
+            """SELECT s.location_code, s.sku FROM oms.stock s
+               WHERE (s.sku = ANY(%(skus)s::text[])
+                      AND (%(locs)s::text[] IS NULL OR s.location_code = ANY(%(locs)s::text[]))
+                      AND (NOT %(only_free)s OR s.on_hand > s.reserved))
+                  OR (s.location_code, s.sku) IN (SELECT * FROM unnest(%(xl)s::text[], %(xs)s::text[]))
+               ORDER BY s.location_code, s.sku FOR UPDATE OF s""",
+            {
+                "skus": list(skus),
+                "locs": list(locations) if locations is not None else None,
+                "only_free": only_free,
+                "xl": [k[0] for k in extra],
+                "xs": [k[1] for k in extra],
+            },
+        )
+    ]
 
 
 def latest_decision(conn: psycopg.Connection, order_id: int) -> dict | None:
@@ -323,10 +432,15 @@ def _allocate_chunk(
     kind: str,
     exclude: frozenset[str] = frozenset(),
     only_with_chance: bool = True,
+    expire_holds: bool = True,
 ) -> tuple[AllocationResult, tuple[datetime, int] | None]:
     """One transaction's worth (call INSIDE a transaction). Returns the result and the last (placed_at,
-    order_id) served, or None when the queue is exhausted (this chunk took fewer orders than ``size``)."""
+    order_id) served, or None when the queue is exhausted (this chunk took fewer orders than ``size``).
+    With ``expire_holds`` expired holds on the chunk's SKUs are released first (the caller did it when
+    False)."""
     ctx = compile_config(config)
+    # SKUs under an expired hold count as having free stock: a waiting order may get them now
+    expiring_skus = _expired_hold_skus(conn, now) if expire_holds else []
     picked = conn.execute(
         """SELECT o.order_id, o.placed_at FROM oms.orders o
            WHERE o.state = ANY(%(states)s)
@@ -335,7 +449,7 @@ def _allocate_chunk(
              AND (o.state = 'new' OR NOT %(chance)s OR EXISTS (
                     SELECT 1 FROM oms.order_lines l JOIN oms.stock s ON s.sku = l.sku
                     WHERE l.order_id = o.order_id AND l.state IN ('new', 'backordered')
-                      AND s.on_hand > s.reserved))
+                      AND (s.on_hand > s.reserved OR s.sku = ANY(%(expiring)s::text[]))))
            ORDER BY o.placed_at, o.order_id
            LIMIT %(n)s
            FOR UPDATE OF o SKIP LOCKED""",
@@ -345,6 +459,7 @@ def _allocate_chunk(
             "after_t": after[0] if after else None,
             "after_id": after[1] if after else None,
             "chance": only_with_chance,
+            "expiring": expiring_skus,
             "n": size,
         },
     ).fetchall()
@@ -375,7 +490,7 @@ def _allocate_chunk(
         """SELECT o.order_id, o.state, o.channel_code, o.delivery_method, o.pickup_location_code, o.region,
                   o.city, o.lat, o.lon, o.total_amount, o.placed_at, o.payment_method, o.payment_status,
                   l.line_id, l.sku, l.state, l.qty - l.qty_cancelled, coalesce(p.weight_g, 0),
-                  o.fulfilment_location_code
+                  o.fulfilment_location_code, l.unit_price
            FROM oms.order_lines l
            JOIN oms.orders o ON o.order_id = l.order_id
            LEFT JOIN oms.products p ON p.sku = l.sku
@@ -394,7 +509,7 @@ def _allocate_chunk(
         line_state[r[13]] = r[15]
         open_qty = r[16] - held.get(r[13], 0)
         if open_qty > 0 and r[15] in ("new", "backordered"):
-            lines[oid].append(LineDemand(r[13], r[14], open_qty, r[17]))
+            lines[oid].append(LineDemand(r[13], r[14], open_qty, r[17], float(r[19])))
     demands = []
     for oid in heads:
         h = heads[oid]
@@ -420,7 +535,27 @@ def _allocate_chunk(
     # -- lock the stock the chunk may use, in the global order, and read it -------------------------------
     skus = sorted({line.sku for d in demands for line in d.lines})
     free: dict[tuple[str, str], int] = {}
-    if skus:
+    expired: list[int] = []
+    stale = sorted(set(skus) & set(expiring_skus))
+    if stale:
+        # expired holds stand on some of these SKUs: lock their orders (after ours, SKIP LOCKED), then their
+        # stock rows with ours in one sorted statement, release them as the sweeper would, read what is free
+        expiring = _expiring_holds(conn, stale, now)
+        locked = _lock_stock_rows(conn, skus, list(ctx.locations), _hold_keys(conn, expiring), only_free=True)
+        expired = _expire_locked(conn, expiring, actor)[0]
+        if locked:
+            rows = conn.execute(
+                """SELECT s.location_code, s.sku, s.on_hand - s.reserved FROM oms.stock s
+                   JOIN unnest(%s::text[], %s::text[]) AS k(l, k) ON s.location_code = k.l AND s.sku = k.k
+                   WHERE s.on_hand > s.reserved AND s.sku = ANY(%s) AND s.location_code = ANY(%s)""",
+                ([k[0] for k in locked], [k[1] for k in locked], skus, list(ctx.locations)),
+            ).fetchall()
+            free = {(loc, sku): f for loc, sku, f in rows}
+        if expired:
+            # an order of this chunk whose own hold expired went on hold: it is not planned now
+            gone = set(expired)
+            demands = [d for d in demands if d.order_id not in gone]
+    elif skus:
         rows = conn.execute(
             """SELECT location_code, sku, on_hand - reserved FROM oms.stock
                WHERE sku = ANY(%s) AND location_code = ANY(%s) AND on_hand > reserved
@@ -437,7 +572,9 @@ def _allocate_chunk(
     }
 
     plans = plan_batch(demands, free, ctx, now=now, capacity_used=capacity)
-    return _write(conn, plans, heads, lines, line_state, config, actor, now, kind), last
+    result = _write(conn, plans, heads, lines, line_state, config, actor, now, kind)
+    result.expired.extend(expired)
+    return result, last
 
 
 # -- writes ------------------------------------------------------------------------------------------------
@@ -594,7 +731,13 @@ def _decisions_json(plans: list[OrderPlan]) -> str:
                 ],
                 "candidates": p.scores,
                 "short_lines": [
-                    {"line_id": s.line_id, "sku": s.sku, "requested": s.requested, "available": s.available}
+                    {
+                        "line_id": s.line_id,
+                        "sku": s.sku,
+                        "requested": s.requested,
+                        "available": s.available,
+                        "locations": dict(s.locations),
+                    }
                     for s in p.short
                 ],
                 "reason": p.reason,

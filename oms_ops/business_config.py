@@ -20,6 +20,7 @@ import hashlib
 import json
 import re
 from datetime import time
+from decimal import Decimal
 from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +47,8 @@ ChannelKind = Literal["marketplace", "webstore", "store", "callcentre"]
 LocationKind = Literal["warehouse", "store", "pickup_point"]
 DeliveryMethod = Literal["courier", "pickup_point", "store_pickup"]
 SortKeyName = Literal["sla", "group", "cost", "distance", "stock", "priority", "promise"]
+#: How a routing rule builds its plans (docs/allocation.md, "Strategies").
+RoutingStrategy = Literal["fewest_shipments", "rank", "most_stock"]
 
 #: Candidate selector naming the location the customer chose (store / pickup point) for this order.
 PICKUP_LOCATION = "pickup_location"
@@ -281,34 +284,62 @@ def _sort_key(value: Any) -> Any:
     return value
 
 
+#: the policy name the order-total threshold had before it became a per-shipment minimum
+_RETIRED_SPLIT_POLICY = "above_order_value"
+
+
+def _retired_split_policy(value: Any) -> Any:
+    """Refuse the old policy by name: its threshold meant "order total", the new one means "every
+    shipment", so silently reading the old number under the new meaning would block most splits."""
+    if isinstance(value, dict) and value.get("policy") == _RETIRED_SPLIT_POLICY:
+        raise ValueError(
+            f"policy {_RETIRED_SPLIT_POLICY!r} was replaced by 'min_shipment_value': the threshold is now "
+            "the least value of every shipment of a split (and of the part a partial allocation leaves "
+            "waiting), not the order total; rename the policy and review the threshold"
+        )
+    return value
+
+
 class SplitPolicy(_Model):
     """May an order be fulfilled from several locations, and may part of it wait for stock?
 
-    ``never``: one location ships everything (all-or-nothing). ``above_order_value``: splits allowed
-    when the order total is at least ``threshold``. ``allowed``: always. ``penalty`` (RUB per extra
-    location) is added to a plan's cost, so two parcels must beat one by more than the penalty.
-    ``partial``: when splitting is allowed for the order, reserve what exists and backorder the rest
-    (a split in time); otherwise the order waits whole.
+    ``never``: one location ships everything (all-or-nothing). ``allowed``: any number of locations.
+    ``min_shipment_value``: a split is allowed only when every shipment it creates is worth at least
+    ``threshold`` (Σ qty × unit price of its lines) — and, for a partial allocation, the part left waiting
+    too — so a split never sends out a parcel worth less than its delivery (HotWax's per-shipment split
+    threshold). ``penalty`` (RUB per extra location) is added to a plan's cost, so two parcels must beat
+    one by more than the penalty. ``partial``: when no complete plan is allowed, reserve what exists and
+    backorder the rest (a split in time); otherwise the order waits whole.
     """
 
-    policy: Literal["never", "above_order_value", "allowed"] = "never"
+    policy: Literal["never", "min_shipment_value", "allowed"] = "never"
     threshold: float | None = Field(None, ge=0)
     penalty: float = Field(0, ge=0)
     partial: bool = False
 
     @model_validator(mode="after")
     def _threshold(self) -> SplitPolicy:
-        if self.policy == "above_order_value" and self.threshold is None:
-            raise ValueError("policy above_order_value needs a threshold")
+        if self.policy == "min_shipment_value" and self.threshold is None:
+            raise ValueError("policy min_shipment_value needs a threshold (the least value of a shipment)")
         if self.policy == "never" and self.partial:
             raise ValueError("partial allocation is a split in time: it needs a policy other than never")
         return self
 
-    def allows_split(self, order_value: float) -> bool:
+    @property
+    def min_shipment_value(self) -> float:
+        """The least value of a shipment a split may create (0 = no limit)."""
+        return (self.threshold or 0.0) if self.policy == "min_shipment_value" else 0.0
+
+    def allows_split(self, open_value: float, *, holding: bool = False) -> bool:
+        """Can an order whose open lines are worth ``open_value`` be split at all? With a per-shipment
+        minimum a split needs two parts of at least the threshold (two shipments, or one shipment and
+        the waiting rest) — unless the order already holds reservations (``holding``): a part joining a
+        location that holds some of it is no new shipment. Which plans qualify is decided per plan
+        (``oms_ops.routing``)."""
         if self.policy == "allowed":
             return True
-        if self.policy == "above_order_value":
-            return order_value >= (self.threshold or 0)
+        if self.policy == "min_shipment_value":
+            return holding or open_value >= 2 * (self.threshold or 0)
         return False
 
 
@@ -320,7 +351,11 @@ class RoutingRule(_Model):
     #: the ``group`` sort key (0 = first)
     candidates: list[str | LocationSelector] = Field(min_length=1)
     sort_by: list[Annotated[SortKey, BeforeValidator(_sort_key)]] = Field(min_length=1)
-    split: SplitPolicy = SplitPolicy()
+    #: how plans are built: ``fewest_shipments`` (one location when one can ship everything, else greedy
+    #: covers; ``sort_by`` chooses), ``rank`` (drain the candidates in group, then priority order) or
+    #: ``most_stock`` (drain the deepest stock first); see docs/allocation.md
+    strategy: RoutingStrategy = "fewest_shipments"
+    split: Annotated[SplitPolicy, BeforeValidator(_retired_split_policy)] = SplitPolicy()
 
 
 class SlaTarget(_Model):
@@ -344,6 +379,42 @@ class ReservationPolicy(_Model):
         return self.unpaid_prepaid_expiry_minutes
 
 
+class TextLimits(_Model):
+    """Longest text an order may carry, in characters, per kind of field. Longer is refused with the field
+    and the limit named (never cut: a cut id or address is a wrong one). Kinds: ``id`` external ids and the
+    channel's order numbers; ``code`` SKUs, location and store codes, currencies; ``name`` customer and
+    product names; ``contact`` phone and e-mail; ``address`` region, city and street address."""
+
+    id: int = Field(128, ge=1, le=2000)  # a btree index entry holds ~2700 bytes: ids are indexed
+    code: int = Field(64, ge=1, le=2000)
+    name: int = Field(300, ge=1, le=100_000)
+    contact: int = Field(254, ge=1, le=2000)  # the phone is indexed too
+    address: int = Field(1000, ge=1, le=100_000)
+
+
+#: the database's own bounds: ``integer`` quantities, ``numeric(12,2)`` prices, ``numeric(14,2)`` totals
+_INT4_MAX = 2**31 - 1
+_PRICE_BOUND = Decimal(10) ** 10
+_TOTAL_BOUND = Decimal(10) ** 12
+
+
+class IntakeLimits(_Model):
+    """Sanity limits on what a channel may send (``limits:``): a payload outside them is quarantined with
+    the field and the limit named, before anything reaches the database. They sit well inside the
+    database's own bounds (``integer`` quantities, ``numeric(12,2)`` prices, ``numeric(14,2)`` totals), so
+    no value can overflow or wrap there."""
+
+    max_line_quantity: int = Field(10_000, ge=1, le=_INT4_MAX)
+    max_order_lines: int = Field(500, ge=1, le=100_000)
+    #: RUB per unit
+    max_unit_price: Decimal = Field(Decimal(100_000_000), gt=0, lt=_PRICE_BOUND)
+    #: RUB per order (lines and shipping); also the bound of the shipping amount
+    max_order_total: Decimal = Field(Decimal(1_000_000_000), gt=0, lt=_TOTAL_BOUND)
+    max_text_length: TextLimits = TextLimits()
+    #: one channel payload (a webhook body, one order of a polled page), in bytes of its JSON
+    max_payload_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+
 class BusinessConfig(_Model):
     version: int = 1
     currency: str = "RUB"
@@ -358,6 +429,7 @@ class BusinessConfig(_Model):
     routing_rules: list[RoutingRule] = Field(min_length=1)
     sla: list[SlaTarget] = Field(min_length=1)
     reservations: ReservationPolicy = ReservationPolicy()
+    limits: IntakeLimits = IntakeLimits()
 
     # -- lookups (cached; the model is frozen) --------------------------------------------------------
     @cached_property

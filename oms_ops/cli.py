@@ -23,7 +23,7 @@ from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings
 from oms_ops.services import discovery, health, intake, setup
-from oms_ops.services.clients import Clients
+from oms_ops.services.clients import SECRETS, Clients
 from oms_ops.services.settings import connectors_of, load_oms_settings
 from oms_ops.worker import main as worker_main
 
@@ -81,7 +81,11 @@ def up(
     settings = _settings()
     try:
         state, already = stack.up(
-            settings, _services(services), after_stores=_build_views, seed=setup.seed_demo
+            settings,
+            _services(services),
+            after_stores=_build_views,
+            seed=setup.seed_demo,
+            simulator_secrets=SECRETS,
         )
     except (ConfigError, stack.StackError, MigrationError) as exc:
         _fail(str(exc))
@@ -131,11 +135,22 @@ def _health_figures(settings: Settings, rows: list[tuple[str, str, str]]) -> lis
 
 
 @app.command()
-def status() -> None:
+def status(
+    secrets: bool = typer.Option(
+        False,
+        "--secrets",
+        help="Also print the credentials generated into $OMS_HOME/secrets and the URLs that carry them",
+    ),
+) -> None:
     """Report each service with its URL, then whether the work keeps up (worker, allocation, ATS, Dagster
     runs, marts — each ok / warn / bad); exit code 1 if something recorded is down or a figure is bad, 3 if
     nothing runs."""
     settings = _settings()
+    if secrets:
+        report = stack.secrets_report(settings)
+        typer.echo("Secrets:" if report else f"No secrets generated under {settings.home} yet.")
+        for name, value in report:
+            typer.echo(f"  {name:<32} {value}")
     rows = stack.status(settings)
     if not rows:
         typer.echo(f"Not running (no stack recorded under {settings.home}).")
@@ -163,7 +178,10 @@ def migrate() -> None:
             stack.check_postgres(settings.database_url)
             url = settings.database_url
         else:
-            url = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port).start(
+            from oms_ops.platform import credentials
+
+            password = credentials.secret(settings.home, credentials.POSTGRES_OWNER)
+            url = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port, password=password).start(
                 ("oms", stack.DAGSTER_DB)
             )
         import psycopg
@@ -209,6 +227,7 @@ def demo(
             _services(services) if services else stack.DEMO_SERVICES,
             after_stores=_build_views,
             seed=setup.seed_demo,
+            simulator_secrets=SECRETS,
         )
         typer.echo("\nThe OMS is running on embedded defaults:")
         _print_state(state)
@@ -219,12 +238,14 @@ def demo(
             f"  Postgres:       {ui.get('postgres', '-')}\n"
             f"  ClickHouse:     {ui.get('clickhouse', '-')}\n"
         )
+        typer.echo("  Credentials:    oms status --secrets (generated into $OMS_HOME/secrets)\n")
         logins = load_demo_logins()
         if logins:
             typer.echo("Dashboard logins (demo):")
             for username, (role, password) in logins.items():
                 typer.echo(f"  {username:<8} / {password:<14} role {role}")
         typer.echo("\nPress Ctrl-C to stop everything.")
+        sys.stdout.flush()  # the URLs and logins must reach a log file or a pipe now, not at exit
         while True:
             time.sleep(2)
             dead = [n for n, s, _ in stack.status(settings) if s != "up"]

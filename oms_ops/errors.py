@@ -7,6 +7,7 @@ changes anything (the whole transaction rolls back on raise), so ops see in one 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 
 class OmsError(Exception):
@@ -41,3 +42,38 @@ class IllegalTransition(OmsError):
         self.refused = list(refused)
         parts = [f"{e} {i}: {f} -> {t}" for e, i, f, t in self.refused]
         super().__init__("illegal transition(s) refused: " + "; ".join(parts))
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One line an operation could not serve from stock: what was asked, what there was, and where.
+
+    ``held`` words what ``available`` counts ("available" free stock, "reserved" units held for the line),
+    ``action`` the verb of the operation (reserve, ship, release), so the message reads as ops speak.
+    """
+
+    sku: str
+    requested: int
+    available: int
+    location: str | None
+    line_id: int | None = None
+    order_id: int | None = None
+    action: str = "reserve"
+    held: str = "available"
+
+    def __str__(self) -> str:
+        subject = f"line {self.line_id} ({self.sku})" if self.line_id is not None else self.sku
+        if self.order_id is not None:
+            subject = f"order {self.order_id} {subject}"
+        where = f" at {self.location}" if self.location else ""
+        return f"{subject}{where}: {self.action} {self.requested}, only {self.available} {self.held}"
+
+
+class InsufficientStock(ValidationFailed):
+    """An operation was refused for stock. ``shortfalls`` names every affected line (SKU, quantity asked,
+    quantity available, location) — all of them, not the first — and ``problems`` holds their messages
+    (plus any other problem found in the same check, in the order found)."""
+
+    def __init__(self, shortfalls: Sequence[Shortfall], problems: Sequence[str] | None = None):
+        self.shortfalls = list(shortfalls)
+        super().__init__(list(problems) if problems is not None else [str(s) for s in self.shortfalls])

@@ -22,6 +22,7 @@ from psycopg import sql
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -39,6 +40,23 @@ from oms_ops.state_machine import Change, apply_transitions
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 Text = Annotated[str, Field(min_length=1)]
+#: the database's integer bounds: ``integer`` (quantities, line numbers) and ``bigint`` (ids). The binary
+#: COPY of the staging rows packs Python ints into these widths WITHOUT a range check (psycopg's C dumper
+#: wraps: 4294967299 arrives as 3), so every value is bounded here, before it gets there.
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+#: ``numeric(14,2)``: an order total must stay below this
+TOTAL_BOUND = Decimal(10) ** 12
+
+
+def _not_bool(value: Any) -> Any:
+    """Refuse a boolean where a number belongs (pydantic's lax mode would read ``True`` as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+Int4 = Annotated[int, BeforeValidator(_not_bool)]
 
 
 class NormalizedLine(BaseModel):
@@ -47,9 +65,9 @@ class NormalizedLine(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     sku: Text
-    qty: int = Field(gt=0)
+    qty: Int4 = Field(gt=0, le=INT4_MAX)
     unit_price: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
-    line_no: int | None = Field(default=None, ge=1)
+    line_no: Int4 | None = Field(default=None, ge=1, le=INT4_MAX)
     name: str | None = None
 
 
@@ -87,8 +105,8 @@ class NormalizedOrder(BaseModel):
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
     shipping_amount: Money = Decimal("0")
     total_amount: Money | None = None
-    raw_id: int | None = None
-    parent_order_id: int | None = None
+    raw_id: int | None = Field(default=None, ge=-INT8_MAX, le=INT8_MAX)
+    parent_order_id: int | None = Field(default=None, ge=1, le=INT8_MAX)
 
     @model_validator(mode="after")
     def _check(self) -> NormalizedOrder:
@@ -101,9 +119,12 @@ class NormalizedOrder(BaseModel):
         elif any(n is None for n in numbers) or len(set(numbers)) != len(numbers):
             raise ValueError("line_no must be given for every line or none, and be unique")
         if self.total_amount is None:
-            self.total_amount = (
-                sum((ln.qty * ln.unit_price for ln in self.lines), Decimal("0")) + self.shipping_amount
-            )
+            total = sum((ln.qty * ln.unit_price for ln in self.lines), Decimal("0")) + self.shipping_amount
+            if total >= TOTAL_BOUND:  # numeric(14,2): the database would refuse the whole batch
+                raise ValueError(
+                    f"total_amount: Σ qty × unit_price + shipping_amount = {total} does not fit numeric(14,2)"
+                )
+            self.total_amount = total
         return self
 
     @property
@@ -311,6 +332,10 @@ def _stage(
     session's staging tables; ``holds`` maps a batch position to its unknown-SKU hold reason."""
     conn.execute(_STAGE_ORDERS_DDL)
     conn.execute(_STAGE_LINES_DDL)
+    for o in todo:  # the binary COPY would wrap an out-of-range integer silently: never let one get there
+        lines = o.staging_lines()
+        if len(lines) > INT4_MAX or not all(0 < ln[0] <= INT4_MAX and 0 < ln[2] <= INT4_MAX for ln in lines):
+            raise ValueError(f"order {o.key}: a quantity or line number outside 1..{INT4_MAX}")
     cur = conn.cursor()
     with cur.copy(_COPY_ORDERS) as cp:
         cp.set_types([t for _, t in _STAGED_ORDER_COLUMNS])

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import psycopg
 
-from oms_ops.errors import ValidationFailed
+from oms_ops.errors import InsufficientStock, Shortfall, ValidationFailed
 from oms_ops.inventory import Movement, apply_movements, lock_stock
 
 CLOSED_STATES = ("released", "expired")
@@ -87,7 +87,9 @@ def consume_reservations(
     reservations at that location (oldest first) become 'consumed' — a reservation only partly shipped is
     split into a consumed row and a smaller active one, so Σ(active + consumed) per line never grows.
     stock.on_hand -= qty and stock.reserved -= qty with ledger 'ship' entries. Every shortfall (more than
-    reserved, unknown line, qty <= 0) is collected and raised as one ValidationFailed; nothing changes.
+    reserved, unknown line, qty <= 0) is collected and raised as one ValidationFailed — a shortfall as
+    :class:`~oms_ops.errors.InsufficientStock` naming order, line, SKU, location, asked and reserved;
+    nothing changes.
     """
     wanted: dict[tuple[int, str], int] = defaultdict(int)
     problems = []
@@ -140,13 +142,14 @@ def _consume(
     Stock rows are locked in (location, sku) order before the reservation rows."""
     if not wanted:
         return
-    problems = []
     line_ids = sorted({k[0] for k in wanted})
-    skus = dict(
-        conn.execute(
-            "SELECT line_id, sku FROM oms.order_lines WHERE line_id = ANY(%s)", (line_ids,)
+    heads = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT line_id, sku, order_id FROM oms.order_lines WHERE line_id = ANY(%s)", (line_ids,)
         ).fetchall()
-    )
+    }
+    skus = {lid: h[0] for lid, h in heads.items()}
     missing = [i for i in line_ids if i not in skus]
     if missing:
         raise ValidationFailed([f"line {i}: not found" for i in missing])
@@ -159,12 +162,16 @@ def _consume(
     active: dict[tuple[int, str], list[tuple]] = defaultdict(list)
     for row in rows:
         active[(row[2], row[3])].append(row)
+    short = []
     for (line_id, location), qty in sorted(wanted.items()):
         held = sum(r[5] for r in active[(line_id, location)])
         if held < qty:
-            problems.append(f"line {line_id} at {location}: ship {qty}, only {held} reserved")
-    if problems:
-        raise ValidationFailed(problems)
+            sku, order_id = heads[line_id]
+            short.append(
+                Shortfall(sku, qty, held, location, line_id, order_id, action="ship", held="reserved")
+            )
+    if short:
+        raise InsufficientStock(short)
 
     consumed_full: list[int] = []
     partial: list[tuple[int, int]] = []  # (reservation_id, qty consumed) of reservations split in two
@@ -231,7 +238,8 @@ def release_quantities(
     never on the shelf) 'pick' with on_hand -= qty too. Ledger ``reference`` is common, the ledger reason is
     ``reasons[reservation_id]`` or ``reason``. Stock rows are locked in (location, sku) order before the
     reservation rows. Every problem (unknown or closed reservation, qty <= 0, more than it holds) is
-    collected into one ValidationFailed; nothing changes. Returns the number of reservations changed.
+    collected into one ValidationFailed (InsufficientStock when a reservation holds less than asked, naming
+    its order, line, SKU and location); nothing changes. Returns the number of reservations changed.
     """
     wanted: dict[int, int] = defaultdict(int)
     problems = []
@@ -255,6 +263,7 @@ def release_quantities(
         (ids,),
     ).fetchall()
     found = {r[0]: r for r in rows}
+    short = []
     for rid in ids:
         row = found.get(rid)
         if row is None:
@@ -262,7 +271,13 @@ def release_quantities(
         elif row[6] != "active":
             problems.append(f"reservation {rid}: is {row[6]}, not active")
         elif wanted[rid] > row[5]:
-            problems.append(f"reservation {rid}: release {wanted[rid]}, only {row[5]} reserved")
+            gap = Shortfall(
+                row[4], wanted[rid], row[5], row[3], row[2], row[1], action="release", held="reserved"
+            )
+            short.append(gap)
+            problems.append(f"reservation {rid}, {gap}")
+    if short:
+        raise InsufficientStock(short, problems)
     if problems:
         raise ValidationFailed(problems)
     conn.execute(

@@ -16,13 +16,21 @@ How one order is planned (see docs/allocation.md for the full story):
    be able to hand the order over (the store / pickup point the customer chose) or reach the destination
    with some carrier tariff, and not be capacity-full for the next two weeks.
 3. Per candidate, once: ship date (cut-off, capacity), departure vs the SLA ship-by, distance, tariff.
-4. Plans: every location that holds the whole order (single shipment); when the split policy allows
-   it, greedy split plans anchored at the chosen pickup location and at the best-covering locations.
-5. Plans are ordered by "units not at the chosen pickup location" (click & collect first), then the
-   rule's sort keys (sla, group, cost incl. split penalty, distance, stock, priority, promise), then
-   fewer locations, then location codes (determinism).
-6. No complete plan: with ``partial`` the best-covering split plan is reserved and the rest waits,
-   otherwise nothing is reserved and every short line is reported (all of them, not the first).
+4. Plans, by the rule's ``strategy``: every location that holds the whole order is a single-shipment
+   plan; when the split policy allows it, ``fewest_shipments`` (default) adds greedy split plans anchored
+   at the chosen pickup location and at the best-covering locations, while ``rank`` and ``most_stock``
+   add the one plan that drains the candidates in their order (group then priority; most free units
+   first) — Saleor's "sorting order" and "high stock" strategies. With ``min_shipment_value`` a plan
+   qualifies only when every shipment it creates (and, for a partial, the part left waiting) is worth at
+   least the threshold.
+5. Plans are ordered by "units not at the chosen pickup location" (click & collect first), then (rank /
+   most_stock) the strategy's location order, then the rule's sort keys (sla, group, cost incl. split
+   penalty, distance, stock, priority, promise; group and priority compare every location, worst
+   first), then fewer locations, then location by location in rank order, more units from the better
+   one first — a total order, so the same stock always gives the same plan.
+6. No complete plan: with ``partial`` the plan reserving the most units is reserved and the rest waits,
+   otherwise nothing is reserved and every short line is reported (all of them, not the first), with
+   where its SKU was free.
 """
 
 from __future__ import annotations
@@ -78,6 +86,8 @@ class LineDemand:
     #: units still to reserve (ordered − cancelled − already reserved)
     qty: int
     weight_g: int = 0
+    #: price of one unit (RUB): the value of a shipment for the split policy's per-shipment minimum
+    unit_price: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,17 @@ class ShortLine:
     #: what the policy could have reserved: Σ over candidates when splitting is allowed, else the best
     #: single location (for a partial plan: what the plan reserves)
     available: int
+    #: where the SKU was free for this order when it was planned: (location, units after safety stock),
+    #: largest first; empty when no candidate location had any
+    locations: tuple[tuple[str, int], ...] = ()
+
+    def describe(self, *, reserved: bool = False) -> str:
+        """``MUG needs 3, 1 available (WH-MSK-POD 1)``: the line as ops read it in a decision's reason
+        (``reserved``: a partial plan's line, ``MUG needs 3, 1 reserved now (free: WH-MSK-POD 1)``)."""
+        where = ", ".join(f"{loc} {q}" for loc, q in self.locations) or "none free at the candidate locations"
+        if reserved:
+            return f"{self.sku} needs {self.requested}, {self.available} reserved now (free: {where})"
+        return f"{self.sku} needs {self.requested}, {self.available} available ({where})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,6 +537,8 @@ class _Item:
     qty: int
     weight_g: int
     lines: tuple[LineDemand, ...]
+    #: average unit price over the lines (a shipment's value for the per-shipment split minimum)
+    unit_value: float = 0.0
 
 
 def _items(lines: Sequence[LineDemand]) -> list[_Item]:
@@ -523,10 +546,12 @@ def _items(lines: Sequence[LineDemand]) -> list[_Item]:
     for line in lines:
         if line.qty > 0:
             by_sku.setdefault(line.sku, []).append(line)
-    return [
-        _Item(sku, sum(x.qty for x in group), group[0].weight_g, tuple(group))
-        for sku, group in by_sku.items()
-    ]
+    out = []
+    for sku, group in by_sku.items():
+        qty = sum(x.qty for x in group)
+        value = sum(x.qty * x.unit_price for x in group)
+        out.append(_Item(sku, qty, group[0].weight_g, tuple(group), value / qty))
+    return out
 
 
 def _to_lines(item: _Item, qty: int, cursor: list[int]) -> list[tuple[int, str, int]]:
@@ -543,23 +568,80 @@ def _to_lines(item: _Item, qty: int, cursor: list[int]) -> list[tuple[int, str, 
     return out
 
 
-def _short_lines(items: Sequence[_Item], got: Sequence[int]) -> tuple[ShortLine, ...]:
-    """Lines not covered when item i gets ``got[i]`` units (given to its lines in line order)."""
+def _short_lines(
+    items: Sequence[_Item], got: Sequence[int], avail: Mapping[str, list[int]] | None = None
+) -> tuple[ShortLine, ...]:
+    """Lines not covered when item i gets ``got[i]`` units (given to its lines in line order); each names
+    where its SKU was free for the order (``avail``: the candidates' free units per item)."""
     short = []
-    for item, g in zip(items, got, strict=True):
+    for i, (item, g) in enumerate(zip(items, got, strict=True)):
+        where: tuple[tuple[str, int], ...] = ()
+        if avail:
+            where = tuple(
+                sorted(((c, row[i]) for c, row in avail.items() if row[i] > 0), key=lambda x: (-x[1], x[0]))
+            )
         for line in item.lines:
             q = min(g, line.qty)
             g -= q
             if q < line.qty:
-                short.append(ShortLine(line.line_id, line.sku, line.qty, q))
+                short.append(ShortLine(line.line_id, line.sku, line.qty, q, where))
     return tuple(sorted(short, key=lambda x: x.line_id))
+
+
+def _describe(short: Sequence[ShortLine], *, reserved: bool = False) -> str:
+    return "; ".join(x.describe(reserved=reserved) for x in short)
+
+
+class _ValueLimit:
+    """The split policy's per-shipment minimum (``min_shipment_value``) for one order.
+
+    A location already holding reservations of the order is not a new shipment (what it gets now joins its
+    parcel), so it is exempt; one new location that completes the order alone is not a split made now
+    (a refill of a partially allocated order, or a single-shipment plan), so it is allowed too.
+    """
+
+    __slots__ = ("values", "total", "existing", "threshold")
+
+    #: rouble fractions from averaged unit prices never decide
+    EPS = 1e-6
+
+    def __init__(self, items: Sequence[_Item], existing: frozenset[str], threshold: float) -> None:
+        self.values = [item.unit_value for item in items]
+        self.total = sum(item.qty * item.unit_value for item in items)
+        self.existing = existing
+        self.threshold = threshold
+
+    def value(self, taken: Sequence[tuple[int, int]]) -> float:
+        values = self.values
+        return sum(values[i] * q for i, q in taken)
+
+    def may_take(self, code: str, taken, remaining: Sequence[int], new_shipments: int) -> bool:
+        """May a greedy plan take ``taken`` at ``code`` as its next part?"""
+        if code in self.existing or self.value(taken) >= self.threshold - self.EPS:
+            return True
+        return new_shipments == 0 and sum(q for _, q in taken) == sum(remaining)
+
+    def admissible(self, parts: Mapping[str, Sequence[tuple[int, int]]], complete: bool) -> bool:
+        new = [taken for code, taken in parts.items() if code not in self.existing]
+        if complete and len(new) <= 1:
+            return True
+        floor = self.threshold - self.EPS
+        if any(self.value(taken) < floor for taken in new):
+            return False
+        if not complete:
+            rest = self.total - sum(self.value(taken) for taken in parts.values())
+            return rest >= floor
+        return True
 
 
 def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
     ctx, state = b.ctx, b.state
     dest = ctx.destination(order)
     rule_idx, rule = ctx.match_rule(order, dest.region)
-    split_allowed = rule.split.allows_split(order.order_value)
+    items = _items(order.lines)
+    open_value = sum(item.qty * item.unit_value for item in items)
+    split_allowed = rule.split.allows_split(open_value, holding=bool(order.existing_locations))
+    strategy = rule.strategy
     sla = ctx.sla(order.channel, order.delivery_method)
     ship_by = order.placed_at + timedelta(hours=sla.ship_by_hours)
     promise_date = (order.placed_at.astimezone(ctx.business_tz) + timedelta(days=sla.promise_days)).date()
@@ -570,13 +652,13 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         ship_by=ship_by,
         promise_date=promise_date,
     )
-    items = _items(order.lines)
     if not items:
         return OrderPlan(
             outcome="allocated", shipments=(), short=(), reason="nothing left to reserve", **common
         )
     nothing_yet = "partially_allocated" if order.existing_locations else "backordered"
     total_units = sum(item.qty for item in items)
+    title = f"rule {rule.name}" if strategy == "fewest_shipments" else f"rule {rule.name} ({strategy})"
 
     # -- candidates: where the order may come from, what each can give, what each leg would look like ----
     # Stock is looked at first (cheap): a location with nothing free for this order is no candidate, and
@@ -640,14 +722,18 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
     if not cands:
         short = _short_lines(items, [0] * len(items))
         if noted:
-            reason = f"rule {rule.name}: no candidate location ({'; '.join(f'{c}: {r}' for c, r in noted)})"
+            reason = f"{title}: no candidate location ({'; '.join(f'{c}: {r}' for c, r in noted)})"
         elif stockless:
-            reason = f"rule {rule.name}: {len(short)} short lines, no candidate location has any of them free"
+            reason = f"{title}: {len(short)} short lines, no candidate location has any of them free"
         else:
-            reason = f"rule {rule.name}: no candidate location matches"
+            reason = f"{title}: no candidate location matches"
+        reason += f" ({_describe(short)})"
         return OrderPlan(outcome=nothing_yet, shipments=(), short=short, reason=reason, **common)
 
+    threshold = rule.split.min_shipment_value if split_allowed else 0.0
+    limit = _ValueLimit(items, order.existing_locations, threshold) if threshold > 0 else None
     scorer = _Scorer(ctx, order, rule, cands, dest, items, avail, promise_date, is_pickup_order)
+    walk = scorer.use_strategy(strategy) if strategy != "fewest_shipments" else None
     full = [code for code, row in avail.items() if all(a >= it.qty for a, it in zip(row, items, strict=True))]
     plans: list[_Scored] = []
     for code in full:
@@ -662,9 +748,25 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         and any(avail[order.pickup_location])
     )
     partials: list[_Scored] = []
-    if split_allowed and (not plans or pickup_partial or plans[0].values["sla"] > 0):
-        for parts, complete in _split_plans(order, cands, items, avail):
-            scored = scorer.score(parts, "split" if complete else "partial")
+    refused_for_value = False
+    if split_allowed:
+        if walk is not None:
+            # drain the locations in the strategy's order: one plan, complete or not
+            generated = [_walk(walk, items, avail, limit)]
+        elif not plans or pickup_partial or plans[0].values["sla"] > 0:
+            generated = list(_split_plans(order, cands, items, avail, limit))
+        else:
+            generated = []
+        for parts, complete in generated:
+            if not parts:
+                continue  # every location passed over (per-shipment minimum)
+            if complete and len(parts) == 1 and next(iter(parts)) in full:
+                continue  # the single-location plan of a location that holds everything: already scored
+            if limit is not None and not limit.admissible(parts, complete):
+                refused_for_value = True
+                continue
+            kind = ("single" if len(parts) == 1 else "split") if complete else "partial"
+            scored = scorer.score(parts, kind)
             if scored is not None:
                 (plans if complete else partials).append(scored)
         plans.sort(key=_key)
@@ -677,7 +779,7 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         where = ", ".join(s.location for s in shipments)
         how = "single shipment" if len(shipments) == 1 else f"split into {len(shipments)} shipments"
         reason = (
-            f"rule {rule.name}: {how} from {where} "
+            f"{title}: {how} from {where} "
             f"(cost {detail['cost']:.0f} RUB, eta {detail['eta']}, sla misses {detail['sla_misses']}); "
             f"{len(cands)} candidate locations, {len(full)} could ship everything"
         )
@@ -702,14 +804,15 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         for _, taken in best.parts.items():
             for i, q in taken:
                 got[i] += q
-        short = _short_lines(items, got)
+        short = _short_lines(items, got, avail)
         return OrderPlan(
             outcome="partially_allocated",
             shipments=tuple(shipments),
             short=short,
             reason=(
-                f"rule {rule.name}: partial: reserved {best.units} of {total_units} units at "
-                f"{', '.join(s.location for s in shipments)}; {len(short)} lines wait for stock"
+                f"{title}: partial: reserved {best.units} of {total_units} units at "
+                f"{', '.join(s.location for s in shipments)}; {len(short)} lines wait for stock "
+                f"({_describe(short, reserved=True)})"
             ),
             scores=tuple(scorer.detail(p) for p in partials[:AUDIT_TOP_PLANS]),
             candidates_considered=len(cands),
@@ -719,17 +822,27 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         available = [sum(row[i] for row in avail.values()) for i in range(len(items))]
     else:
         available = [max(row[i] for row in avail.values()) for i in range(len(items))]
-    short = _short_lines(items, available)
+    short = _short_lines(items, available, avail)
+    policy = rule.split.policy
     if short:
-        detail_text = ", ".join(f"{x.sku} needs {x.requested}, {x.available} available" for x in short)
-        reason = f"rule {rule.name}: {len(short)} short lines ({detail_text})"
+        reason = f"{title}: {len(short)} short lines ({_describe(short)})"
     elif not split_allowed:
+        why = f"policy {policy}"
+        if policy == "min_shipment_value":
+            why += (
+                f": the open lines are worth {open_value:.0f} RUB, a split needs two parts of at least "
+                f"{rule.split.threshold:.0f}"
+            )
+        reason = f"{title}: no single location holds every line and this order may not be split ({why})"
+    elif refused_for_value:
         reason = (
-            f"rule {rule.name}: no single location holds every line and this order may not be split "
-            f"(policy {rule.split.policy})"
+            f"{title}: every split found would create a shipment worth less than {threshold:.0f} RUB "
+            f"(policy {policy})"
         )
     else:
-        reason = f"rule {rule.name}: no plan within the capacity and tariff limits"
+        reason = f"{title}: no plan within the capacity and tariff limits"
+    if short and refused_for_value:
+        reason += f"; a partial allocation would leave a shipment or the rest below {threshold:.0f} RUB"
     if noted:
         reason += "; not considered: " + ", ".join(f"{c} ({r})" for c, r in noted[:5])
     return OrderPlan(
@@ -769,15 +882,53 @@ def _key(p: _Scored) -> tuple:
     return p.key
 
 
-def _split_plans(order, cands, items, avail) -> Iterator[tuple[dict, bool]]:
+def _take(row: Sequence[int], remaining: Sequence[int]) -> list[tuple[int, int]]:
+    """(item index, qty) a location with free units ``row`` can give towards ``remaining``."""
+    taken = []
+    for i, a in enumerate(row):
+        q = a if a < remaining[i] else remaining[i]
+        if q > 0:
+            taken.append((i, q))
+    return taken
+
+
+def _walk(order_locs: Sequence[str], items, avail, limit: _ValueLimit | None) -> tuple[dict, bool]:
+    """``rank`` / ``most_stock``: take everything the first location in ``order_locs`` has, then the next…
+
+    With a per-shipment minimum a location whose part would be worth less is passed over (its units stay
+    for the next location), unless that part alone completes the order. Returns (parts, complete).
+    """
+    remaining = [item.qty for item in items]
+    parts: dict[str, list[tuple[int, int]]] = {}
+    new_shipments = 0
+    for code in order_locs:
+        taken = _take(avail[code], remaining)
+        if not taken:
+            continue
+        if limit is not None:
+            if not limit.may_take(code, taken, remaining, new_shipments):
+                continue
+            if code not in limit.existing:
+                new_shipments += 1
+        parts[code] = taken
+        for i, q in taken:
+            remaining[i] -= q
+        if not any(remaining):
+            break
+    return parts, not any(remaining)
+
+
+def _split_plans(order, cands, items, avail, limit: _ValueLimit | None = None) -> Iterator[tuple[dict, bool]]:
     """Greedy covers: start at an anchor, then repeatedly take the location covering most remaining units.
 
     Anchors: the customer's pickup location (click & collect first) and the best-covering locations.
-    A SKU may come from several locations. Yields (parts, complete), parts = {loc: [(item index, qty)]}.
+    A SKU may come from several locations. With a per-shipment minimum (``limit``) only parts worth at
+    least the threshold are taken. Yields (parts, complete), parts = {loc: [(item index, qty)]}.
     """
     qtys = [item.qty for item in items]
     coverage = {c: sum(min(a, q) for a, q in zip(avail[c], qtys, strict=True)) for c in cands}
-    rank = {c: (cand.group, cand.loc.priority, i) for i, (c, cand) in enumerate(cands.items())}
+    # ties by code, not by position in the configuration: the same stock gives the same plans
+    rank = {c: (cand.group, cand.loc.priority, c) for c, cand in cands.items()}
     by_cover = sorted((c for c in cands if coverage[c] > 0), key=lambda c: (-coverage[c], rank[c]))
     anchors = by_cover[:SPLIT_ANCHORS]
     if order.pickup_location in coverage and coverage[order.pickup_location] > 0:
@@ -786,14 +937,17 @@ def _split_plans(order, cands, items, avail) -> Iterator[tuple[dict, bool]]:
     for anchor in anchors:
         remaining = list(qtys)
         parts: dict[str, list[tuple[int, int]]] = {}
+        new_shipments = 0
         loc = anchor
         while loc is not None:
-            taken = []
-            for i, a in enumerate(avail[loc]):
-                q = min(a, remaining[i])
-                if q > 0:
-                    taken.append((i, q))
-                    remaining[i] -= q
+            taken = _take(avail[loc], remaining)
+            if limit is not None:
+                if not limit.may_take(loc, taken, remaining, new_shipments):
+                    break  # only the anchor can fail here: the choice below checks the others
+                if loc not in limit.existing:
+                    new_shipments += 1
+            for i, q in taken:
+                remaining[i] -= q
             if taken:
                 parts[loc] = taken
             if not any(remaining):
@@ -804,6 +958,10 @@ def _split_plans(order, cands, items, avail) -> Iterator[tuple[dict, bool]]:
                     continue
                 cover = sum(min(a, r) for a, r in zip(avail[c], remaining, strict=True))
                 if cover > best_cover:  # by_cover is already in rank order for ties
+                    if limit is not None and not limit.may_take(
+                        c, _take(avail[c], remaining), remaining, new_shipments
+                    ):
+                        continue
                     best, best_cover = c, cover
             loc = best
         signature = tuple(sorted((k, tuple(v)) for k, v in parts.items()))
@@ -815,6 +973,13 @@ def _split_plans(order, cands, items, avail) -> Iterator[tuple[dict, bool]]:
 class _Scorer:
     """Scores candidate assignments: the rule's sort keys, bucketed, plus deterministic tie-breakers.
 
+    A plan's key is: units not at the chosen pickup location (click & collect first), the strategy's
+    location sequence (``rank`` / ``most_stock`` only), the rule's ``sort_by`` keys, the number of
+    locations, and last the locations compared one by one in rank order (group, priority, code) with the
+    units each gives — more units from a better-ranked location first — so no two different plans tie.
+    ``group`` and ``priority`` compare the locations worst first, then the next: two plans whose worst
+    location is the same are told apart by the others.
+
     Scoring is the hot loop, so it only computes the key; shipments and the audit dict are built for the
     winner and the few plans kept in the decision.
     """
@@ -825,19 +990,48 @@ class _Scorer:
         self.promise_date = promise_date
         self.is_pickup = is_pickup
         self.total_weight = sum(item.weight_g * item.qty for item in items)
+        self.rank = {code: (cand.group, cand.loc.priority, code) for code, cand in cands.items()}
+        #: position of each location in the strategy's order (None: ``fewest_shipments``)
+        self.position: dict[str, int] | None = None
+
+    def use_strategy(self, strategy: str) -> list[str]:
+        """The order in which ``rank`` / ``most_stock`` drain the candidates (and rank plans by).
+
+        The customer's pickup location comes first (click & collect), then ``rank``: candidate group, then
+        location priority; ``most_stock``: the most free units of the order's SKUs, then group and
+        priority. Locations the strategy ranks equal are ordered by the rule's ``sort_by`` keys applied to
+        what each could ship alone, then by code.
+        """
+        own: dict[str, tuple] = {}
+        qtys = [item.qty for item in self.items]
+        for code in self.cands:
+            scored = self.score({code: _take(self.avail[code], qtys)}, "own")
+            own[code] = (0, scored.key[1:]) if scored is not None else (1, ())
+
+        def order_key(code: str) -> tuple:
+            cand = self.cands[code]
+            first = 0 if self.is_pickup and code == self.order.pickup_location else 1
+            if strategy == "most_stock":
+                return (first, -sum(self.avail[code]), cand.group, cand.loc.priority, own[code], code)
+            return (first, cand.group, cand.loc.priority, own[code], code)
+
+        walk = sorted(self.cands, key=order_key)
+        self.position = {code: i for i, code in enumerate(walk)}
+        return walk
 
     def score(self, parts: dict[str, list[tuple[int, int]]], kind: str) -> _Scored | None:
         ctx, order, items, cands = self.ctx, self.order, self.items, self.cands
         cost = 0.0
         distance = 0.0
         late_ship = late_promise = 0
-        worst_priority = -(10**9)
         eta_max = date.min
         min_left = 10**9
-        group = 0
+        groups = []
+        priorities = []
         units_elsewhere = 0
         units = 0
         options: dict[str, _Option | None] = {}
+        by_rank = []
         for code, taken in parts.items():
             cand = cands[code]
             loc = cand.loc
@@ -863,38 +1057,51 @@ class _Scorer:
                 late_ship = 1
             if eta > self.promise_date:
                 late_promise = 1
-            if loc.priority > worst_priority:
-                worst_priority = loc.priority
+            priorities.append(loc.priority)
+            groups.append(cand.group)
             if eta > eta_max:
                 eta_max = eta
-            if cand.group > group:
-                group = cand.group
             row = self.avail[code]
+            here = 0
             for i, q in taken:
                 left = row[i] - q
                 if left < min_left:
                     min_left = left
-                units += q
-                if code != order.pickup_location:
-                    units_elsewhere += q
+                here += q
+            units += here
+            if code != order.pickup_location:
+                units_elsewhere += here
+            by_rank.append((self.rank[code], -here))
         n_locations = len(parts.keys() | order.existing_locations)
         penalty = self.rule.split.penalty * (n_locations - 1) if n_locations > 1 else 0.0
         values = {
             "sla": late_ship + late_promise,
-            "group": group,
+            "group": max(groups),
             "cost": cost + penalty,
             "distance": distance,
             "stock": -min_left,
-            "priority": worst_priority,
+            "priority": max(priorities),
             "promise": eta_max.toordinal(),
             "penalty": penalty,
         }
-        key = [units_elsewhere if self.is_pickup else 0]
+        key: list = [units_elsewhere if self.is_pickup else 0]
+        if self.position is not None:
+            position = self.position
+            key.append(tuple(sorted(position[c] for c in parts)))
         for sk in self.rule.sort_by:
-            v = values[sk.key]
-            key.append(math.floor(v / sk.bucket) if sk.bucket else v)
+            name = sk.key
+            if name == "group" or name == "priority":
+                # every location, worst first: the worst decides, the next ones break its ties
+                worst_first = sorted(groups if name == "group" else priorities, reverse=True)
+                key.append(
+                    tuple(math.floor(v / sk.bucket) for v in worst_first) if sk.bucket else tuple(worst_first)
+                )
+            else:
+                v = values[name]
+                key.append(math.floor(v / sk.bucket) if sk.bucket else v)
         key.append(len(parts))
-        key.append(tuple(sorted(parts)))
+        by_rank.sort()
+        key.append(tuple(by_rank))
         return _Scored(tuple(key), kind, parts, values, units, min_left, options)
 
     def shipments(self, p: _Scored) -> list[Shipment]:
@@ -929,6 +1136,7 @@ class _Scorer:
         return {
             "kind": p.kind,
             "locations": sorted(p.parts),
+            "units_by_location": {code: sum(q for _, q in taken) for code, taken in sorted(p.parts.items())},
             "cost": round(v["cost"], 2),
             "split_penalty": v["penalty"],
             "distance_km": round(v["distance"], 1),

@@ -119,7 +119,18 @@ class Worker:
             Step("poll", c.poll, self._poll),
             Step("normalize", c.normalize, self._normalize, frozenset({"queued"})),
             Step("allocate", c.allocate, self._allocate, frozenset({"orders", "stock"})),
-            Step("ats", c.ats, self._ats, frozenset({"stock"}), min_gap=c.ats_min_gap, background=True),
+            # one ATS lane per channel: the web store's one call per value must not hold up Ozon or WB
+            *(
+                Step(
+                    f"ats:{ch.code}",
+                    c.ats,
+                    self._ats_of(ch.code),
+                    frozenset({"stock"}),
+                    min_gap=c.ats_min_gap,
+                    background=True,
+                )
+                for ch in registry.with_ats()
+            ),
             Step("outbox", c.outbox, self._outbox, frozenset({"outbox"}), background=True),
             Step("wms", c.wms, self._wms, background=True),
             Step("returns", c.returns, self._returns, background=True),
@@ -167,10 +178,22 @@ class Worker:
         moved = any(v for v in res.metadata().values())
         return {"allocation": res.metadata()} if moved else {}
 
-    def _ats(self, conn: psycopg.Connection) -> dict[str, Any]:
-        res = ats.push_all(conn, self._clients_of("ats"), max_items=ATS_ITEMS_PER_PUSH)
-        pushed = {code: r.pushed for code, r in res.results.items()}
-        return {"ats_pushes": {**res.metadata, "errors": res.errors[:10]}} if any(pushed.values()) else {}
+    def _ats_of(self, code: str) -> Callable[[psycopg.Connection], dict[str, Any]]:
+        def run(conn: psycopg.Connection) -> dict[str, Any]:
+            res = ats.push_all(conn, self._clients_of(f"ats:{code}"), max_items=ATS_ITEMS_PER_PUSH, only=code)
+            due = res.next_due_s
+            if due is not None:  # a value waits for the API's window or a retry: come back exactly then
+                self._wake_at(f"ats:{code}", time.monotonic() + max(due, 0.0) + 0.2)
+            pushed = {c: r.pushed for c, r in res.results.items()}
+            return {"ats_pushes": {**res.metadata, "errors": res.errors[:10]}} if any(pushed.values()) else {}
+
+        return run
+
+    def _wake_at(self, step_name: str, at: float) -> None:
+        """Make ``step_name`` due no later than ``at`` (monotonic seconds)."""
+        for step in self.steps:
+            if step.name == step_name:
+                step.due_at = min(step.due_at, at)
 
     def _outbox(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = drain_outbox(conn, self._clients_of("outbox"), limit=500)

@@ -1,5 +1,10 @@
 """Runner: ``python -m simulators --seed 42 --rate 30 --speed 60 --base-port 0 --state-dir DIR --webhook-url URL``.
 
+``--credentials @FILE`` gives the simulators their API keys, tokens and the web store's webhook secret
+(``{"shopify": {"webhook_secret": …}, …}``, merged into ``--options``); ``oms demo`` generates them into
+``$OMS_HOME/secrets`` so that no public default stands in for them. A file, not an inline value: a command
+line is visible to every user of the host. Without it the simulators use their built-in test credentials.
+
 Starts every simulator in this process, writes ``DIR/simulators.json`` (base URLs, credentials, clock, network)
 once all servers accept connections, and stops cleanly on SIGTERM/SIGINT (removing the manifest, so nobody
 connects to dead ports). The demo launcher waits for the manifest to appear, then points the OMS at it.
@@ -78,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--options",
         help='constructor options per simulator as JSON or @file, e.g. {"cdek": {"transit_scale": 0.01}}',
     )
+    p.add_argument(
+        "--credentials",
+        help='credentials per simulator as @file (or JSON), e.g. {"shopify": {"webhook_secret": "..."}}',
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -92,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    options = _parse_json_arg(args.options) if args.options else {}
+    if args.credentials:
+        for name, creds in _parse_json_arg(args.credentials).items():
+            options[name] = {**options.get(name, {}), **creds}
 
     stack = start_simulators(
         seed=args.seed,
@@ -106,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         only=args.only,
         faults=_parse_faults(args.faults),
-        options=_parse_json_arg(args.options) if args.options else None,
+        options=options or None,
         persist=True,
         fresh=args.fresh,
     )

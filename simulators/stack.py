@@ -153,11 +153,14 @@ class SimulatorStack:
         }
 
     def write_manifest(self, path: Path) -> Path:
-        """Write the manifest atomically (tmp + rename) so a reader never sees half a file."""
+        """Write the manifest atomically (tmp + rename) so a reader never sees half a file; mode 0600, as it
+        holds the simulators' credentials."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.manifest(), ensure_ascii=False, indent=2), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(self.manifest(), ensure_ascii=False, indent=2))
         os.replace(tmp, path)
         return path
 

@@ -69,6 +69,10 @@ def test_up_status_down_leaves_no_process(oms_env):
             assert workspace in psutil.Process(state.services[name].pid).cmdline()
         assert state.services["dagster-code-server"].url.startswith("grpc://127.0.0.1:")
 
+        # the embedded servers take the passwords generated into OMS_HOME; the URLs handed out carry them,
+        # the services' display URLs and plain `oms status` do not
+        _check_credentials(settings, state, res.stdout, oms_env)
+
         again = run_oms(["up"], oms_env)
         assert again.returncode == 0
         assert "already running" in again.stdout
@@ -81,6 +85,33 @@ def test_up_status_down_leaves_no_process(oms_env):
         assert run_oms(["status"], oms_env).returncode == 3
     finally:
         busy.close()
+
+
+def _check_credentials(settings, state, status_output, env):
+    from urllib.parse import urlsplit
+
+    import httpx
+    import psycopg
+
+    from oms_ops.platform import credentials
+
+    owner = credentials.secret(settings.home, credentials.POSTGRES_OWNER)
+    assert urlsplit(state.database_url).password == owner and owner not in status_output
+    assert "***" in state.services["postgres"].url
+    pg = urlsplit(state.database_url)
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(f"host=127.0.0.1 port={pg.port} dbname=oms user=postgres", connect_timeout=10)
+    dashboards = psycopg.connect(state.dashboard_database_url, connect_timeout=10)
+    dashboards.close()
+    ch = urlsplit(state.clickhouse_url)
+    assert httpx.post(f"http://127.0.0.1:{ch.port}/", content=b"SELECT 1").status_code == 401
+    reader = httpx.post(state.clickhouse_dashboard_url + "/", content=b"CREATE DATABASE x")
+    assert reader.headers["X-ClickHouse-Exception-Code"] == "164"
+    for path in credentials.stored_secrets(settings.home).values():
+        assert path.stat().st_mode & 0o777 == 0o600
+    res = run_oms(["status", "--secrets"], env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert owner in res.stdout and state.clickhouse_url in res.stdout
 
 
 def test_unreachable_database_url_is_one_line_error(oms_env):

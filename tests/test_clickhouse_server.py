@@ -197,7 +197,10 @@ def test_query_param_and_body_are_joined_and_raw_chunked_insert_works(clickhouse
 
     # same keep-alive connection: VALUES data in the body, after the statement
     conn.request(
-        "POST", f"/?{urlencode({'database': ch_database})}", body=b"INSERT INTO kv VALUES (5, 'five')"
+        "POST",
+        f"/?{urlencode({'database': ch_database})}",
+        body=b"INSERT INTO kv VALUES (5, 'five')",
+        headers=auth,
     )
     resp = conn.getresponse()
     resp.read()

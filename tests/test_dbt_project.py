@@ -66,7 +66,11 @@ def test_debug_and_incremental_build_on_clickhouse(clickhouse_url, run_dbt):
     )
     assert all(r["status"] in ("success", "pass") for r in first["results"])
     client = clickhouse_connect.get_client(
-        host=env["OMS_CH_HOST"], port=int(env["OMS_CH_PORT"]), database=database
+        host=env["OMS_CH_HOST"],
+        port=int(env["OMS_CH_PORT"]),
+        username=env["OMS_CH_USER"],
+        password=env["OMS_CH_PASSWORD"],
+        database=database,
     )
     try:
         assert client.command("SELECT count() FROM dim_date") == 31

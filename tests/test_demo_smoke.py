@@ -1,7 +1,10 @@
-"""The live demo: `make demo` in the background, orders get allocated and a mart fills; Ctrl-C leaves nothing.
+"""The live demo: `make demo` in the background, stopped with Ctrl-C and started again on the same OMS_HOME;
+across the restart an order lives its whole life (placed, reserved, shipped, delivered, returned, received,
+inspected, refunded), the marts fill, nothing is doubled, and Ctrl-C leaves nothing running.
 
 This is the newcomer's first command, so it is tested as a newcomer runs it: through make, in its own
-OMS_HOME, with free ports. It takes a few minutes (the marts are built by Dagster's schedules/sensors).
+OMS_HOME, with free ports. It takes a few minutes (the marts are built by Dagster's schedules/sensors); the
+carrier's transit is compressed further than the demo's default so the whole life fits in them.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 
 import clickhouse_connect
 import psutil
 import psycopg
 import pytest
 
+from oms_ops.platform.stack import dagster_storage_url
+from oms_ops.services.health import WILL_RETRY_TAG, libpq_url
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -45,51 +51,162 @@ def _processes_mentioning(home: str) -> list[psutil.Process]:
     return found
 
 
-def test_make_demo_flows_orders_into_marts_and_stops_cleanly(tmp_path):
-    home = str(tmp_path / "home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
-    env.update(OMS_HOME=home, OMS_DAGSTER_PORT="0", OMS_STREAMLIT_PORT="0", OMS_DEMO_RATE="20")
-    log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115
+#: a day in the simulated network lasts about 4 s: deliveries, customers' return requests and returned parcels'
+#: journeys happen within a minute or two, so one test sees an order's whole life
+TRANSIT_SCALE = "0.00005"
+
+
+def _start(env: dict, log_path) -> tuple[subprocess.Popen, object]:
+    log = open(log_path, "ab")  # noqa: SIM115 - closed by _stop
     demo = subprocess.Popen(
         ["make", "demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    state_file = tmp_path / "home" / "run" / "stack.json"
-    allocated = mart_rows = 0
-    tracked: list[psutil.Process] = []
+    return demo, log
+
+
+def _stop(demo: subprocess.Popen, log) -> None:
+    os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in the terminal
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline and not (allocated and mart_rows):
-            assert demo.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
-            time.sleep(5)
-            if (
-                not state_file.exists()
-                or "streamlit" not in (state := json.loads(state_file.read_text()))["services"]
-            ):
-                continue
-            tracked = [p for s in state["services"].values() if s.get("pid") for p in _descendants(s["pid"])]
-            with psycopg.connect(state["database_url"], autocommit=True) as conn:
-                allocated = conn.execute(
-                    "SELECT count(*) FROM oms.orders WHERE allocated_at IS NOT NULL"
-                ).fetchone()[0]
-            client = clickhouse_connect.get_client(dsn=state["clickhouse_url"])
-            try:
-                if client.command("EXISTS TABLE analytics.fct_orders") == 1:
-                    mart_rows = client.command("SELECT count() FROM analytics.fct_orders")
-            finally:
-                client.close()
-        out = (tmp_path / "demo.log").read_text()
-        assert allocated > 0, f"no order was allocated within {DEADLINE_S}s:\n{out[-3000:]}"
-        assert mart_rows > 0, f"no mart rows within {DEADLINE_S}s:\n{out[-3000:]}"
-        assert "Dashboard logins (demo)" in out and "Dagster UI:" in out
-    finally:
-        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        demo.wait(120)
+    except subprocess.TimeoutExpired:
+        os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait(10)
+    log.close()
+
+
+def _wait(demo, state_file, log_path, done, what: str) -> tuple[dict, list[psutil.Process]]:
+    """Poll the running demo's database until ``done(conn, state)`` is true; returns the stack state and the
+    processes it started."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        assert demo.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(3)
+        if not state_file.exists():
+            continue
+        state = json.loads(state_file.read_text())
+        if "streamlit" not in state["services"]:
+            continue
+        tracked = [p for s in state["services"].values() if s.get("pid") for p in _descendants(s["pid"])]
         try:
-            demo.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait(10)
-        log.close()
+            with psycopg.connect(state["database_url"], autocommit=True, connect_timeout=5) as conn:
+                if done(conn, state):
+                    return state, tracked
+        except psycopg.OperationalError:
+            continue
+    raise AssertionError(f"{what}: not within {DEADLINE_S}s\n{log_path.read_text()[-3000:]}")
+
+
+def _marts(state: dict) -> int:
+    client = clickhouse_connect.get_client(dsn=state["clickhouse_url"])
+    try:
+        if client.command("EXISTS TABLE analytics.fct_orders") != 1:
+            return 0
+        return int(client.command("SELECT count() FROM analytics.fct_orders"))
+    finally:
+        client.close()
+
+
+def _assert_all_stopped(tracked: list[psutil.Process], home: str, log_path) -> None:
     _, alive = psutil.wait_procs(tracked, timeout=30)
     assert not [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not _processes_mentioning(home)
-    assert "Stopped:" in (tmp_path / "demo.log").read_text()
+    assert "Stopped:" in log_path.read_text()
+
+
+#: an order that went all the way: placed, reserved, shipped (handed over), delivered, part of it returned,
+#: the parcel received and inspected at the warehouse, refunded
+WHOLE_LIFE = """
+SELECT o.order_id FROM oms.orders o
+  JOIN oms.returns r ON r.order_id = o.order_id AND r.kind = 'refund' AND r.state = 'closed'
+ WHERE o.allocated_at IS NOT NULL AND o.shipped_at IS NOT NULL AND o.delivered_at IS NOT NULL
+   AND r.received_at IS NOT NULL AND r.inspected_at IS NOT NULL
+   AND EXISTS (SELECT 1 FROM oms.refunds f WHERE f.return_id = r.return_id)
+ LIMIT 1"""
+
+
+def test_make_demo_shows_an_orders_whole_life_across_a_restart_and_stops_cleanly(tmp_path):
+    home = str(tmp_path / "home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    env.update(
+        OMS_HOME=home,
+        OMS_DAGSTER_PORT="0",
+        OMS_STREAMLIT_PORT="0",
+        OMS_DEMO_RATE="20",
+        OMS_DEMO_TRANSIT_SCALE=TRANSIT_SCALE,
+    )
+    log_path = tmp_path / "demo.log"
+    state_file = tmp_path / "home" / "run" / "stack.json"
+
+    # first start: orders come in, are reserved and handed to the carrier
+    demo, log = _start(env, log_path)
+    tracked: list[psutil.Process] = []
+    try:
+        state, tracked = _wait(
+            demo,
+            state_file,
+            log_path,
+            lambda conn, _s: (
+                conn.execute(
+                    "SELECT count(*) FROM oms.orders WHERE shipped_at IS NOT NULL AND delivered_at IS NULL"
+                ).fetchone()[0]
+                > 0
+            ),
+            "an order reserved and shipped",
+        )
+        with psycopg.connect(state["database_url"], autocommit=True) as conn:
+            in_flight = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT order_id FROM oms.orders WHERE shipped_at IS NOT NULL AND delivered_at IS NULL"
+                ).fetchall()
+            ]
+        assert "Dashboard logins (demo)" in log_path.read_text() and "Dagster UI:" in log_path.read_text()
+    finally:
+        _stop(demo, log)
+    _assert_all_stopped(tracked, home, log_path)
+    first_db = state["database_url"]
+
+    # second start on the same OMS_HOME: the same database (same port), the parcels shipped before the restart
+    # are delivered, an order lives its whole life, the marts fill; nothing is doubled
+    second_start = datetime.now(UTC).replace(tzinfo=None)  # Dagster stamps runs in UTC without a zone
+    demo, log = _start(env, log_path)
+    try:
+
+        def done(conn, st) -> bool:
+            delivered = conn.execute(
+                "SELECT count(*) FROM oms.orders WHERE order_id = ANY(%s) AND delivered_at IS NOT NULL",
+                (in_flight,),
+            ).fetchone()[0]
+            return delivered > 0 and conn.execute(WHOLE_LIFE).fetchone() is not None and _marts(st) > 0
+
+        state, tracked = _wait(demo, state_file, log_path, done, "whole life after the restart")
+        assert state["database_url"] == first_db, "the embedded Postgres kept its port across the restart"
+        with psycopg.connect(state["database_url"], autocommit=True) as conn:
+            doubled = conn.execute(
+                """SELECT count(*) FROM (SELECT channel_code, external_id FROM oms.orders
+                   GROUP BY 1, 2 HAVING count(*) > 1) d"""
+            ).fetchone()[0]
+            assert doubled == 0
+            oid = conn.execute(WHOLE_LIFE).fetchone()[0]
+            timeline = [
+                r[0]
+                for r in conn.execute(
+                    """SELECT to_state FROM oms.order_events WHERE order_id = %s AND entity = 'order'
+                       ORDER BY event_id""",
+                    (oid,),
+                ).fetchall()
+            ]
+        for step in ("allocated", "shipped", "delivered"):
+            assert step in timeline, timeline
+        # Dagster, the control plane beside the worker: no run of this start failed for good
+        with psycopg.connect(libpq_url(dagster_storage_url(state["database_url"])), autocommit=True) as dconn:
+            failed = dconn.execute(
+                """SELECT r.pipeline_name FROM runs r
+                   WHERE r.status = 'FAILURE' AND r.create_timestamp >= %s AND NOT EXISTS (
+                       SELECT 1 FROM run_tags t WHERE t.run_id = r.run_id AND t.key = %s AND t.value = 'true')""",
+                (second_start, WILL_RETRY_TAG),
+            ).fetchall()
+        assert failed == [], f"Dagster runs failed and not retried: {failed}"
+    finally:
+        _stop(demo, log)
+    _assert_all_stopped(tracked, home, log_path)

@@ -67,6 +67,10 @@ class PushResult:
     throttled: int = 0
     failed: int = 0
     requests: int = 0
+    #: changed values held back (a key's window or a retry not open yet)
+    waiting: int = 0
+    #: seconds until the first held-back value may go (None: nothing waits)
+    next_due_s: float | None = None
     batch_sizes: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -82,6 +86,7 @@ class PushResult:
                 "throttled",
                 "failed",
                 "requests",
+                "waiting",
             )
         }
 
@@ -92,31 +97,44 @@ def desired_ats(conn: psycopg.Connection, channel: str) -> list[AtsItem]:
     return [AtsItem(*astuple(t)) for t in read_model.ats_targets(conn, channel)]
 
 
-def changed_items(conn: psycopg.Connection, items: list[AtsItem]) -> list[AtsItem]:
-    """Items whose value differs from the last successful push, or that are due for a retry."""
+def changed_items(
+    conn: psycopg.Connection, items: list[AtsItem], *, key_interval_s: float | None = None
+) -> tuple[list[AtsItem], list[float]]:
+    """Items whose value differs from the last successful push, or that are due for a retry; and, for each
+    changed value that must wait (a retry not due yet, or a key pushed less than ``key_interval_s`` ago), the
+    seconds until it is due — the worker wakes exactly then instead of at its next sweep."""
     if not items:
-        return []
+        return [], []
     state = {
-        (r[0], r[1]): (r[2], r[3], r[4])
+        (r[0], r[1]): (r[2], r[3], r[4], r[5])
         for r in conn.execute(
-            """SELECT location_code, sku, pushed_qty, status, next_attempt_at <= now()
+            """SELECT location_code, sku, pushed_qty, status,
+                      extract(epoch FROM next_attempt_at - now()),
+                      extract(epoch FROM pushed_at - now()) + coalesce(%s, 0)
                FROM connectors.ats_push_state WHERE channel_code = %s""",
-            (items[0].channel,),
+            (key_interval_s, items[0].channel),
         ).fetchall()
     }
-    out = []
+    out: list[AtsItem] = []
+    wait: list[float] = []
     for it in items:
         prev = state.get((it.location, it.sku))
         if prev is None:
             out.append(it)
             continue
-        pushed_qty, status, due = prev
+        pushed_qty, status, retry_in, window_in = prev
         if status in ("pushed", "unverified"):
-            if pushed_qty != it.qty:
-                out.append(it)
-        elif due is None or due:
+            if pushed_qty == it.qty:
+                continue
+            if key_interval_s and window_in is not None and window_in > 0:
+                wait.append(float(window_in))  # the API would refuse it now: send it when the window opens
+                continue
             out.append(it)
-    return out
+        elif retry_in is None or retry_in <= 0:
+            out.append(it)
+        else:
+            wait.append(float(retry_in))
+    return out, wait
 
 
 def freshest_first(conn: psycopg.Connection, items: list[AtsItem]) -> list[AtsItem]:
@@ -164,7 +182,9 @@ def _record(
                    status = excluded.status, verified = excluded.verified,
                    attempts = CASE WHEN excluded.status IN ('pushed', 'unverified') THEN 0 ELSE a.attempts + 1 END,
                    next_attempt_at = CASE excluded.status
-                       WHEN 'throttled' THEN now() + make_interval(secs => %s)
+                       WHEN 'throttled' THEN least(now() + make_interval(secs => %s),
+                                                   greatest(now() + interval '1 second',
+                                                            coalesce(a.pushed_at, now()) + make_interval(secs => %s)))
                        WHEN 'failed' THEN now() + make_interval(secs => least(3600, 60 * power(2, a.attempts))) END,
                    last_error = excluded.last_error,
                    pushed_at = CASE WHEN excluded.status IN ('pushed', 'unverified') THEN now() ELSE a.pushed_at END,
@@ -178,6 +198,7 @@ def _record(
                 [r[1] for r in rows],
                 [r[2] for r in rows],
                 [r[3] for r in rows],
+                THROTTLE_RETRY_S,
                 THROTTLE_RETRY_S,
             ),
         )
@@ -209,10 +230,13 @@ def push_ats(
     try:
         items = desired_ats(conn, code)
         res.considered = len(items)
-        todo = changed_items(conn, items)
+        todo, waits = changed_items(conn, items, key_interval_s=channel.ats.key_interval_s)
         res.changed = len(todo)
+        res.waiting = len(waits)
+        res.next_due_s = min(waits) if waits else None
         if max_items is not None and len(todo) > max_items:
             todo = freshest_first(conn, todo)[:max_items]
+            res.next_due_s = 0.0  # more changed values than one run takes: go again at once
         if not todo:
             return res
         outcomes = channel.ats.push(client, todo, res)

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 
-from oms_ops.orders import ValidatedOrder
+from oms_ops.business_config import BusinessConfigError, IntakeLimits, load_business_config
+from oms_ops.orders import ORDER_FIELDS, NormalizedOrder, ValidatedOrder
+from oms_ops.quarantine import quarantine_many
+
+log = logging.getLogger("oms.channels")
 
 
 # -- payload identity -----------------------------------------------------------------------------------------
@@ -139,6 +145,362 @@ def delivery_fields(
         where = f"пункт выдачи {pickup_point_code}" if pickup_point_code else "пункт выдачи"
         return {"delivery_method": "courier", "address": f"{where}; {address}" if address else where}
     return {"delivery_method": "courier"}
+
+
+# -- hostile input: one policy for every channel ----------------------------------------------------------------
+# Channel payloads are untrusted input. Whatever the channel and whichever path maps a payload (the exact fast
+# path or pydantic), three rules hold, and they live here:
+#
+# * storing never fails: a payload is kept as received; the few things Postgres' jsonb and text cannot hold
+#   (NUL, lone UTF-16 surrogates, NaN/Infinity) are escaped losslessly (``escape_json``); a payload that
+#   cannot be kept at all (nested too deep, larger than ``limits.max_payload_bytes``, not JSON) is quarantined
+#   with the reason and an excerpt (``prepare_payload``, ``quarantine_safely``);
+# * text: an id or code holding a control character, a lone surrogate or U+FFFD is refused with the field
+#   named; free text (names, phone, e-mail, addresses) loses NUL and the other control characters (tab and
+#   newline stay) and a lone surrogate becomes U+FFFD (``apply_text_policy``, ``clean_text``);
+# * sizes: numbers and text lengths stay within the business configuration's ``limits`` (``limits_problem``),
+#   which sit inside the database's own bounds, and a boolean is never read as a number (``Int``, ``Float``).
+
+#: The escape character of stored payloads: a private-use code point. In a stored string ESC + 4 hex digits
+#: is that code point (NUL, a lone surrogate, or ESC itself) and a whole string ESC + ``NaN`` / ``Infinity`` /
+#: ``-Infinity`` is that float. Every ESC of the original is escaped too, so :func:`unescape_json` restores
+#: the original exactly, and an ordinary payload is stored byte for byte unchanged (same hash as before).
+ESC = "\ue000"
+_TO_ESCAPE = re.compile("[\x00\ud800-\udfff\ue000]")
+_ESCAPED = re.compile("\ue000([0-9a-f]{4})")
+_FLOAT_TAGS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+#: nesting a stored payload may have (an order nests a handful of levels; json and orjson stop near 1000)
+MAX_DEPTH = 500
+
+
+class Unstorable(ValueError):
+    """A payload that cannot be stored as received (nested too deep, too large, not JSON): it is quarantined
+    with this reason and an excerpt instead."""
+
+
+def _escape_str(s: str) -> str:
+    return _TO_ESCAPE.sub(lambda m: f"{ESC}{ord(m.group()):04x}", s) if _TO_ESCAPE.search(s) else s
+
+
+def escape_json(
+    value: Any,
+    *,
+    max_depth: int = MAX_DEPTH,
+    cut: bool = False,
+    max_str: int | None = None,
+    max_items: int | None = None,
+    _depth: int = 0,
+) -> Any:
+    """``value`` with every string (keys too) escaped and every non-finite float tagged (see ``ESC``).
+    Nesting deeper than ``max_depth`` raises :class:`Unstorable`. Excerpts only (lossy, for a quarantine
+    row of an unstorable payload): ``cut`` replaces deeper nesting by a marker, ``max_str`` and ``max_items``
+    cut long strings and containers."""
+    if isinstance(value, str):
+        if max_str is not None and len(value) > max_str:
+            value = value[:max_str] + f"… ({len(value)} characters)"
+        return _escape_str(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return ESC + ("NaN" if value != value else "Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict | list | tuple):
+        if _depth >= max_depth:
+            if cut:
+                return f"… nested deeper than {max_depth} levels: cut"
+            raise Unstorable(f"nested deeper than {max_depth} levels")
+        kw = {
+            "max_depth": max_depth,
+            "cut": cut,
+            "max_str": max_str,
+            "max_items": max_items,
+            "_depth": _depth + 1,
+        }
+        if isinstance(value, dict):
+            pairs = list(value.items())[:max_items] if max_items is not None else value.items()
+            return {(_escape_str(k) if isinstance(k, str) else k): escape_json(v, **kw) for k, v in pairs}
+        seq = value[:max_items] if max_items is not None else value
+        return [escape_json(v, **kw) for v in seq]
+    return value
+
+
+def unescape_json(value: Any, *, replace_surrogates: bool = False) -> Any:
+    """The original of a payload :func:`escape_json` stored. ``replace_surrogates``: lone surrogates come
+    back as U+FFFD — what the mappers are given (pydantic cannot read a lone surrogate, and the text policy
+    replaces them in free text and refuses them in ids anyway)."""
+    if isinstance(value, str):
+        if ESC not in value:
+            return value
+        if value[:1] == ESC and value[1:] in _FLOAT_TAGS:
+            return _FLOAT_TAGS[value[1:]]
+
+        def sub(m: re.Match) -> str:
+            cp = int(m.group(1), 16)
+            return "\ufffd" if replace_surrogates and 0xD800 <= cp <= 0xDFFF else chr(cp)
+
+        return _ESCAPED.sub(sub, value)
+    if isinstance(value, dict):
+        return {
+            unescape_json(k, replace_surrogates=replace_surrogates): unescape_json(
+                v, replace_surrogates=replace_surrogates
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [unescape_json(v, replace_surrogates=replace_surrogates) for v in value]
+    return value
+
+
+def _dumps(value: Any, default: Callable[[Any], Any] | None) -> str:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default
+    )
+
+
+def prepare_payload(
+    payload: Any, *, max_bytes: int | None = None, default: Callable[[Any], Any] | None = None
+) -> tuple[Any, str, str]:
+    """``(payload as stored, its canonical JSON text, sha256 of the text)``: the payload itself when Postgres
+    can hold it as it is (nearly always: :func:`canonical_json` and the hash are then exactly what they always
+    were), else its :func:`escape_json` copy. Raises :class:`Unstorable` (nested deeper than ``MAX_DEPTH``,
+    more than ``max_bytes``, not JSON)."""
+    stored = payload
+    try:
+        text = _dumps(payload, default)
+        plain = "\\u0000" not in text and ESC not in text
+        data = text.encode() if plain else b""
+    except RecursionError:
+        raise Unstorable(f"nested deeper than {MAX_DEPTH} levels") from None
+    except TypeError as exc:
+        raise Unstorable(f"not JSON: {exc}") from None
+    except ValueError:  # NaN / Infinity, a lone surrogate (UnicodeEncodeError), a circular reference
+        plain = False
+    if not plain:
+        stored = escape_json(payload)
+        try:
+            text = _dumps(stored, default)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise Unstorable(f"not JSON: {exc}") from None
+        data = text.encode()
+    if max_bytes is not None and len(data) > max_bytes:
+        raise Unstorable(f"{len(data)} bytes, more than limits.max_payload_bytes ({max_bytes})")
+    return stored, text, hashlib.sha256(data).hexdigest()
+
+
+def _quarantine_default(value: Any) -> Any:
+    """Non-JSON values in a quarantine copy: kept as their text (a quarantine row must always be written)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def quarantine_copy(payload: Any) -> Any:
+    """What a quarantine row keeps of ``payload``: the payload as it would be stored (lossless escaping), or,
+    when it cannot be stored, ``{"unstorable": reason, "excerpt": …}`` with a cut, escaped excerpt."""
+    if payload is None:
+        return None
+    try:
+        return prepare_payload(payload, default=_quarantine_default)[0]
+    except Unstorable as exc:
+        excerpt = escape_json(payload, max_depth=12, cut=True, max_str=2000, max_items=50)
+        return {"unstorable": str(exc), "excerpt": excerpt}
+
+
+def storable_text(value: Any, max_len: int = 1000) -> str | None:
+    """A value for a text column that Postgres always accepts: NUL and lone surrogates escaped as in stored
+    payloads, cut to ``max_len`` characters (ids of quarantine rows, webhook ids)."""
+    if value is None:
+        return None
+    text = _escape_str(str(value))
+    return text if len(text) <= max_len else text[:max_len] + "…"
+
+
+_NOT_PRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def reason_text(reason: str, max_len: int = 2000) -> str:
+    """A quarantine reason as stored: control characters and lone surrogates shown as ``\\uXXXX`` (a reason
+    may quote what the payload held), cut to ``max_len`` characters."""
+    text = _NOT_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(reason))
+    return text if len(text) <= max_len else text[:max_len] + "…"
+
+
+def quarantine_safely(conn: psycopg.Connection, rows: Sequence[tuple[str, Any, Any, str]]) -> list[int]:
+    """``quarantine_many`` that cannot fail on what the rows hold (inside a transaction): payloads become
+    their :func:`quarantine_copy`, ids and reasons storable text. Should the insert fail anyway, each row is
+    retried alone, and one that still fails is kept as a marker with its reason — so a poisoned payload can
+    never take its batch, page or file down with it."""
+    if not rows:
+        return []
+    safe = [(src, storable_text(ext), quarantine_copy(p), reason_text(r)) for src, ext, p, r in rows]
+    try:
+        with conn.transaction():
+            return quarantine_many(conn, safe)
+    except Exception:
+        if conn.broken or conn.closed:
+            raise
+        log.exception("quarantining %d rows failed: retrying them one by one", len(safe))
+    ids: list[int] = []
+    for src, ext, p, r in safe:
+        try:
+            with conn.transaction():
+                ids += quarantine_many(conn, [(src, ext, p, r)])
+        except Exception as exc:
+            if conn.broken or conn.closed:
+                raise
+            marker = {"unstorable": f"the quarantine row could not be written: {type(exc).__name__}"}
+            with conn.transaction():
+                ids += quarantine_many(conn, [(src, ext, marker, r)])
+    return ids
+
+
+# text of orders: which policy each field follows
+#: ids and codes: refused when they hold a control character, DEL, a lone surrogate or U+FFFD (what an
+#: undecodable byte or a lone surrogate became on the way in)
+_NOT_IN_IDS = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffd]")
+#: removed from free text: NUL and the other control characters except tab and newline, and DEL
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+#: ``NormalizedOrder`` text field → kind (``limits.max_text_length`` has one limit per kind)
+ORDER_TEXT = {
+    "channel_code": "code",
+    "external_id": "id",
+    "channel_order_number": "id",
+    "customer_name": "name",
+    "customer_phone": "contact",
+    "customer_email": "contact",
+    "pickup_location_code": "code",
+    "fulfilment_location_code": "code",
+    "region": "address",
+    "city": "address",
+    "address": "address",
+    "currency": "code",
+}
+#: kinds of free text (cleaned); the other kinds are ids and codes (refused)
+FREE_TEXT = frozenset({"name", "contact", "address"})
+_TEXT_AT = tuple((ORDER_FIELDS.index(f), f, kind) for f, kind in ORDER_TEXT.items())
+_TOTAL_AT = ORDER_FIELDS.index("total_amount")
+_SHIPPING_AT = ORDER_FIELDS.index("shipping_amount")
+
+
+class IntakeRefused(ValueError):
+    """A payload the text policy or the limits refuse; the message names the field."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+def id_problem(value: str, limit: int | None = None, *, kind: str = "id") -> str | None:
+    """Why ``value`` cannot be an id or code (None: it can): a character ids never hold, or longer than
+    ``limit`` (``limits.max_text_length.<kind>``)."""
+    m = _NOT_IN_IDS.search(value)
+    if m:
+        return f"contains U+{ord(m.group()):04X} (a control, undecodable or lone surrogate character): not allowed in an {kind}"
+    if limit is not None and len(value) > limit:
+        return f"{len(value)} characters, more than limits.max_text_length.{kind} ({limit})"
+    return None
+
+
+def clean_text(value: str) -> str:
+    """Free text as the OMS keeps it: a lone surrogate becomes U+FFFD; NUL and the other control characters
+    except tab and newline are removed (and the text stripped again when anything was)."""
+    if _SURROGATES.search(value):
+        value = _SURROGATES.sub("\ufffd", value)
+    if _CONTROLS.search(value):
+        value = _CONTROLS.sub("", value).strip()
+    return value
+
+
+def apply_text_policy(order: NormalizedOrder) -> None:
+    """The text policy on a validated order (in place): free text cleaned (:func:`clean_text`), ids and codes
+    checked (:func:`id_problem`; :class:`IntakeRefused` naming the field). The fast path only takes orders
+    whose text needs neither (``fastcheck``), so both paths give the same order."""
+    for name, kind in ORDER_TEXT.items():
+        value = getattr(order, name)
+        if value is None:
+            continue
+        if kind in FREE_TEXT:
+            cleaned = clean_text(value)
+            if cleaned is not value:
+                setattr(order, name, cleaned)
+        else:
+            problem = id_problem(value, kind=kind)
+            if problem:
+                raise IntakeRefused(name, problem)
+    for i, ln in enumerate(order.lines):
+        problem = id_problem(ln.sku, kind="code")
+        if problem:
+            raise IntakeRefused(f"lines.{i}.sku", problem)
+        if ln.name is not None:
+            ln.name = clean_text(ln.name)
+
+
+def limits_problem(order: NormalizedOrder | ValidatedOrder, limits: IntakeLimits) -> str | None:
+    """The first limit ``order`` breaks, as ``field: value, more than limits.<name> (limit)``; None when it
+    keeps every limit. The same check for both paths' orders (their staging values)."""
+    lengths = limits.max_text_length
+    values = order.staging_values()
+    for i, name, kind in _TEXT_AT:
+        v = values[i]
+        if v is not None:
+            limit = getattr(lengths, kind)
+            if len(v) > limit:
+                return f"{name}: {len(v)} characters, more than limits.max_text_length.{kind} ({limit})"
+    lines = order.staging_lines()
+    if len(lines) > limits.max_order_lines:
+        return f"lines: {len(lines)} lines, more than limits.max_order_lines ({limits.max_order_lines})"
+    for i, (_, sku, qty, price, name) in enumerate(lines):
+        if len(sku) > lengths.code:
+            return f"lines.{i}.sku: {len(sku)} characters, more than limits.max_text_length.code ({lengths.code})"
+        if qty > limits.max_line_quantity:
+            return f"lines.{i}.qty: {qty} is more than limits.max_line_quantity ({limits.max_line_quantity})"
+        if price > limits.max_unit_price:
+            return (
+                f"lines.{i}.unit_price: {price} is more than limits.max_unit_price ({limits.max_unit_price})"
+            )
+        if name is not None and len(name) > lengths.name:
+            return f"lines.{i}.name: {len(name)} characters, more than limits.max_text_length.name ({lengths.name})"
+    for i, name in ((_TOTAL_AT, "total_amount"), (_SHIPPING_AT, "shipping_amount")):
+        v = values[i]
+        if v is not None and v > limits.max_order_total:
+            return f"{name}: {v} is more than limits.max_order_total ({limits.max_order_total})"
+    return None
+
+
+_LIMITS: IntakeLimits | None = None
+
+
+def intake_limits() -> IntakeLimits:
+    """The business configuration's ``limits`` (read once per process; the defaults when the configuration
+    cannot be read — the same values as the shipped sample)."""
+    global _LIMITS
+    if _LIMITS is None:
+        try:
+            _LIMITS = load_business_config().limits
+        except BusinessConfigError as exc:
+            log.warning(
+                "business configuration unreadable, intake limits are the defaults: %s", exc.problems[:1]
+            )
+            _LIMITS = IntakeLimits()
+    return _LIMITS
+
+
+def use_intake_limits(limits: IntakeLimits | None) -> None:
+    """Use ``limits`` from now on (None: read the business configuration again on next use)."""
+    global _LIMITS
+    _LIMITS = limits
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+#: An integer field of a channel model: pydantic's lax mode reads ``true`` as 1 (bool is an int in Python);
+#: a channel that sends a boolean for a number sends garbage.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 # -- results --------------------------------------------------------------------------------------------------
@@ -257,6 +619,9 @@ class AtsPush:
 
     push: Callable[..., list]
     max_items: int | None = None
+    #: the API accepts a value for the same key at most once per this many seconds (Ozon: 30 s per offer and
+    #: warehouse): a newer value waits until the window opens instead of being sent and refused
+    key_interval_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from oms_ops.channels.base import (
     Channel,
     ChannelChecks,
     IngestResult,
+    Int,
     Mapped,
     MappingContext,
     NormalizeResult,
@@ -96,7 +97,7 @@ class _Delivery(_M):
 
 class _Line(_M):
     sku: str = Field(min_length=1)
-    qty: int = Field(gt=0)  # "2" typed as text is accepted, "два" is not
+    qty: Int = Field(gt=0)  # "2" typed as text is accepted, "два" and true are not
     unit_price: Decimal = Field(ge=0)
 
     @field_validator("sku")

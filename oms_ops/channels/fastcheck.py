@@ -3,9 +3,10 @@
 Why: mapping a payload through the channel's pydantic model and then ``NormalizedOrder`` costs more Python
 time per order than the database spends inserting it, and a bulk normalisation is mostly that. Nearly every
 payload is plain: JSON strings that need no stripping, integers that are integers, two-decimal amounts, ISO
-timestamps. For those a few type checks give exactly what pydantic would; for anything else a helper raises
-:class:`Unsure` and the row goes through the pydantic mapper, which stays the one definition of validity and
-the source of every quarantine reason. A fast mapper never decides that a payload is bad.
+timestamps. For those a few type checks give exactly what pydantic would; for anything else (text the
+hostile-input policy of ``base`` would clean or refuse included) a helper raises :class:`Unsure` and the row
+goes through the pydantic mapper, which stays the one definition of validity and the source of every
+quarantine reason. A fast mapper never decides that a payload is bad.
 
 ``tests/connectors/test_fast_mapping.py`` holds every channel's fast mapper to its pydantic mapper on
 simulator payloads and on thousands of mutated ones.
@@ -31,6 +32,9 @@ _TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{
 _MONEY = re.compile(r"\d{1,10}(?:\.\d{1,2})?\Z")
 _CURRENCY = re.compile(r"[A-Z]{3}\Z")
 _INT4_MAX = 2**31 - 1
+#: text the hostile-input policy would change or refuse (control characters, lone surrogates, U+FFFD): such an
+#: order goes through the pydantic path, where ``base.apply_text_policy`` cleans or refuses it
+_NEEDS_POLICY = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffd]")
 _TOTAL_LIMIT = Decimal(10) ** 12  # numeric(14,2)
 _ZERO = Decimal("0")
 
@@ -135,6 +139,20 @@ def items(v: Any, *, required: bool = False) -> list:
 
 
 _DEFAULTS: dict[str, Any] = dict.fromkeys(ORDER_FIELDS)
+#: the text fields of an order (all of them go through the policy check)
+_TEXT_FIELDS = (
+    "channel_code",
+    "external_id",
+    "channel_order_number",
+    "customer_name",
+    "customer_phone",
+    "customer_email",
+    "pickup_location_code",
+    "fulfilment_location_code",
+    "region",
+    "city",
+    "address",
+)
 _DEFAULTS.update(payment_method="prepaid", payment_status="pending", currency="RUB", shipping_amount=_ZERO)
 _FIELDS = frozenset(ORDER_FIELDS)
 _VALUES = itemgetter(*ORDER_FIELDS)
@@ -160,6 +178,13 @@ def validated_order(lines: list[tuple[str, int, Decimal, str | None]], **fields:
         raise Unsure
     if type(d["currency"]) is not str or not _CURRENCY.match(d["currency"]):
         raise Unsure
+    for k in _TEXT_FIELDS:
+        v = d[k]
+        if v is not None and (type(v) is not str or _NEEDS_POLICY.search(v)):
+            raise Unsure
+    for sku, _, _, name in lines:
+        if _NEEDS_POLICY.search(sku) or (name is not None and _NEEDS_POLICY.search(name)):
+            raise Unsure
     lat, lon = d["lat"], d["lon"]
     if (lat is not None and not -90 <= lat <= 90) or (lon is not None and not -180 <= lon <= 180):
         raise Unsure

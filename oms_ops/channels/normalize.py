@@ -11,14 +11,23 @@ Several raw rows of one order (the channel said different things over time, e.g.
 cancellation) are folded: the order is created from the first usable version, and the latest version
 decides whether it is cancelled. A channel order first seen already cancelled is not created.
 
+Hostile input is isolated payload by payload: whatever goes wrong with one payload — its mapper raising
+anything, the text policy or the ``limits`` of the business configuration refusing it
+(``base.apply_text_policy``, ``base.limits_problem``, applied to both paths' orders), even the database
+refusing its order — quarantines that payload alone with the reason (the error class, and the field when
+known), and the rest of its batch goes on. A database error on a chunk of orders rolls back only that
+chunk's savepoint; its orders are then accepted one by one, each in its own savepoint.
+
 Every function takes the channel's :class:`~oms_ops.channels.base.Channel` record (its mappers), never a
 code: callers holding only a code look it up in ``oms_ops.channels.registry``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,18 +38,27 @@ import psycopg
 from pydantic import ValidationError
 
 from oms_ops.channels.base import (
+    ESC,
     Channel,
     FastMapper,
+    IntakeRefused,
     Mapped,
     Mapper,
     MappingContext,
     NormalizeResult,
-    canonical_json,
-    payload_sha256,
+    apply_text_policy,
+    id_problem,
+    intake_limits,
+    limits_problem,
+    prepare_payload,
+    quarantine_safely,
+    unescape_json,
     validation_text,
 )
-from oms_ops.orders import NormalizedOrder, ValidatedOrder, accept_orders, cancel_orders
-from oms_ops.quarantine import quarantine_many, resolve
+from oms_ops.orders import AcceptResult, NormalizedOrder, ValidatedOrder, accept_orders, cancel_orders
+from oms_ops.quarantine import resolve
+
+log = logging.getLogger("oms.channels.normalize")
 
 #: Order states in which a channel cancellation still cancels the order (later, it has shipped).
 CANCELLABLE_STATES = (
@@ -132,11 +150,22 @@ CHUNK = 1000
 
 def _load_json(text: str) -> Any:
     """Parse a stored payload's JSON text (orjson: about 3x the standard library; the standard library for
-    what orjson refuses, e.g. integers beyond 64 bits)."""
+    what orjson refuses, e.g. integers beyond 64 bits or deep nesting) and undo the storage escaping
+    (``base.escape_json``: only payloads that held NUL, lone surrogates or NaN carry it), lone surrogates
+    coming back as U+FFFD as the mappers are given them."""
     try:
-        return orjson.loads(text)
+        payload = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        payload = json.loads(text)
+    if ESC in text:
+        payload = unescape_json(payload, replace_surrogates=True)
+    return payload
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception as a quarantine reason quotes it: the class, the message cut to ``limit`` characters."""
+    text = str(exc).replace("\n", " ")
+    return f"{type(exc).__name__}: {text[:limit]}{'…' if len(text) > limit else ''}"
 
 
 def _map_rows(
@@ -147,31 +176,59 @@ def _map_rows(
     parsed here. ``fast``: the channel's exact fast path, tried first; what it is unsure of (or fails on)
     goes through ``mapper`` and ``NormalizedOrder``."""
     out = []
+    limits = intake_limits()
     for raw_id, ext, payload in rows:
-        if isinstance(payload, str):
-            payload = _load_json(payload)
-        if fast is not None:
-            try:
-                key, cancelled, valid = fast(payload, ctx, raw_id)
-            except Exception:  # noqa: BLE001, S112 - Unsure, or anything odd: the pydantic path decides
-                pass
-            else:
-                out.append((raw_id, key, payload, Mapped(key, valid, cancelled=cancelled), valid, None))
-                continue
         try:
-            m = mapper(payload, ctx)
-        except ValidationError as exc:
-            m = Mapped(ext, error=validation_text(exc))
-        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
-            m = Mapped(ext, error=f"cannot map payload: {type(exc).__name__}: {exc}")
-        order, error = None, m.error
-        if not error and not m.skip and m.order is not None and not m.cancelled:
-            try:
-                order = NormalizedOrder.model_validate({**m.order, "raw_id": raw_id})
-            except ValidationError as exc:
-                error = validation_text(exc)
-        out.append((raw_id, m.external_id or ext, payload, m, order, error))
+            out.append(_map_one(mapper, ctx, raw_id, ext, payload, fast, limits))
+        except Exception as exc:  # noqa: BLE001 - anything odd about one payload stays with that payload
+            out.append(
+                (raw_id, ext, payload, Mapped(ext, error=f"cannot map payload: {_short(exc)}"), None, None)
+            )
     return out
+
+
+def _map_one(
+    mapper: Mapper, ctx: MappingContext, raw_id, ext, payload, fast: FastMapper | None, limits
+) -> tuple:
+    """One row of :func:`_map_rows`. The fast path's order is used only when it keeps the limits; otherwise
+    the pydantic path maps it again and gives the reason — the same check on both, so both give the same
+    outcome."""
+    if isinstance(payload, str):
+        payload = _load_json(payload)
+    if fast is not None:
+        try:
+            key, cancelled, valid = fast(payload, ctx, raw_id)
+        except Exception:  # noqa: BLE001, S110 - Unsure, or anything odd: the pydantic path decides
+            pass
+        else:
+            if limits_problem(valid, limits) is None:
+                return (raw_id, key, payload, Mapped(key, valid, cancelled=cancelled), valid, None)
+    try:
+        m = mapper(payload, ctx)
+    except ValidationError as exc:
+        m = Mapped(ext, error=validation_text(exc))
+    except RecursionError:
+        m = Mapped(ext, error="cannot map payload: nested too deeply")
+    except Exception as exc:  # noqa: BLE001 - a mapper bug or a shape nobody foresaw: this payload only
+        m = Mapped(ext, error=f"cannot map payload: {_short(exc)}")
+    if not m.error and m.external_id is not None:
+        # the key decides duplicates and cancellations (also of payloads never validated as orders)
+        problem = id_problem(str(m.external_id), limits.max_text_length.id)
+        if problem:
+            m = dataclasses.replace(m, order=None, cancelled=False, error=f"external_id: {problem}")
+    order, error = None, m.error
+    if not error and not m.skip and m.order is not None and not m.cancelled:
+        try:
+            order = NormalizedOrder.model_validate({**m.order, "raw_id": raw_id})
+            apply_text_policy(order)
+            error = limits_problem(order, limits)
+        except ValidationError as exc:
+            error = validation_text(exc)
+        except IntakeRefused as exc:
+            error = str(exc)
+        if error:
+            order = None
+    return (raw_id, m.external_id or ext, payload, m, order, error)
 
 
 def _process(conn, channel: Channel, fast: FastMapper | None, rows, actor) -> NormalizeResult:
@@ -219,6 +276,7 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
             if i + 1 < len(chunks):
                 ahead = pool.submit(_map_rows, mapper, ctx, chunks[i + 1], fast)
             todo: list[NormalizedOrder | ValidatedOrder] = []
+            sources: list[tuple[int, str | None, Any]] = []  # (raw_id, key, payload) of each order in todo
             for raw_id, key, payload, m, order, error in mapped:
                 if m.error:
                     bad.append((raw_id, key, payload, m.error))
@@ -234,8 +292,10 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
                     continue
                 seen.add(key)
                 todo.append(order)
+                sources.append((raw_id, key, payload))
             if todo:
-                accepted = accept_orders(conn, todo, actor=actor, source=channel, mark_raw=False)
+                accepted, refused = _accept_isolated(conn, channel, todo, sources, actor)
+                bad.extend(refused)
                 res.accepted += len(accepted.ids)
                 res.on_hold += len(accepted.on_hold)
                 res.duplicates += len(accepted.duplicates)
@@ -243,11 +303,78 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
                 res.order_ids.extend(accepted.accepted)
     res.order_ids.sort()
     if bad:
-        quarantine_many(conn, [(channel, key, payload, why) for _, key, payload, why in bad])
+        quarantine_safely(conn, [(channel, key, payload, why) for _, key, payload, why in bad])
         res.quarantined += len(bad)
     to_cancel = sorted(k for k, c in latest_cancelled.items() if c)
     if to_cancel:
-        res.cancelled = cancel_channel_orders(conn, channel, to_cancel, actor=actor)
+        res.cancelled = _cancel_isolated(conn, channel, to_cancel, actor)
+
+
+def _broken(conn: psycopg.Connection) -> bool:
+    return conn.broken or conn.closed
+
+
+def _db_reason(exc: Exception) -> str:
+    """Why the database refused one order: the error class, the column or constraint when Postgres names
+    one, and the message."""
+    diag = getattr(exc, "diag", None)
+    where = [x for x in (getattr(diag, "column_name", None), getattr(diag, "constraint_name", None)) if x]
+    named = f" ({', '.join(where)})" if where else ""
+    return f"refused by the database{named}: {_short(exc)}"
+
+
+def _accept_isolated(
+    conn: psycopg.Connection, channel: str, todo: list, sources: list, actor: str
+) -> tuple[AcceptResult, list[tuple[int, str | None, Any, str]]]:
+    """``accept_orders`` on a chunk; when the database refuses the chunk (``accept_orders`` runs in a
+    savepoint, so only the chunk is rolled back), the chunk's orders one by one, each in its own savepoint:
+    the orders it refuses come back as ``(raw_id, key, payload, reason)`` to be quarantined, the others are
+    accepted. A lost connection is not a payload's fault: it propagates (the batch stays queued)."""
+    try:
+        return accept_orders(conn, todo, actor=actor, source=channel, mark_raw=False), []
+    except Exception as exc:
+        if _broken(conn):
+            raise
+        log.warning(
+            "%s: accepting %d orders failed (%s): accepting them one by one", channel, len(todo), _short(exc)
+        )
+    total, refused = AcceptResult(), []
+    for order, (raw_id, key, payload) in zip(todo, sources, strict=True):
+        try:
+            one = accept_orders(conn, [order], actor=actor, source=channel, mark_raw=False)
+        except Exception as exc:  # noqa: BLE001 - this order only: quarantined with the database's reason
+            if _broken(conn):
+                raise
+            refused.append((raw_id, key, payload, _db_reason(exc)))
+            continue
+        total.ids.update(one.ids)
+        total.on_hold += one.on_hold
+        total.duplicates += one.duplicates
+        total.quarantined += one.quarantined
+        total.rejected += one.rejected
+    return total, refused
+
+
+def _cancel_isolated(conn: psycopg.Connection, channel: str, keys: list[str], actor: str) -> int:
+    """Channel cancellations of a batch, one by one when the batch's cancellation fails (each attempt in a
+    savepoint); an order that cannot be cancelled is logged and left as it is."""
+    try:
+        with conn.transaction():
+            return cancel_channel_orders(conn, channel, keys, actor=actor)
+    except Exception as exc:
+        if _broken(conn):
+            raise
+        log.warning("%s: cancelling %d orders failed (%s): one by one", channel, len(keys), _short(exc))
+    done = 0
+    for key in keys:
+        try:
+            with conn.transaction():
+                done += cancel_channel_orders(conn, channel, [key], actor=actor)
+        except Exception as exc:  # noqa: BLE001 - one order's cancellation must not stop the others
+            if _broken(conn):
+                raise
+            log.warning("%s: cancelling order %r failed: %s", channel, key[:100], _short(exc))
+    return done
 
 
 def cancel_channel_orders(
@@ -293,20 +420,26 @@ def replay_quarantined(
     known_channels = {r[0] for r in conn.execute("SELECT channel_code FROM oms.channels WHERE active")}
     known_locations = {r[0] for r in conn.execute("SELECT location_code FROM oms.locations")}
     orders: dict[int, NormalizedOrder] = {}
-    for qid, source, _ext, payload in rows:
+    limits = intake_limits()
+    for qid, source, _ext, stored in rows:
         channel = channel_for(source)
         if channel is None or channel.mapper is None:
             continue
         try:
+            # a quarantine row keeps the payload as stored (base.escape_json): its hash finds the raw row
+            payload = unescape_json(stored, replace_surrogates=True)
             m = channel.mapper(payload, ctx)
             if m.error or m.order is None:
                 continue
             raw = conn.execute(
                 "SELECT raw_id FROM raw.channel_orders WHERE channel_code = %s AND payload_hash = %s LIMIT 1",
-                (channel.code, payload_sha256(canonical_json(payload))),
+                (channel.code, prepare_payload(stored)[2]),
             ).fetchone()
             order = NormalizedOrder.model_validate({**m.order, "raw_id": raw[0] if raw else None})
-        except (KeyError, ValidationError, TypeError, ValueError, ArithmeticError, AttributeError):
+            apply_text_policy(order)
+            if limits_problem(order, limits) or id_problem(order.external_id, limits.max_text_length.id):
+                continue
+        except Exception:  # noqa: BLE001, S112 - still fails: the row stays open with its reason
             continue
         if order.channel_code in known_channels and (
             not order.pickup_location_code or order.pickup_location_code in known_locations

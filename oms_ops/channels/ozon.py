@@ -42,6 +42,7 @@ from oms_ops.channels.base import (
     ExternalListing,
     ExternalLocation,
     IngestResult,
+    Int,
     Mapped,
     MappingContext,
     PageHook,
@@ -256,14 +257,14 @@ class _Money(_Model):
 
 class _Product(_Model):
     offer_id: str = Field(min_length=1)
-    sku: int | None = None
+    sku: Int | None = None
     name: str | None = None
-    quantity: int = Field(gt=0)
+    quantity: Int = Field(gt=0)
     price: _Money
 
 
 class _FinancialProduct(_Model):
-    product_id: int | None = None  # the SKU
+    product_id: Int | None = None  # the SKU
     customer_price: _Money | None = None
 
 
@@ -272,7 +273,7 @@ class _Financial(_Model):
 
 
 class _DeliveryMethod(_Model):
-    warehouse_id: int | None = None
+    warehouse_id: Int | None = None
     warehouse: str | None = None
 
 
@@ -556,7 +557,7 @@ CHANNEL = Channel(
     feed="Ozon FBS postings: v4 list by in_process_at watermark → raw.channel_orders → orders.",
     mapper=map_posting,
     fast_mapper=fast_posting,
-    ats=AtsPush(push_stock),
+    ats=AtsPush(push_stock, key_interval_s=STOCK_THROTTLE_S),
     listing=_listing,
     network_key="ozon_warehouse_id",
     discover=discover,

@@ -1,7 +1,10 @@
 """Offline stores: end-of-day sales CSVs from the POS drop folder become orders of the ``offline`` channel.
 
-A file (``sales_<store>_<YYYY-MM-DD>.csv``; dot-files are half-written and ignored) is read with polars, every
-row is validated (pydantic), rows are grouped into receipts (sorted by ``line_no``; exact duplicate rows are
+A file (``sales_<store>_<YYYY-MM-DD>.csv``; dot-files are half-written and ignored) is read row by row (a row
+the tills garbled — undecodable bytes, a wrong number of fields, NUL — is that row's problem, never the
+file's), every row is validated (pydantic, with the hostile-input policy and the ``limits`` of the business
+configuration: ids and codes with control characters refused, names cleaned, quantities and amounts
+bounded), rows are grouped into receipts (sorted by ``line_no``; exact duplicate rows are
 dropped), and in ONE transaction: each receipt is stored raw (external id = ``receipt_id``), each receipt with
 a bad row is quarantined whole with the reasons of its bad rows (a receipt missing a line must not become a
 smaller order), and the file is recorded in ``connectors.processed_files`` — so a re-run skips it, and a
@@ -14,30 +17,44 @@ stock snapshot accounts for the returned unit).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import polars as pl
 import psycopg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from oms_ops.channels.base import (
     Channel,
     ChannelChecks,
     IngestResult,
+    Int,
     Mapped,
     MappingContext,
+    clean_text,
+    id_problem,
+    intake_limits,
+    quarantine_safely,
     validation_text,
 )
 from oms_ops.channels.normalize import normalize_pending
 from oms_ops.channels.rawstore import store_payloads
 from oms_ops.connectors.state import record_success
-from oms_ops.quarantine import quarantine_many
+from oms_ops.orders import INT4_MAX
 
 CODE = "offline"
 SOURCE = "pos"
@@ -48,25 +65,64 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def _id_of(kind: str) -> AfterValidator:
+    """An id or code of a row (``base.id_problem``: no control characters, at most the kind's length)."""
+
+    def check(value: str) -> str:
+        problem = id_problem(value, getattr(intake_limits().max_text_length, kind), kind=kind)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+def _free_text(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) else value
+
+
+def _name_length(value: str | None) -> str | None:
+    limit = intake_limits().max_text_length.name
+    if value is not None and len(value) > limit:
+        raise ValueError(f"{len(value)} characters, more than limits.max_text_length.name ({limit})")
+    return value
+
+
+def _at_most(limit_name: str) -> AfterValidator:
+    """A number bounded by ``limits.<limit_name>`` of the business configuration."""
+
+    def check(value: Any) -> Any:
+        limit = getattr(intake_limits(), limit_name)
+        if value > limit:
+            raise ValueError(f"{value} is more than limits.{limit_name} ({limit})")
+        return value
+
+    return AfterValidator(check)
+
+
+Id = Annotated[str, Field(min_length=1), _id_of("id")]
+Code = Annotated[str, Field(min_length=1), _id_of("code")]
+
+
 class PosRow(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    receipt_id: str = Field(min_length=1)
-    store_code: str = Field(min_length=1)
+    receipt_id: Id
+    store_code: Code
     business_date: date
     sold_at: AwareDatetime
-    line_no: int = Field(ge=1)
-    sku: str = Field(min_length=1)
-    barcode: str | None = None
-    name: str | None = None
-    qty: int = Field(gt=0)
-    price: Decimal = Field(ge=0)
-    discount: Decimal = Field(ge=0)
-    amount: Decimal = Field(ge=0)
-    payment_method: str
+    line_no: Int = Field(ge=1, le=INT4_MAX)
+    sku: Code
+    barcode: Code | None = None
+    name: Annotated[str | None, BeforeValidator(_free_text), AfterValidator(_name_length)] = None
+    qty: Annotated[Int, Field(gt=0), _at_most("max_line_quantity")]
+    price: Annotated[Decimal, Field(ge=0), _at_most("max_unit_price")]
+    discount: Annotated[Decimal, Field(ge=0), _at_most("max_order_total")]
+    amount: Annotated[Decimal, Field(ge=0), _at_most("max_order_total")]
+    payment_method: Code
     operation: Literal["sale", "return"]
-    cashier_id: str | None = None
-    currency: str = "RUB"
+    cashier_id: Id | None = None
+    currency: Code = "RUB"
 
 
 @dataclass
@@ -105,13 +161,36 @@ def pending_files(conn: psycopg.Connection, drop_dir: Path) -> list[Path]:
     return [p for p in names if p.name not in done]
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """The CSV as strings (validation is ours, not the CSV reader's guesses)."""
-    df = pl.read_csv(path, infer_schema=False)
-    missing = [c for c in COLUMNS if c not in df.columns]
+# one field may hold up to a whole payload (a garbled row is refused by the limits, not by the reader)
+csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+
+
+def read_records(data: bytes, name: str = "file") -> list[tuple[int, dict[str, str | None], str | None]]:
+    """The CSV as strings, ``(line number, row, problem)`` per record (validation is ours, not the CSV
+    reader's guesses; an empty field is None). Undecodable bytes become U+FFFD (refused in ids, kept in
+    names); a record with the wrong number of fields carries the problem. ValueError: no header, or the
+    header lacks columns (the file as a whole is unusable)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"{path.name}: missing columns {missing}")
-    return df.select(COLUMNS).to_dicts()
+        raise ValueError(f"{name}: missing columns {missing}")
+    at = {c: header.index(c) for c in COLUMNS}
+    out: list[tuple[int, dict[str, str | None], str | None]] = []
+    end = reader.line_num
+    for rec in reader:
+        start, end = end + 1, reader.line_num
+        if not rec:  # a blank line
+            continue
+        row = {c: (rec[i] or None) if i < len(rec) else None for c, i in at.items()}
+        problem = None if len(rec) == len(header) else f"{len(rec)} fields, the header has {len(header)}"
+        out.append((start, row, problem))
+    return out
+
+
+def read_rows(path: Path) -> list[dict[str, str | None]]:
+    """The CSV's rows as strings (see :func:`read_records`)."""
+    return [row for _, row, _ in read_records(Path(path).read_bytes(), Path(path).name)]
 
 
 def process_file(conn: psycopg.Connection, path: Path, *, before_commit=None) -> FileResult:
@@ -119,18 +198,21 @@ def process_file(conn: psycopg.Connection, path: Path, *, before_commit=None) ->
     data = path.read_bytes()
     result = FileResult(path.name)
     try:
-        rows = read_rows(path)
-    except (ValueError, pl.exceptions.PolarsError) as exc:
-        rows, file_error = [], f"unreadable file: {exc}"
+        records = read_records(data, path.name)
+    except (ValueError, csv.Error) as exc:
+        records, file_error = [], f"unreadable file: {exc}"
     else:
         file_error = None
-    result.rows = len(rows)
+    result.rows = len(records)
     receipts: dict[str, list[tuple[int, dict, PosRow | None, str | None]]] = defaultdict(list)
-    for n, raw in enumerate(rows, start=2):  # line 1 is the header
-        try:
-            row, err = PosRow.model_validate(raw), None
-        except ValidationError as exc:
-            row, err = None, f"line {n}: {validation_text(exc)}"
+    for n, raw, problem in records:
+        if problem:
+            row, err = None, f"line {n}: {problem}"
+        else:
+            try:
+                row, err = PosRow.model_validate(raw), None
+            except ValidationError as exc:
+                row, err = None, f"line {n}: {validation_text(exc)}"
         receipts[raw.get("receipt_id") or f"{path.name}:line{n}"].append((n, raw, row, err))
     items: list[tuple[str, dict]] = []
     bad: list[tuple[str, str | None, Any, str]] = []
@@ -215,7 +297,7 @@ def process_file(conn: psycopg.Connection, path: Path, *, before_commit=None) ->
             return result
         store_payloads(conn, CODE, items)
         if bad:
-            quarantine_many(conn, bad)
+            quarantine_safely(conn, bad)
         if before_commit:
             before_commit()
     return result

@@ -5,6 +5,12 @@ cursor that points past them in ONE transaction. If the process dies after fetch
 neither is there and the next run fetches the same page again (duplicates are no-ops: raw rows are unique
 per (channel, external id, payload hash)); it can never happen that the cursor moved and the payloads did
 not.
+
+A page can never fail to store because of what one payload holds (that page would fail again on every
+poll): payloads are stored as received, with NUL, lone surrogates and NaN escaped losslessly
+(``base.prepare_payload``); a payload whose id is unusable as an id (a control character, longer than
+``limits.max_text_length.id``) or that cannot be stored at all (nested too deep, larger than
+``limits.max_payload_bytes``) is quarantined with the reason instead, and the rest of the page is stored.
 """
 
 from __future__ import annotations
@@ -20,9 +26,17 @@ from typing import Any
 import psycopg
 
 from oms_ops.channels import normalize as norm
-from oms_ops.channels.base import Channel, IngestResult, canonical_json, payload_sha256
+from oms_ops.channels.base import (
+    Channel,
+    IngestResult,
+    Unstorable,
+    id_problem,
+    intake_limits,
+    prepare_payload,
+    quarantine_safely,
+    unescape_json,
+)
 from oms_ops.connectors.state import set_cursor
-from oms_ops.quarantine import quarantine_many
 
 log = logging.getLogger("oms.channels")
 
@@ -62,13 +76,52 @@ class StoredPage:
     rows: list[tuple[int, str, Any]] = field(default_factory=list)
     #: what normalising the page in the same transaction did (None: not normalised here)
     normalized: Any = None
+    #: payloads quarantined instead of stored (unusable id, unstorable payload)
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One payload ready for ``raw.channel_orders``: its id, its stored form's canonical text and hash, its
+    position in the items, and the payload as the mappers are given it (lone surrogates as U+FFFD)."""
+
+    ext: str
+    text: str
+    digest: str
+    index: int
+    view: Any
+
+
+def prepare_items(
+    items: Sequence[tuple[Any, Any]],
+) -> tuple[list[Prepared], list[tuple[str | None, Any, str]]]:
+    """``(external_id, payload)`` items → the storable ones, and quarantine rows ``(id, payload, reason)``
+    for the others: an id that is no usable id, a payload that cannot be stored (``base.Unstorable``)."""
+    limits = intake_limits()
+    ready: list[Prepared] = []
+    rejects: list[tuple[str | None, Any, str]] = []
+    for n, (ext, payload) in enumerate(items):
+        ext = str(ext)
+        problem = id_problem(ext, limits.max_text_length.id)
+        if problem:
+            rejects.append((ext, payload, f"external id: {problem}"))
+            continue
+        try:
+            stored, text, digest = prepare_payload(payload, max_bytes=limits.max_payload_bytes)
+        except Unstorable as exc:
+            rejects.append((ext, payload, f"payload cannot be stored: {exc}"))
+            continue
+        view = payload if stored is payload else unescape_json(stored, replace_surrogates=True)
+        ready.append(Prepared(ext, text, digest, n, view))
+    return ready, rejects
 
 
 def store_payloads(conn: psycopg.Connection, channel: str, items: Sequence[tuple[str, Any]]) -> int:
     """Insert ``(external_id, payload)`` into raw.channel_orders as received (inside the caller's transaction).
 
     Idempotent on (channel, external_id, payload hash); COPY into a temporary table then one INSERT … ON
-    CONFLICT, so a page of a thousand payloads is two statements. Returns how many rows were new.
+    CONFLICT, so a page of a thousand payloads is two statements. Returns how many rows were new. Items
+    that cannot be stored are quarantined (:func:`prepare_items`).
     """
     return len(insert_payloads(conn, channel, items))
 
@@ -78,8 +131,18 @@ def insert_payloads(
 ) -> list[tuple[int, int]]:
     """:func:`store_payloads` returning ``(raw_id, index in items)`` of the rows that were new.
     New rows are queued for the normaliser (``raw.pending_orders``) unless ``normalized``: the caller
-    normalises them in this transaction."""
-    if not items:
+    normalises them in this transaction. Items that cannot be stored are quarantined with the reason."""
+    ready, rejects = prepare_items(items)
+    if rejects:
+        quarantine_safely(conn, [(channel, ext, payload, reason) for ext, payload, reason in rejects])
+    return insert_prepared(conn, channel, ready, normalized=normalized)
+
+
+def insert_prepared(
+    conn: psycopg.Connection, channel: str, ready: Sequence[Prepared], *, normalized: bool = False
+) -> list[tuple[int, int]]:
+    """Insert payloads :func:`prepare_items` made ready; ``(raw_id, index)`` of the rows that were new."""
+    if not ready:
         return []
     conn.execute(
         """CREATE TEMP TABLE IF NOT EXISTS _raw_in (external_id text, payload json, payload_hash text, n int)
@@ -87,13 +150,11 @@ def insert_payloads(
     )
     seen: set[tuple[str, str]] = set()
     with conn.cursor().copy("COPY _raw_in (external_id, payload, payload_hash, n) FROM STDIN") as cp:
-        for n, (ext, payload) in enumerate(items):
-            text = canonical_json(payload)
-            digest = payload_sha256(text)
-            if (str(ext), digest) in seen:  # repeated inside the page: one row is enough
+        for p in ready:
+            if (p.ext, p.digest) in seen:  # repeated inside the page: one row is enough
                 continue
-            seen.add((str(ext), digest))
-            cp.write_row((str(ext), text, digest, n))
+            seen.add((p.ext, p.digest))
+            cp.write_row((p.ext, p.text, p.digest, p.index))
     new = conn.execute(
         """WITH ins AS (
                INSERT INTO raw.channel_orders (channel_code, external_id, payload, payload_hash)
@@ -130,12 +191,16 @@ def store_page(
     and the cursor are committed anyway, so a bad page can never stop the feed.
     """
     code = channel.code
+    ready, unusable = prepare_items(items)
+    views = {p.index: p.view for p in ready}
     with conn.transaction():
         inline = normalize and norm.lock_for_inline(conn, code)
-        new = insert_payloads(conn, code, items, normalized=inline)
-        rows = [(raw_id, str(items[n][0]), items[n][1]) for raw_id, n in new]
-        if rejects:
-            quarantine_many(conn, [(code, ext, payload, reason) for ext, payload, reason in rejects])
+        new = insert_prepared(conn, code, ready, normalized=inline)
+        rows = [(raw_id, str(items[n][0]), views[n]) for raw_id, n in new]
+        if rejects or unusable:
+            quarantine_safely(
+                conn, [(code, ext, payload, reason) for ext, payload, reason in (*rejects, *unusable)]
+            )
         result = None
         if inline and rows:
             try:
@@ -151,7 +216,7 @@ def store_page(
             set_cursor(conn, cursor_name, cursor_value)
         if before_commit is not None:
             before_commit()
-    return StoredPage(len(items), len(new), rows, result)
+    return StoredPage(len(items), len(new), rows, result, rejected=len(unusable))
 
 
 def pending_raw_orders(
@@ -172,12 +237,24 @@ def split_by_id(
     (a record without an id cannot be stored idempotently, so it must not be stored as received)."""
     items, rejects = [], []
     for rec in records:
-        rid = rec.get(id_field) if isinstance(rec, dict) else None
-        if rid in (None, ""):
-            rejects.append((None, rec, f"{what} without {id_field}: cannot be identified"))
+        rid, problem = record_id(rec, id_field, what=what)
+        if problem:
+            rejects.append((None, rec, problem))
         else:
-            items.append((str(rid), rec))
+            items.append((rid, rec))
     return items, rejects
+
+
+def record_id(rec: Any, id_field: str, *, what: str = "order") -> tuple[str, str | None]:
+    """``(id as text, None)`` or ``("", why the record has no usable id)``. Only text and integers are ids:
+    a list, an object, a float or a boolean in the id field (hostile or broken input) is refused here, before
+    anything formats it — a deeply nested value would not even survive ``str()``."""
+    rid = rec.get(id_field) if isinstance(rec, dict) else None
+    if rid is None or rid == "":
+        return "", f"{what} without {id_field}: cannot be identified"
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        return "", f"{what} {id_field} is {type(rid).__name__}, not text or an integer: cannot be identified"
+    return str(rid), None
 
 
 def store_polled_page(
@@ -205,7 +282,7 @@ def store_polled_page(
         before_commit=before_commit,
     )
     res.new_raw += page.new
-    res.rejected += len(rejects)
+    res.rejected += len(rejects) + page.rejected
     if normalize:
         normalize_stored(conn, channel, page, res)
 

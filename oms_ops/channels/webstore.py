@@ -41,7 +41,9 @@ from oms_ops.channels.base import (
     Discovery,
     ExternalListing,
     ExternalLocation,
+    Float,
     IngestResult,
+    Int,
     Mapped,
     MappingContext,
     PageHook,
@@ -243,9 +245,9 @@ class _DiscountAllocation(_M):
 
 class _LineItem(_M):
     sku: str = Field(min_length=1)
-    quantity: int = Field(gt=0)
+    quantity: Int = Field(gt=0)
     #: the quantity left after order edits and refunds (Shopify 2023-01+); absent in older payloads
-    current_quantity: int | None = Field(default=None, ge=0)
+    current_quantity: Int | None = Field(default=None, ge=0)
     price: Decimal = Field(ge=0)  # the unit price before discounts
     #: the line's share of each discount application (the discount code's money lands here, not in ``price``)
     discount_allocations: list[_DiscountAllocation] = []
@@ -262,8 +264,8 @@ class _Address(_M):
     address1: str | None = None
     city: str | None = None
     province: str | None = None
-    latitude: float | None = None
-    longitude: float | None = None
+    latitude: Float | None = None
+    longitude: Float | None = None
     phone: str | None = None
     first_name: str | None = None
     last_name: str | None = None
@@ -295,7 +297,7 @@ class _Attr(_M):
 
 
 class _Order(_M):
-    id: int
+    id: Int
     name: str | None = None
     created_at: AwareDatetime
     cancelled_at: AwareDatetime | None = None

@@ -42,7 +42,9 @@ from oms_ops.channels.base import (
     Discovery,
     ExternalListing,
     ExternalLocation,
+    Float,
     IngestResult,
+    Int,
     Mapped,
     MappingContext,
     PageHook,
@@ -369,8 +371,8 @@ def city_of(full_address: str | None) -> str | None:
 class _Address(BaseModel):
     model_config = ConfigDict(extra="ignore")
     fullAddress: str | None = None  # noqa: N815 - the channel's field names
-    latitude: float | None = None
-    longitude: float | None = None
+    latitude: Float | None = None
+    longitude: Float | None = None
 
 
 class _WbOrder(BaseModel):
@@ -378,18 +380,18 @@ class _WbOrder(BaseModel):
     the history ``Order`` (``/orders``, ``price`` only)."""
 
     model_config = ConfigDict(extra="ignore")
-    id: int
+    id: Int
     rid: str | None = None
     article: str = Field(min_length=1)
-    chrtId: int  # noqa: N815
+    chrtId: Int  # noqa: N815
     #: what the buyer pays, after every discount (``OrderNew`` only)
-    finalPrice: int | None = Field(None, ge=0)  # noqa: N815
+    finalPrice: Int | None = Field(None, ge=0)  # noqa: N815
     #: after every discount except the WB Wallet one (both shapes)
-    price: int | None = Field(None, ge=0)
-    currencyCode: int = 643  # noqa: N815
+    price: Int | None = Field(None, ge=0)
+    currencyCode: Int = 643  # noqa: N815
     createdAt: AwareDatetime  # noqa: N815
     address: _Address | None = None
-    warehouseId: int | None = None  # noqa: N815
+    warehouseId: Int | None = None  # noqa: N815
 
 
 def map_order(payload: dict, ctx: MappingContext) -> Mapped:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import psycopg
@@ -52,7 +52,7 @@ def clickhouse_health(url: str | None) -> ServiceHealth:
         return ServiceHealth("ClickHouse", False, "-", error="OMS_CLICKHOUSE_URL is not set")
     t0 = time.perf_counter()
     p = urlsplit(url)
-    auth = (p.username, p.password or "") if p.username else None
+    auth = (unquote(p.username), unquote(p.password or "")) if p.username else None
     base = f"{p.scheme}://{p.hostname}:{p.port or 8123}"
     try:
         resp = httpx.get(base + "/", params={"query": "SELECT version()"}, auth=auth, timeout=3)

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     simulators_manifest: Path | None = Field(None, validation_alias="OMS_SIMULATORS_MANIFEST")
     demo_rate: float = Field(3.0, gt=0, le=10_000, validation_alias="OMS_DEMO_RATE")
     demo_seed: int = Field(42, validation_alias="OMS_DEMO_SEED")
-    demo_transit_scale: float = Field(1 / 240, gt=0, le=1, validation_alias="OMS_DEMO_TRANSIT_SCALE")
+    demo_transit_scale: float = Field(1 / 1440, gt=0, le=1, validation_alias="OMS_DEMO_TRANSIT_SCALE")
     #: demand over the clock in the demo: the same at every hour (a newcomer at 05:15 sees as much as one at
     #: 20:15), or the Moscow day's curve with shops open 10–22 (simulators.generator.PROFILES)
     demo_profile: Literal["steady", "daily"] = Field("steady", validation_alias="OMS_DEMO_PROFILE")

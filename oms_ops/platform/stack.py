@@ -2,8 +2,13 @@
 
 Embedded defaults are used unless OMS_DATABASE_URL / OMS_CLICKHOUSE_URL point at real servers. Every
 process is started detached (own session, logs under ``$OMS_HOME/logs``) and recorded in
-``$OMS_HOME/run/stack.json`` so that ``oms status`` and ``oms down`` work from any other shell, and a
-second ``oms up`` finds the running stack instead of starting another one.
+``$OMS_HOME/run/stack.json`` (mode 0600: its URLs carry credentials) so that ``oms status`` and ``oms down``
+work from any other shell, and a second ``oms up`` finds the running stack instead of starting another one.
+
+The embedded servers and the simulators take credentials generated into ``$OMS_HOME/secrets``
+(:mod:`oms_ops.platform.credentials`): each service gets URLs with the login it needs — the OMS the owner
+(Postgres superuser, ClickHouse writer of the analytics databases), the dashboards their least-privilege
+Postgres login and a read-only ClickHouse user.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,7 +31,9 @@ import psycopg
 from psycopg import sql
 
 from oms_ops.business_config import BusinessConfigError, load_business_config
+from oms_ops.platform import credentials
 from oms_ops.platform.clickhouse.supervisor import start_clickhouse_process
+from oms_ops.platform.clickhouse.users import ClickHouseUser
 from oms_ops.platform.migrate import migrate
 from oms_ops.platform.netutil import PORTS_FILE, choose_port, port_in_use, record_port, stable_port
 from oms_ops.platform.postgres import EmbeddedPostgres, ensure_database
@@ -73,10 +80,16 @@ class ServiceInfo:
 
 @dataclass
 class StackState:
+    """What runs, and the URLs (with credentials) the services are given: ``database_url`` and
+    ``clickhouse_url`` are the OMS's own, the ``*dashboard*`` ones the dashboards' (embedded servers only).
+    ``ServiceInfo.url`` is for display and never carries a password."""
+
     services: dict[str, ServiceInfo] = field(default_factory=dict)
     database_url: str | None = None
     clickhouse_url: str | None = None
     started_at: float | None = None
+    dashboard_database_url: str | None = None
+    clickhouse_dashboard_url: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -84,6 +97,8 @@ class StackState:
                 "services": {k: asdict(v) for k, v in self.services.items()},
                 "database_url": self.database_url,
                 "clickhouse_url": self.clickhouse_url,
+                "dashboard_database_url": self.dashboard_database_url,
+                "clickhouse_dashboard_url": self.clickhouse_dashboard_url,
                 "started_at": self.started_at,
             },
             indent=2,
@@ -97,6 +112,8 @@ class StackState:
             database_url=raw.get("database_url"),
             clickhouse_url=raw.get("clickhouse_url"),
             started_at=raw.get("started_at"),
+            dashboard_database_url=raw.get("dashboard_database_url"),
+            clickhouse_dashboard_url=raw.get("clickhouse_dashboard_url"),
         )
 
 
@@ -115,9 +132,13 @@ def read_state(settings: Settings) -> StackState | None:
 
 
 def _write_state(settings: Settings, state: StackState) -> None:
+    """Atomically, mode 0600 in a 0700 directory: the URLs carry the servers' passwords."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.chmod(0o700)
     tmp = _state_path(settings).with_suffix(".tmp")
-    tmp.write_text(state.to_json())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(state.to_json())
     tmp.replace(_state_path(settings))
 
 
@@ -151,28 +172,62 @@ def check_clickhouse(url: str, var: str = "OMS_CLICKHOUSE_URL") -> None:
 
 
 DASHBOARD_LOGIN = "oms_dashboard_app"
+#: the embedded ClickHouse's users: the OMS's writer and the dashboards' reader
+CLICKHOUSE_WRITER = "oms"
+CLICKHOUSE_READER = "oms_dashboard"
+#: the databases the OMS writes on ClickHouse (the analytics' variables and defaults:
+#: oms_ops.analytics.dbt; read here, where the platform cannot import the analytics)
+CLICKHOUSE_DATABASES = {"OMS_CH_DATABASE": "analytics", "OMS_CH_RAW_DATABASE": "oms_raw"}
 
 
-def ensure_dashboard_login(conn: psycopg.Connection) -> None:
-    """On the embedded server (loopback only, trust authentication) the dashboards log in as a member of
-    the least-privilege role ``oms_dashboard`` instead of the superuser. With a real server the operator
+def ensure_dashboard_login(conn: psycopg.Connection, password: str) -> None:
+    """On the embedded server the dashboards log in as a member of the least-privilege role
+    ``oms_dashboard`` instead of the superuser, with their own password (set again at every start, from
+    ``$OMS_HOME/secrets``; sent as a SCRAM verifier, never in clear). With a real server the operator
     creates that login with a password and sets OMS_DASHBOARD_DATABASE_URL (docs/dashboards.md)."""
+    verifier = sql.Literal(credentials.scram_sha256_verifier(password))
+    login = sql.Identifier(DASHBOARD_LOGIN)
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DASHBOARD_LOGIN,)).fetchone()
-    if not exists:
+    if exists:
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(login, verifier))
+    else:
         conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN IN ROLE oms_dashboard").format(sql.Identifier(DASHBOARD_LOGIN))
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE oms_dashboard").format(login, verifier)
         )
 
 
 def dashboard_database_url(settings: Settings, state: StackState) -> str | None:
+    """The dashboards' Postgres URL: ``OMS_DASHBOARD_DATABASE_URL``, else (embedded server) the
+    ``oms_dashboard_app`` login with its password; None with a real server and no such variable."""
     explicit = settings.dashboard_database_url
     if explicit or settings.database_url or not state.database_url:
         return explicit
-    return (
-        urlsplit(state.database_url)
-        ._replace(netloc=f"{DASHBOARD_LOGIN}@" + urlsplit(state.database_url).netloc.split("@")[-1])
-        .geturl()
+    return state.dashboard_database_url or credentials.with_credentials(
+        state.database_url, DASHBOARD_LOGIN, credentials.secret(settings.home, credentials.POSTGRES_DASHBOARD)
     )
+
+
+def clickhouse_writer_databases(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The databases the embedded ClickHouse's writer may write into (``OMS_CH_DATABASE``,
+    ``OMS_CH_RAW_DATABASE``, or their defaults)."""
+    env = os.environ if env is None else env
+    return tuple(dict.fromkeys(env.get(var) or default for var, default in CLICKHOUSE_DATABASES.items()))
+
+
+def clickhouse_users(settings: Settings) -> list[ClickHouseUser]:
+    """The embedded ClickHouse's users, their passwords from ``$OMS_HOME/secrets``."""
+    home = settings.home
+    return [
+        ClickHouseUser(
+            CLICKHOUSE_WRITER,
+            credentials.secret(home, credentials.CLICKHOUSE_WRITER),
+            "writer",
+            clickhouse_writer_databases(),
+        ),
+        ClickHouseUser(
+            CLICKHOUSE_READER, credentials.secret(home, credentials.CLICKHOUSE_DASHBOARD), "reader"
+        ),
+    ]
 
 
 def with_database(url: str, database: str) -> str:
@@ -291,21 +346,29 @@ def start_stores(settings: Settings, state: StackState) -> None:
     else:
         # the port it got first (recorded under OMS_HOME) unless taken; OMS_PG_PORT wins
         ports = settings.run_dir / PORTS_FILE
-        pg = EmbeddedPostgres(settings.pg_data_dir, port=settings.pg_port or stable_port(ports, "postgres"))
+        pg = EmbeddedPostgres(
+            settings.pg_data_dir,
+            port=settings.pg_port or stable_port(ports, "postgres"),
+            password=credentials.secret(settings.home, credentials.POSTGRES_OWNER),
+        )
         try:
             state.database_url = pg.start(("oms", DAGSTER_DB))
-        except RuntimeError as exc:
+        except (RuntimeError, psycopg.Error) as exc:
             raise StackError(f"embedded Postgres: {exc}") from None
         if not settings.pg_port and (note := record_port(ports, "postgres", pg.running_port() or 0)):
             print(f"note: {note}", file=sys.stderr)
         state.services["postgres"] = ServiceInfo(
-            "postgres", state.database_url, pg.pid(), True, str(pg.log_path)
+            "postgres", redact(state.database_url), pg.pid(), True, str(pg.log_path)
         )
     _write_state(settings, state)
     with psycopg.connect(state.database_url, autocommit=True) as conn:
         migrate(conn)
         if not settings.database_url:
-            ensure_dashboard_login(conn)
+            password = credentials.secret(settings.home, credentials.POSTGRES_DASHBOARD)
+            ensure_dashboard_login(conn, password)
+            state.dashboard_database_url = credentials.with_credentials(
+                state.database_url, DASHBOARD_LOGIN, password
+            )
     if settings.database_url and not settings.dagster_database_url:
         try:
             ensure_database(settings.database_url, DAGSTER_DB)
@@ -328,13 +391,18 @@ def start_stores(settings: Settings, state: StackState) -> None:
         ports = settings.run_dir / PORTS_FILE
         port = settings.clickhouse_port or stable_port(ports, "clickhouse") or None
         try:
-            ch = start_clickhouse_process(settings.clickhouse_data_dir, port=port, log_path=log)
+            ch = start_clickhouse_process(
+                settings.clickhouse_data_dir, port=port, log_path=log, users=clickhouse_users(settings)
+            )
         except RuntimeError as exc:
             raise StackError(f"embedded ClickHouse: {exc}") from None
         if not settings.clickhouse_port and (note := record_port(ports, "clickhouse", ch.port)):
             print(f"note: {note}", file=sys.stderr)
-        state.clickhouse_url = ch.url
-        state.services["clickhouse"] = ServiceInfo("clickhouse", ch.url, ch.pid, True, str(log))
+        state.clickhouse_url = ch.url_for(CLICKHOUSE_WRITER)
+        state.clickhouse_dashboard_url = ch.url_for(CLICKHOUSE_READER)
+        state.services["clickhouse"] = ServiceInfo(
+            "clickhouse", redact(state.clickhouse_url), ch.pid, True, str(log)
+        )
     _write_state(settings, state)
 
 
@@ -353,7 +421,7 @@ def demo_stream_settings(settings: Settings) -> dict[str, str]:
         "rate": str(settings.demo_rate),
         # … at the same pace at every hour (steady) unless OMS_DEMO_PROFILE=daily …
         "profile": settings.demo_profile,
-        # … while the carrier compresses transit (1/240: a day in the network takes six minutes)
+        # … while the carrier compresses transit (1/1440: a day in the network takes a minute)
         "transit_scale": str(scale),
         # per simulator: returned parcels travel to the warehouse, and customers ask for returns, on the same
         # compressed time as the carrier; the shops' tills drop their sales every few minutes
@@ -372,13 +440,23 @@ def demo_stream_settings(settings: Settings) -> dict[str, str]:
 SeedHook = Callable[[str | None, Path], None]
 #: called once the stores are up and migrated (e.g. to build the live operational views)
 StoresHook = Callable[[StackState], None]
+#: each outside system's secret credential fields (``oms_ops.services.clients.SECRETS``): what the demo
+#: generates for the simulators
+SimulatorSecrets = Mapping[str, Iterable[str]]
 
 
 def start_outside_world(
-    settings: Settings, state: StackState, services: Iterable[str], *, seed: SeedHook | None = None
+    settings: Settings,
+    state: StackState,
+    services: Iterable[str],
+    *,
+    seed: SeedHook | None = None,
+    simulator_secrets: SimulatorSecrets | None = None,
 ) -> None:
     """The simulators (marketplaces, web store, POS, WMS, CDEK) and the webhook receiver, then ``seed`` the
-    OMS's catalog, channel listings and initial stock from them so the first scheduled ingest finds work."""
+    OMS's catalog, channel listings and initial stock from them so the first scheduled ingest finds work.
+    ``simulator_secrets``: the secret fields the simulators get generated values for (none: their
+    built-in test credentials)."""
     services = set(services)
     if not services & {"simulators", "webhooks"}:
         return
@@ -388,11 +466,16 @@ def start_outside_world(
     if "simulators" in services:
         demo = demo_stream_settings(settings)
         manifest.unlink(missing_ok=True)
+        # the simulators' credentials and the web store's webhook secret: generated into $OMS_HOME (never a
+        # default that ships with the code), handed over as a file (a command line is visible to every user)
         args = [
             sys.executable, "-m", "simulators",
             "--seed", demo["seed"], "--rate", demo["rate"], "--profile", demo["profile"], "--speed", "1",
             "--state-dir", str(manifest.parent), "--options", demo["options"],
         ]  # fmt: skip
+        if simulator_secrets is not None:
+            credentials.simulator_credentials(settings.home, simulator_secrets)
+            args += ["--credentials", f"@{credentials.secrets_dir(settings.home) / credentials.SIMULATORS}"]
         if "webhooks" in services:
             args += ["--webhook-url", f"http://127.0.0.1:{webhook_port}/webhooks/shopify"]
         proc = _spawn("simulators", args, settings, env)
@@ -581,6 +664,10 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
         state.services["dagster-daemon"] = ServiceInfo("dagster-daemon", None, proc.pid, True, str(log))
         _write_state(settings, state)
     if "streamlit" in services:
+        # the dashboards read ClickHouse as its read-only user (the embedded server's; else the URL given)
+        dashboards_env = dict(env)
+        if state.clickhouse_dashboard_url:
+            dashboards_env["OMS_CLICKHOUSE_URL"] = state.clickhouse_dashboard_url
         port = choose_port(settings.streamlit_port)
         proc = _spawn(
             "streamlit",
@@ -594,7 +681,7 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
                 "--browser.gatherUsageStats=false",
             ],
             settings,
-            env,
+            dashboards_env,
         )
         url = f"http://127.0.0.1:{port}"
         log = settings.log_dir / "streamlit.log"
@@ -617,10 +704,12 @@ def up(
     *,
     after_stores: StoresHook | None = None,
     seed: SeedHook | None = None,
+    simulator_secrets: SimulatorSecrets | None = None,
 ) -> tuple[StackState, bool]:
     """Start the stack. Returns (state, already_running). A running stack is reported, not duplicated.
     ``after_stores`` runs once Postgres and ClickHouse are up and migrated; ``seed`` once the simulated
-    world is up (the entry point passes the OMS's own steps, keeping this module below them)."""
+    world is up; ``simulator_secrets`` names the simulators' secret fields to generate (the entry point
+    passes the OMS's own steps and declarations, keeping this module below them)."""
     services = tuple(services)
     unknown = set(services) - KNOWN_SERVICES
     if unknown:
@@ -636,7 +725,7 @@ def up(
         start_stores(settings, state)
         if after_stores is not None:
             after_stores(state)
-        start_outside_world(settings, state, services, seed=seed)
+        start_outside_world(settings, state, services, seed=seed, simulator_secrets=simulator_secrets)
         start_worker(settings, state, services)
         start_apps(settings, state, services)
     except BaseException:
@@ -696,6 +785,27 @@ def down(settings: Settings) -> list[str]:
         raise StackError("could not stop " + "; ".join(failures))
     _state_path(settings).unlink(missing_ok=True)
     return stopped
+
+
+def secrets_report(settings: Settings) -> list[tuple[str, str]]:
+    """(what, value) for ``oms status --secrets``: each secret file of ``$OMS_HOME/secrets`` (path and
+    content), then the URLs with credentials the running stack hands out."""
+    rows: list[tuple[str, str]] = []
+    for name, path in credentials.stored_secrets(settings.home).items():
+        value = path.read_text(encoding="utf-8").strip()
+        if name.endswith(".json"):
+            value = json.dumps(json.loads(value), separators=(",", ":"))
+        rows.append((name, f"{value}  ({path})"))
+    state = read_state(settings)
+    if state is not None:
+        urls = {
+            "OMS_DATABASE_URL": state.database_url,
+            "OMS_DASHBOARD_DATABASE_URL": dashboard_database_url(settings, state),
+            "OMS_CLICKHOUSE_URL": state.clickhouse_url,
+            "OMS_CLICKHOUSE_URL (dashboards)": state.clickhouse_dashboard_url,
+        }
+        rows += [(name, url) for name, url in urls.items() if url]
+    return rows
 
 
 def status(settings: Settings) -> list[tuple[str, str, str]]:

@@ -21,18 +21,32 @@ class PushAllResult:
     errors: list[str] = field(default_factory=list)
 
     @property
+    def next_due_s(self) -> float | None:
+        """Seconds until the first held-back value of any channel may go (None: nothing waits)."""
+        due = [r.next_due_s for r in self.results.values() if r.next_due_s is not None]
+        return min(due) if due else None
+
+    @property
     def metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {code: r.metadata() for code, r in self.results.items()}
         out.update({code: {"skipped": why} for code, why in self.skipped.items()})
         return out
 
 
-def push_all(conn: psycopg.Connection, clients: Clients, *, max_items: int | None = None) -> PushAllResult:
-    """Push the changed ATS values of every channel with a pusher (values from the read model).
-    ``max_items`` lowers the per-run cap of channels that take one call per value: the worker pushes often
-    and little (fresh changes first), a scheduled sweep seldom and more."""
+def push_all(
+    conn: psycopg.Connection,
+    clients: Clients,
+    *,
+    max_items: int | None = None,
+    only: str | None = None,
+) -> PushAllResult:
+    """Push the changed ATS values of every channel with a pusher (values from the read model), or of
+    channel ``only``. ``max_items`` lowers the per-run cap of channels that take one call per value: the
+    worker pushes often and little (fresh changes first), a scheduled sweep seldom and more."""
     out = PushAllResult()
     for channel in registry.with_ats():
+        if only is not None and channel.code != only:
+            continue
         try:
             client = clients.get(channel.system)
         except NotConfigured as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from oms_ops.channels import ats, registry
 from oms_ops.channels.ozon import OzonClient
 from oms_ops.channels.webstore import ShopifyClient
@@ -46,20 +48,49 @@ def test_ozon_pushes_at_most_100_pairs_per_request_and_retries_throttled_items_l
     # nothing changed: nothing is sent
     client.batches.clear()
     assert ats.push_ats(conn, registry.channel("ozon"), client).changed == 0 and client.batches == []
-    # a change within 30 s of the last push of that pair: Ozon says TOO_MANY_REQUESTS inside a 200
+    # a change within 30 s of the last push of that pair: Ozon would refuse it, so it waits for the window
     sku = stack.catalog[0].sku
     adjust_stock(conn, "WH-MSK-POD", {sku: 5}, reference="t-1", reason="found", actor="test")
     res = ats.push_ats(conn, registry.channel("ozon"), client)
-    assert res.changed == 1 and res.throttled == 1 and client.batches == [1]
-    assert _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "throttled"
-    # not due yet: not retried
-    assert ats.push_ats(conn, registry.channel("ozon"), client).changed == 0
+    assert res.changed == 0 and res.waiting == 1 and client.batches == []
+    assert 20 < res.next_due_s <= 30  # the worker comes back exactly when the window opens
     # 30 s later (Ozon's clock and ours)
     fake.advance(31)
-    conn.execute("UPDATE connectors.ats_push_state SET next_attempt_at = now() WHERE status = 'throttled'")
+    conn.execute("UPDATE connectors.ats_push_state SET pushed_at = pushed_at - interval '31 seconds'")
     res = ats.push_ats(conn, registry.channel("ozon"), client)
-    assert res.verified == 1 and _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "pushed"
+    assert res.verified == 1 and res.waiting == 0 and client.batches == [1]
+    assert _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "pushed"
     assert stack["ozon"].stocks[(sku, 22142605386000)]["stock"] == desired_qty(conn, business_config, sku)
+
+
+def test_an_ozon_refusal_for_the_pair_window_is_retried_when_the_window_opens(world, business_config, policy):
+    """Another process pushed the pair moments ago (our state does not know): Ozon answers TOO_MANY_REQUESTS
+    inside a 200, the value is retried no later than 30 s after our last accepted push."""
+    fake = FakeTime()
+    conn, stack, settings = world(only=["ozon", "wms"], n_skus=5, protocol_time=fake)
+    client = RecordingOzon.from_endpoint(settings.endpoint("ozon"), policy=policy, rate=None)
+    blind = dataclasses.replace(
+        registry.channel("ozon"), ats=dataclasses.replace(registry.channel("ozon").ats, key_interval_s=None)
+    )
+    ats.push_ats(conn, blind, client)
+    sku = stack.catalog[0].sku
+    adjust_stock(conn, "WH-MSK-POD", {sku: 5}, reference="t-1", reason="found", actor="test")
+    res = ats.push_ats(conn, blind, client)
+    assert res.changed == 1 and res.throttled == 1
+    assert _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "throttled"
+    retry_in = conn.execute(
+        """SELECT extract(epoch FROM next_attempt_at - pushed_at) FROM connectors.ats_push_state
+           WHERE location_code = 'WH-MSK-POD' AND sku = %s""",
+        (sku,),
+    ).fetchone()[0]
+    assert 0 < retry_in <= 30.5
+    # not due yet: held back, with the time it is due
+    res = ats.push_ats(conn, blind, client)
+    assert res.changed == 0 and res.waiting == 1 and res.next_due_s <= 30
+    fake.advance(31)
+    conn.execute("UPDATE connectors.ats_push_state SET next_attempt_at = now() WHERE status = 'throttled'")
+    res = ats.push_ats(conn, blind, client)
+    assert res.verified == 1 and _state(conn, "ozon")[("WH-MSK-POD", sku)][1] == "pushed"
 
 
 def desired_qty(conn, config, sku):

@@ -14,6 +14,7 @@ class-level sessions and limiters are reset before and shut down after, so no st
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import json
 import types
@@ -290,7 +291,10 @@ def test_ozonapi_client_against_the_simulator(ozon_stack):
 
     _reset_package_state()
     try:
-        asyncio.run(run())
+        # A thread of its own: Playwright's sync API (browser tests in the same session) keeps an event loop
+        # running in the main thread, and asyncio.run refuses to start inside one.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, run()).result()
     finally:
         raw.close()
         _reset_package_state()

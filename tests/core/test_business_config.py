@@ -73,7 +73,9 @@ def test_every_problem_is_reported_with_its_path():
         d["locations"][2]["kind"] = "depot"
         d["carriers"][0]["tariffs"][0]["rates"]["1"] = [100, 200]
         d["routing_rules"][1]["sort_by"] = ["cost/50", "speed"]
-        d["routing_rules"][2]["split"] = {"policy": "above_order_value"}
+        d["routing_rules"][2]["split"] = {"policy": "min_shipment_value"}
+        d["routing_rules"][3]["split"] = {"policy": "above_order_value", "threshold": 15000}
+        d["routing_rules"][4]["strategy"] = "cheapest"
 
     msg = broken(edit)
     for expected in (
@@ -81,7 +83,10 @@ def test_every_problem_is_reported_with_its_path():
         "locations[2].kind:",
         "carriers[0].tariffs[0]: rates[1] has 2 values for 9 weight bands",
         "routing_rules[1].sort_by[1].key:",
-        "routing_rules[2].split: policy above_order_value needs a threshold",
+        "routing_rules[2].split: policy min_shipment_value needs a threshold",
+        # the order-total threshold became a per-shipment minimum: the old name is refused, not reread
+        "routing_rules[3].split: policy 'above_order_value' was replaced by 'min_shipment_value'",
+        "routing_rules[4].strategy:",
     ):
         assert expected in msg
 

@@ -79,8 +79,9 @@ def test_release_quantities_reports_every_problem_and_changes_nothing(conn1):
     ledger_before = conn.execute("SELECT count(*) FROM oms.inventory_ledger").fetchone()[0]
     with pytest.raises(ValidationFailed) as exc:
         release(conn, reservation_qty=[(a, 3), (b, 1), (closed, 1), (999999, 1)], reason="x")
+    line_a = f.line_ids(conn, oid)[0]
     assert exc.value.problems == [
-        f"reservation {a}: release 3, only 2 reserved",
+        f"reservation {a}, order {oid} line {line_a} (SKU-1) at WH-MSK: release 3, only 2 reserved",
         f"reservation {closed}: is released, not active",
         "reservation 999999: not found",
     ]

@@ -159,14 +159,18 @@ def order(
     pickup=None,
     placed_at=NOW,
     weight=500,
+    prices=None,
     **kw,
 ) -> OrderDemand:
+    prices = prices or {}
     return OrderDemand(
         order_id=order_id,
         channel=channel,
         delivery_method=method,
         placed_at=placed_at,
-        lines=tuple(LineDemand(next(_line_ids), sku, qty, weight) for sku, qty in lines),
+        lines=tuple(
+            LineDemand(next(_line_ids), sku, qty, weight, prices.get(sku, 100.0)) for sku, qty in lines
+        ),
         order_value=value,
         pickup_location=pickup,
         region=region,
@@ -332,13 +336,18 @@ def test_split_allowed_still_prefers_one_location_that_has_everything():
     assert locations(plan_one(cfg, order(lines=[("X", 1), ("Y", 1)]), free)) == ["WH-C"]
 
 
-def test_split_above_order_value_threshold():
-    cfg = config([rule(split={"policy": "above_order_value", "threshold": 10000})])
-    two_lines = [("X", 1), ("Y", 1)]
-    below = plan_one(cfg, order(lines=two_lines, value=9999.99), FREE_SPLIT)
-    at = plan_one(cfg, order(lines=two_lines, value=10000), FREE_SPLIT)
-    assert (below.outcome, below.split_allowed) == ("backordered", False)
-    assert (at.outcome, at.split_allowed) == ("allocated", True) and len(at.shipments) == 2
+def test_split_min_shipment_value_applies_to_every_shipment():
+    cfg = config([rule(split={"policy": "min_shipment_value", "threshold": 5000})])
+    # 2 × 3000 + 1 × 4999: the Y parcel would be worth 4999 < 5000, although the order is worth 10 999
+    below = plan_one(cfg, order(lines=[("X", 2), ("Y", 1)], prices={"X": 3000, "Y": 4999}), FREE_SPLIT)
+    at = plan_one(cfg, order(lines=[("X", 2), ("Y", 1)], prices={"X": 3000, "Y": 5000}), FREE_SPLIT)
+    assert (below.outcome, below.split_allowed) == ("backordered", True) and below.short == ()
+    assert "worth less than 5000 RUB" in below.reason
+    assert at.outcome == "allocated" and len(at.shipments) == 2
+    # under 2 × threshold no split can qualify: splitting is not even considered
+    small = plan_one(cfg, order(lines=[("X", 1), ("Y", 1)], prices={"X": 3000, "Y": 3000}), FREE_SPLIT)
+    assert (small.outcome, small.split_allowed) == ("backordered", False)
+    assert "may not be split" in small.reason
 
 
 def test_a_line_may_be_split_across_locations_when_allowed():

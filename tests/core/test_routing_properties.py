@@ -41,12 +41,12 @@ split_policies = st.one_of(
     st.just({"policy": "never"}),
     st.builds(
         lambda t, p, partial: {
-            "policy": "above_order_value",
+            "policy": "min_shipment_value",
             "threshold": t,
             "penalty": p,
             "partial": partial,
         },
-        st.sampled_from([0, 5000, 20000]),
+        st.sampled_from([0, 700, 2000, 20000]),
         st.sampled_from([0, 300, 5000]),
         st.booleans(),
     ),
@@ -63,6 +63,7 @@ def configs(draw):
     data = copy.deepcopy(SAMPLE)
     for rule in data["routing_rules"]:
         rule["split"] = draw(split_policies)
+        rule["strategy"] = draw(st.sampled_from(["fewest_shipments", "rank", "most_stock"]))
     return parse_business_config(data)
 
 
@@ -71,6 +72,8 @@ def orders(draw):
     n = draw(st.integers(1, 8))
     out = []
     line_id = 1
+    # one price per SKU (the per-shipment minimum values a SKU at its average line price)
+    prices = {sku: draw(st.sampled_from([90.0, 400.0, 1500.0, 9000.0])) for sku in SKUS}
     for order_id in range(1, n + 1):
         method = draw(st.sampled_from(["courier", "courier", "store_pickup", "pickup_point"]))
         pickup = None
@@ -80,7 +83,8 @@ def orders(draw):
             pickup = draw(st.sampled_from(POINTS))
         lines = []
         for _ in range(draw(st.integers(1, 4))):
-            lines.append(LineDemand(line_id, draw(st.sampled_from(SKUS)), draw(st.integers(1, 5)), 700))
+            sku = draw(st.sampled_from(SKUS))
+            lines.append(LineDemand(line_id, sku, draw(st.integers(1, 5)), 700, prices[sku]))
             line_id += 1
         existing = draw(st.sampled_from([frozenset(), frozenset({"WH-KZN"})]))
         out.append(
@@ -136,9 +140,18 @@ def test_plans_never_exceed_free_stock_and_respect_split_policies(cfg, batch, fr
         else:
             assert p.outcome == "partially_allocated"
             assert not complete and (p.shipments or o.existing_locations)
-        # 4. split policy: one location unless allowed; all-or-nothing unless partial is allowed
+        # 4. split policy: one location unless allowed; all-or-nothing unless partial is allowed; with a
+        # per-shipment minimum every new shipment of a split and the waiting rest are worth at least it
         policy = rules[p.rule].split
-        assert p.split_allowed == policy.allows_split(o.order_value)
+        price = {line.line_id: line.unit_price for line in o.lines}
+        value = sum(line.qty * line.unit_price for line in o.lines)
+        assert p.split_allowed == policy.allows_split(value, holding=bool(o.existing_locations))
+        new = [s for s in p.shipments if s.location not in o.existing_locations]
+        if policy.min_shipment_value and (len(new) >= 2 or (new and not complete)):
+            assert all(sum(q * price[i] for i, _, q in s.lines) >= policy.threshold - 1e-6 for s in new)
+        if policy.min_shipment_value and p.shipments and not complete:
+            rest = sum((wanted[i] - per_line.get(i, 0)) * price[i] for i in wanted)
+            assert rest >= policy.threshold - 1e-6
         if not p.split_allowed:
             assert len(p.shipments) <= 1
         if not (p.split_allowed and policy.partial):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from oms_ops.platform.clickhouse.lifecycle import serve
 from oms_ops.platform.clickhouse.protocol import DEFAULT_HOST, DEFAULT_PORT, truthy
+from oms_ops.platform.clickhouse.users import read_users_file
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="port (default 8123; 0 picks a free one)"
     )
+    parser.add_argument(
+        "--users-file",
+        type=Path,
+        default=os.environ.get("OMS_CLICKHOUSE_USERS_FILE") or None,
+        help="JSON file of the users who may connect (oms_ops.platform.clickhouse.users; "
+        "env OMS_CLICKHOUSE_USERS_FILE); required: the server never runs without credentials",
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
     parser.add_argument("--watch-pid", type=int, help="stop when the process with this pid exits")
     parser.add_argument(
@@ -44,11 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.users_file is None:
+        logger.error("no --users-file: the server does not run without users and passwords")
+        return 1
+    try:
+        users = read_users_file(args.users_file)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 1
     try:
         clean = serve(
             args.data_dir,
             args.host,
             args.port,
+            users=users,
             port_file=args.port_file,
             watch_pid=args.watch_pid,
             compress_loopback=args.compress_loopback,

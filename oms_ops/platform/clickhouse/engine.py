@@ -11,19 +11,24 @@ numpy and pyarrow — never burdens the processes that merely start, ping or sto
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from chdb import _chdb
 
+from oms_ops.platform.clickhouse.access import HANDLE_SETTINGS, READER_SETTINGS
 from oms_ops.platform.clickhouse.protocol import (
+    ENGINE_ERRORS,
     ERR_SESSION_LOCKED,
     ERR_SESSION_NOT_FOUND,
     ERR_SHUTDOWN,
     ClickHouseError,
 )
 from oms_ops.platform.clickhouse.sessions import SESSION_LOCK_WAIT_S, Session
+from oms_ops.platform.clickhouse.sql import quote_literal
 
 
 class Engine:
@@ -48,15 +53,27 @@ class Engine:
         # reports it on by default, so clients (which only send it when it is off) rely on the server default.
         setting = self._anchor.query("SELECT getSetting('enable_http_compression')", "TabSeparated")
         self.http_compression_default = setting.bytes().strip() in (b"1", b"true")
+        # what this chdb can reach outside its data directory with: the access checks refuse all but a few
+        self.table_functions = self._names("SELECT name FROM system.table_functions")
+        self.engines = self._names(
+            "SELECT name FROM system.table_engines UNION ALL SELECT name FROM system.database_engines"
+        )
         self._sessions: dict[str, Session] = {}
         self._sessions_lock = threading.Lock()
         self._closed = False
 
-    def connect(self):
-        """A new chdb handle on the shared engine, with its own settings/current-database state."""
+    def _names(self, sql: str) -> list[str]:
+        return self._anchor.query(sql, "TabSeparated").bytes().decode().split()
+
+    def connect(self, *, readonly: bool = False):
+        """A new chdb handle on the shared engine, with its own settings/current-database state.
+
+        chdb applies connection-string parameters to the handle: every handle refuses to evaluate
+        expressions in Values data, and a reader's handle is ``readonly=2`` (it cannot write, nor change
+        ``readonly``), so chdb itself enforces what :mod:`.access` checks."""
         if self._closed:  # connecting after close would quietly start a second engine instance
             raise ClickHouseError.of(ERR_SHUTDOWN, "Server is shutting down")
-        return _chdb.connect(self.path)
+        return _chdb.connect(f"{self.path}?{urlencode(READER_SETTINGS if readonly else HANDLE_SETTINGS)}")
 
     def classify(self, handle, sql: str) -> tuple[int, int]:
         """(query class, statement count) from chdb's parser; class 4 (UNKNOWN) when the SQL does not parse."""
@@ -66,19 +83,47 @@ class Engine:
             return 4, 1
         return int(info["query_class"]), int(info["statement_count"])
 
+    @staticmethod
+    def writes(handle, sql: str, database: str) -> tuple[int, bool]:
+        """(query class, whether ``sql`` writes only into ``database``) from chdb's parser; unqualified names
+        resolve through the handle's current database."""
+        try:
+            info = handle.classify_query(sql, database)
+        except Exception:  # noqa: BLE001 - unparseable: class UNKNOWN, which writes nothing
+            return 4, False
+        return int(info["query_class"]), bool(info["writes_only_target_database"])
+
+    @staticmethod
+    def canonical(handle, sql: str) -> str:
+        """``sql`` as chdb's formatter writes it (comments dropped, escapes decoded, keywords upper-case);
+        a statement chdb cannot parse raises its error, without the formatter call around it."""
+        try:
+            result = handle.query(f"SELECT formatQuerySingleLine({quote_literal(sql)})", "TSVRaw")
+        except ENGINE_ERRORS as exc:
+            err = ClickHouseError.from_engine(exc)
+            message = re.sub(
+                r":? In scope SELECT formatQuerySingleLine\(.*\)\.?", "", err.message, flags=re.S
+            )
+            raise ClickHouseError(err.code, err.name, message, formatted=message) from None
+        return result.bytes().decode("utf-8", errors="replace")
+
     # -- sessions ------------------------------------------------------------------------------------------
 
-    def acquire_session(self, session_id: str, timeout: float, must_exist: bool) -> Session:
-        """Return the session locked for this request, creating it unless ``session_check`` demands it exists."""
+    def acquire_session(
+        self, session_id: str, timeout: float, must_exist: bool, *, user: str = "", readonly: bool = False
+    ) -> Session:
+        """Return the session locked for this request, creating it unless ``session_check`` demands it exists.
+        Sessions belong to a user: the same id sent by another user is another session."""
+        key = f"{user}\x00{session_id}" if user else session_id
         with self._sessions_lock:
             if self._closed:
                 raise ClickHouseError.of(ERR_SHUTDOWN, "Server is shutting down")
-            session = self._sessions.get(session_id)
+            session = self._sessions.get(key)
             if session is None:
                 if must_exist:
                     raise ClickHouseError.of(ERR_SESSION_NOT_FOUND, f"Session {session_id} not found")
-                session = Session(session_id, self.connect())
-                self._sessions[session_id] = session
+                session = Session(key, self.connect(readonly=readonly))
+                self._sessions[key] = session
             # a client (dbt) may send its next query before the previous response's final bytes were
             # written and the lock released: keep the session from being reaped and wait a moment
             session.expires_at = float("inf")

@@ -15,9 +15,11 @@ import signal
 import threading
 from pathlib import Path
 
+from oms_ops.platform.clickhouse.access import AccessControl
 from oms_ops.platform.clickhouse.engine import Engine
 from oms_ops.platform.clickhouse.protocol import DEFAULT_HOST, DEFAULT_PORT
 from oms_ops.platform.clickhouse.server import ClickHouseHTTPServer
+from oms_ops.platform.clickhouse.users import StoredUser
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     *,
+    users: dict[str, StoredUser],
     port_file: Path | None = None,
     watch_pid: int | None = None,
     compress_loopback: bool = False,
@@ -83,7 +86,8 @@ def serve(
 
     With ``watch_pid`` the server also stops when that process is gone, so a test run that is killed hard
     does not leave an orphaned server behind. ``compress_loopback`` compresses responses to clients on this
-    host too (by default only remote clients get compressed responses).
+    host too (by default only remote clients get compressed responses). ``users``: who may connect, and
+    with which role (:mod:`.users`, :mod:`.access`).
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,8 @@ def serve(
     clean = True
     try:
         engine = Engine(data_dir)
-        server = ClickHouseHTTPServer((host, port), engine, compress_loopback=compress_loopback)
+        access = AccessControl(users, table_functions=engine.table_functions, engines=engine.engines)
+        server = ClickHouseHTTPServer((host, port), engine, access, compress_loopback=compress_loopback)
         bound_port = server.server_address[1]
         logger.info(
             "ClickHouse %s (chdb) serving %s on http://%s:%d", engine.version, engine.path, host, bound_port

@@ -11,8 +11,10 @@
   formats (JSON, Arrow, Parquet, ``*WithNames``) are produced in one piece, because chdb encodes every streamed
   block as a complete document in those formats.
 * Errors come back as HTTP 500 with ClickHouse's ``Code: N. DB::Exception: ...`` text and the
-  ``X-ClickHouse-Exception-Code`` header; an error in the middle of a streamed result is written as ClickHouse
-  (v25.11+) does, an ``__exception__`` block framed by the ``X-ClickHouse-Exception-Tag``.
+  ``X-ClickHouse-Exception-Code`` header (401 for failed authentication, 403 for refused access, as ClickHouse
+  answers them); an error in the middle of a streamed result is written as ClickHouse (v25.11+) does, an
+  ``__exception__`` block framed by the ``X-ClickHouse-Exception-Tag``.
+* Every query needs credentials, and what each user may run is checked before chdb sees it (:mod:`.access`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from oms_ops.platform.clickhouse.access import AccessControl
 from oms_ops.platform.clickhouse.engine import Engine
 from oms_ops.platform.clickhouse.formats import (
     STREAMABLE_FORMATS,
@@ -66,6 +69,7 @@ from oms_ops.platform.clickhouse.sql import (
     first_keyword,
 )
 from oms_ops.platform.clickhouse.transfer import BodyReader, Decoder, Encoder, choose_encoding
+from oms_ops.platform.clickhouse.users import StoredUser
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ COALESCE_BYTES = 1024 * 1024
 
 # Statements chdb can stream (send_query rejects DESCRIBE, SHOW, EXISTS, ... which are small anyway).
 _STREAMABLE_STARTS = frozenset({"SELECT", "WITH", ""})
+#: HTTP status of an error by its ClickHouse code, where ClickHouse's HTTP handler answers other than 500
+_HTTP_STATUS = {516: 401, 497: 403, 164: 403}
 
 
 def _is_loopback(host: str) -> bool:
@@ -94,8 +100,16 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], engine: Engine, *, compress_loopback: bool = False):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        engine: Engine,
+        access: AccessControl,
+        *,
+        compress_loopback: bool = False,
+    ):
         self.engine = engine
+        self.access = access
         # Responses to a client on this host are not compressed unless asked for here: client and server share
         # the CPUs, the bytes never cross a network, and compressing cost ~25% of scan throughput on 2 cores.
         # Identity is always an acceptable Content-Encoding, and clients decode whatever the header says.
@@ -220,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         ]
         if close:
             headers.append(("Connection", "close"))
-        self._write_head(500, headers)
+        self._write_head(_HTTP_STATUS.get(err.code, 500), headers)
         self.wfile.write(body)
 
     # -- the query endpoint ----------------------------------------------------------------------------------
@@ -228,6 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle_query(self, raw_query: str) -> None:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         query_id = params.get("query_id") or str(uuid.uuid4())
+        try:
+            user = self.server.access.authenticate(self.headers, params)
+        except ClickHouseError as err:
+            # the body of a request nobody vouched for is not read: the connection is closed instead
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send_error(err, query_id=query_id, close=True)
+            return
         reader = None
         try:
             reader = BodyReader(
@@ -238,7 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
                 params.update(parse_multipart(reader.read_all(), content_type))
             elif content_type.startswith("application/x-www-form-urlencoded") and "query" not in params:
                 params.update(parse_qsl(reader.read_all().decode("utf-8"), keep_blank_values=True))
-            self._execute(params, query_id, reader)
+            self._execute(params, query_id, reader, user)
         except ClickHouseError as err:
             self._fail(err, query_id, reader)
         except (ConnectionError, TimeoutError, OSError) as exc:
@@ -260,8 +282,10 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self._send_error(err, query_id=query_id, close=close)
 
-    def _execute(self, params: dict[str, str], query_id: str, reader: BodyReader) -> None:
+    def _execute(self, params: dict[str, str], query_id: str, reader: BodyReader, user: StoredUser) -> None:
         engine = self.server.engine
+        access = self.server.access
+        readonly = user.role == "reader"
         if truthy(params.get("compress")) or truthy(params.get("decompress")):
             raise ClickHouseError.of(
                 ERR_NOT_IMPLEMENTED,
@@ -277,6 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in params.items()
             if k not in TRANSPORT_PARAMS and k not in HTTP_ONLY_SETTINGS and not k.startswith("param_")
         }
+        access.check_settings(user, settings)
         encoding = None
         compression = params.get("enable_http_compression")
         wanted = truthy(compression) if compression is not None else engine.http_compression_default
@@ -320,23 +345,38 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ClickHouseError.of(
                     ERR_BAD_ARGUMENTS, f"Session timeout must be in (0, {MAX_SESSION_TIMEOUT_S:g}] seconds"
                 )
-            session = engine.acquire_session(session_id, timeout, truthy(params.get("session_check")))
-        state = RequestState(session, engine.connect)
+            session = engine.acquire_session(
+                session_id, timeout, truthy(params.get("session_check")), user=user.name, readonly=readonly
+            )
+        state = RequestState(session, lambda: engine.connect(readonly=readonly))
         try:
             state.use_database(database)
             state.apply_settings(settings)
             base = self._base_headers(query_id)
             if insert is not None:
                 statement = bytes(head[: insert.statement_end]).decode("utf-8")
+                self._authorize(state, user, f"{statement.rstrip()} FORMAT {insert.format}", insert=True)
                 self._run_insert(state, statement, insert, bytes(head[insert.data_start :]), reader, base)
             else:
                 sql = bytes(head).decode("utf-8", errors="replace")
+                self._authorize(state, user, sql)
                 self._run_query(state, sql, default_format, bind, encoding, base)
                 state.after_query(sql)
         finally:
             state.close()
             if session is not None:
                 engine.release_session(session)
+
+    def _authorize(self, state: RequestState, user: StoredUser, sql: str, *, insert: bool = False) -> None:
+        """Refuse what ``user`` may not run (:mod:`.access`), judged by chdb's parser on the request's handle
+        (its settings and current database applied), before anything runs."""
+        handle = state.handle
+        access = self.server.access
+        canonical = lambda text: Engine.canonical(handle, text)  # noqa: E731
+        access.check_statement(user, sql, canonical)
+        access.check_role(
+            user, sql, lambda text, db: Engine.writes(handle, text, db), canonical, insert=insert
+        )
 
     def _run_insert(
         self,

@@ -54,6 +54,10 @@ def _tokens(text: str, start: int = 0) -> Iterator[_Token]:
             yield _Token(kind, match.start(), match.end(), depth)
 
 
+#: the tokenizer, for the access checks (:mod:`.access`), which read chdb's canonical form of a statement
+tokens = _tokens
+
+
 def first_keyword(text: str) -> str:
     """The statement's leading keyword in upper case (``SELECT``, ``INSERT``, ``USE``...), or '' if it has none."""
     for tok in _tokens(text):

@@ -3,6 +3,8 @@
 The service manager (``oms up``), the test fixtures and the benchmarks call :func:`start_clickhouse_process`: it
 launches ``python -m oms_ops.platform.clickhouse`` detached, in its own process group, and returns once the server
 answers ``/ping``. :class:`ClickHouseProcess` stops it again (SIGTERM for a clean chdb shutdown, then SIGKILL).
+The server takes credentials: the caller names its users (:class:`~.users.ClickHouseUser`), or one ``default``
+admin with a random password is made up, and :attr:`ClickHouseProcess.url` carries the first user's credentials.
 This module uses only the standard library, so the callers never load chdb.
 """
 
@@ -12,17 +14,20 @@ import contextlib
 import http.client
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from oms_ops.platform.clickhouse.protocol import DEFAULT_HOST, DEFAULT_PORT
+from oms_ops.platform.clickhouse.users import ClickHouseUser, write_users_file
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +65,8 @@ def wait_for_ping(url: str, timeout: float = 60.0) -> bool:
 
 @dataclass
 class ClickHouseProcess:
-    """A running server process started by :func:`start_clickhouse_process`."""
+    """A running server process started by :func:`start_clickhouse_process`. ``url`` carries the first
+    user's credentials (``http://user:password@127.0.0.1:PORT``), ``base_url`` none."""
 
     url: str
     pid: int
@@ -68,7 +74,16 @@ class ClickHouseProcess:
     host: str
     data_dir: Path
     log_path: Path
+    base_url: str = ""
+    users: tuple[ClickHouseUser, ...] = field(default=(), repr=False)
     _popen: subprocess.Popen | None = field(default=None, repr=False)
+
+    def url_for(self, name: str) -> str:
+        """The server's URL with the credentials of user ``name``."""
+        user = next((u for u in self.users if u.name == name), None)
+        if user is None:
+            raise KeyError(f"no ClickHouse user {name!r} on this server")
+        return credentials_url(self.base_url, user)
 
     def is_running(self) -> bool:
         if self._popen is not None:
@@ -113,6 +128,12 @@ class ClickHouseProcess:
                 self._popen.wait(timeout)
 
 
+def credentials_url(base_url: str, user: ClickHouseUser) -> str:
+    """``base_url`` (``http://host:port``) with ``user``'s name and password as its user-info."""
+    scheme, rest = base_url.split("://", 1)
+    return f"{scheme}://{quote(user.name, safe='')}:{quote(user.password, safe='')}@{rest}"
+
+
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,6 +159,7 @@ def start_clickhouse_process(
     log_path: Path | None = None,
     wait_s: float = 60,
     watch_pid: int | None = None,
+    users: Sequence[ClickHouseUser] | None = None,
 ) -> ClickHouseProcess:
     """Start the server for ``data_dir`` as a detached process (own process group) and wait until it answers.
 
@@ -145,6 +167,8 @@ def start_clickhouse_process(
     race). An explicit port that is already taken raises RuntimeError naming it. The log goes to ``log_path``
     (default: ``<data_dir>/oms_clickhouse_server.log``). ``watch_pid`` (e.g. the test runner's pid) makes the
     server stop by itself once that process is gone; services started by the stack leave it unset.
+    ``users``: who may connect (default: one ``default`` admin with a random password); they reach the server
+    hashed, in a file only this user can read that is removed once the server runs.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,8 +179,10 @@ def start_clickhouse_process(
         )
     log_path = Path(log_path) if log_path else data_dir / DEFAULT_LOG_NAME
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    port_dir = Path(tempfile.mkdtemp(prefix="oms-ch-port-"))
+    users = tuple(users) if users else (ClickHouseUser("default", secrets.token_urlsafe(24), "admin"),)
+    port_dir = Path(tempfile.mkdtemp(prefix="oms-ch-port-"))  # mode 0700
     port_file = port_dir / "port"
+    users_file = write_users_file(port_dir / "users.json", users)
     project_root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, env.get("PYTHONPATH")) if p)
@@ -172,6 +198,8 @@ def start_clickhouse_process(
         str(port if port is not None else 0),
         "--port-file",
         str(port_file),
+        "--users-file",
+        str(users_file),
     ]
     if watch_pid is not None:
         cmd += ["--watch-pid", str(watch_pid)]
@@ -211,17 +239,21 @@ def start_clickhouse_process(
             popen.wait(10)
         raise
     finally:
-        with contextlib.suppress(OSError):
-            port_file.unlink()
+        for path in (port_file, users_file):
+            with contextlib.suppress(OSError):
+                path.unlink()
         with contextlib.suppress(OSError):
             port_dir.rmdir()
     assert bound_port is not None
+    base_url = f"http://{url_host}:{bound_port}"
     return ClickHouseProcess(
-        url=f"http://{url_host}:{bound_port}",
+        url=credentials_url(base_url, users[0]),
         pid=popen.pid,
         port=bound_port,
         host=host,
         data_dir=data_dir,
         log_path=log_path,
+        base_url=base_url,
+        users=users,
         _popen=popen,
     )
