@@ -146,7 +146,8 @@ def test_make_demo_shows_an_orders_whole_life_across_a_restart_and_stops_cleanly
             state_file,
             log_path,
             lambda conn, _s: (
-                conn.execute(
+                "Press Ctrl-C" in log_path.read_text()  # the URLs and logins are printed
+                and conn.execute(
                     "SELECT count(*) FROM oms.orders WHERE shipped_at IS NOT NULL AND delivered_at IS NULL"
                 ).fetchone()[0]
                 > 0
