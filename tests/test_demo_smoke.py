@@ -1,9 +1,9 @@
 """The live demo: `make demo` in the background, stopped with Ctrl-C and started again on the same OMS_HOME;
 across the restart an order lives its whole life (placed, reserved, shipped, delivered, returned, received,
-inspected, refunded), the marts fill, nothing is doubled, and Ctrl-C leaves nothing running.
+inspected, refunded), nothing is doubled, no Dagster run fails for good, and Ctrl-C leaves nothing running.
 
 This is the newcomer's first command, so it is tested as a newcomer runs it: through make, in its own
-OMS_HOME, with free ports. It takes a few minutes (the marts are built by Dagster's schedules/sensors); the
+OMS_HOME, with free ports. It takes a few minutes (`make test` runs it beside the rest of the suite); the
 carrier's transit is compressed further than the demo's default so the whole life fits in them.
 """
 
@@ -16,7 +16,6 @@ import subprocess
 import time
 from datetime import UTC, datetime
 
-import clickhouse_connect
 import psutil
 import psycopg
 import pytest
@@ -25,7 +24,7 @@ from oms_ops.platform.stack import dagster_storage_url
 from oms_ops.services.health import WILL_RETRY_TAG, libpq_url
 from tests.paths import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 DEADLINE_S = 900
 
 
@@ -96,16 +95,6 @@ def _wait(demo, state_file, log_path, done, what: str) -> tuple[dict, list[psuti
     raise AssertionError(f"{what}: not within {DEADLINE_S}s\n{log_path.read_text()[-3000:]}")
 
 
-def _marts(state: dict) -> int:
-    client = clickhouse_connect.get_client(dsn=state["clickhouse_url"])
-    try:
-        if client.command("EXISTS TABLE analytics.fct_orders") != 1:
-            return 0
-        return int(client.command("SELECT count() FROM analytics.fct_orders"))
-    finally:
-        client.close()
-
-
 def _assert_all_stopped(tracked: list[psutil.Process], home: str, log_path) -> None:
     _, alive = psutil.wait_procs(tracked, timeout=30)
     assert not [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -131,7 +120,7 @@ def test_make_demo_shows_an_orders_whole_life_across_a_restart_and_stops_cleanly
         OMS_HOME=home,
         OMS_DAGSTER_PORT="0",
         OMS_STREAMLIT_PORT="0",
-        OMS_DEMO_RATE="20",
+        OMS_DEMO_RATE="10",
         OMS_DEMO_TRANSIT_SCALE=TRANSIT_SCALE,
     )
     log_path = tmp_path / "demo.log"
@@ -168,7 +157,7 @@ def test_make_demo_shows_an_orders_whole_life_across_a_restart_and_stops_cleanly
     first_db = state["database_url"]
 
     # second start on the same OMS_HOME: the same database (same port), the parcels shipped before the restart
-    # are delivered, an order lives its whole life, the marts fill; nothing is doubled
+    # are delivered, an order lives its whole life; nothing is doubled
     second_start = datetime.now(UTC).replace(tzinfo=None)  # Dagster stamps runs in UTC without a zone
     demo, log = _start(env, log_path)
     try:
@@ -178,7 +167,7 @@ def test_make_demo_shows_an_orders_whole_life_across_a_restart_and_stops_cleanly
                 "SELECT count(*) FROM oms.orders WHERE order_id = ANY(%s) AND delivered_at IS NOT NULL",
                 (in_flight,),
             ).fetchone()[0]
-            return delivered > 0 and conn.execute(WHOLE_LIFE).fetchone() is not None and _marts(st) > 0
+            return delivered > 0 and conn.execute(WHOLE_LIFE).fetchone() is not None
 
         state, tracked = _wait(demo, state_file, log_path, done, "whole life after the restart")
         assert state["database_url"] == first_db, "the embedded Postgres kept its port across the restart"
