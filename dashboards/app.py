@@ -29,13 +29,16 @@ PAGES = {
     "health": st.Page(
         "pages/health.py", title="Service health", icon=":material/monitor_heart:", url_path="health"
     ),
+    "backtest": st.Page(
+        "pages/backtest.py", title="Routing backtest", icon=":material/alt_route:", url_path="backtest"
+    ),
 }
 # Section order puts each role's main page first: ops and admins land on Operations, managers on KPIs.
 SECTIONS = {
     "Operations": ["operations"],
     "KPIs": ["kpis"],
     "Orders": ["lookup", "callcentre"],
-    "Platform": ["health"],
+    "Platform": ["health", "backtest"],
 }
 
 

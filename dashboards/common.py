@@ -1,22 +1,26 @@
 """What every dashboard page shares: which roles see which page, the signed-in user, cached connections
-(Postgres pool, ClickHouse client) and small display helpers.
+(Postgres pool, ClickHouse client), the actions (:func:`act`, through the OMS API) and small display helpers.
 
-Connections: the app uses ``OMS_DASHBOARD_DATABASE_URL`` (a login of the least-privilege role
-``oms_dashboard``, migration 0006) and falls back to ``OMS_DATABASE_URL``. ClickHouse: ``OMS_CLICKHOUSE_URL``,
+Connections: the app reads with ``OMS_DASHBOARD_DATABASE_URL`` (a login of the read-only role
+``oms_dashboard``, migrations 0006 and 0016) and falls back to ``OMS_DATABASE_URL``. Actions go to the OMS
+API at ``OMS_API_URL`` with the signed-in user's token (docs/api.md). ClickHouse: ``OMS_CLICKHOUSE_URL``,
 database ``OMS_CH_DATABASE`` (default ``analytics``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import psycopg
 import streamlit as st
 from psycopg_pool import ConnectionPool
@@ -35,6 +39,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "callcentre": frozenset({"ops", "admin"}),
     "kpis": frozenset({"manager", "admin"}),
     "health": frozenset({"ops", "manager", "admin"}),
+    "backtest": frozenset({"admin"}),  # routing what-ifs read every order: admins only
 }
 #: roles that may change orders (actions on the lookup page).
 ACTION_ROLES = frozenset({"ops", "admin"})
@@ -116,7 +121,8 @@ def connection(url: str) -> Iterator[psycopg.Connection]:
 
 
 def pg(fn: Callable[..., T], url: str, *args: Any, **kwargs: Any) -> T:
-    """Run ``fn(conn, *args, **kwargs)`` on a pooled connection (reads and actions alike)."""
+    """Run ``fn(conn, *args, **kwargs)`` on a pooled connection. Reads only: the login may not write
+    (migration 0016); every change goes through :func:`act`."""
     with connection(url) as conn:
         return fn(conn, *args, **kwargs)
 
@@ -171,9 +177,103 @@ def clickhouse_client(url: str, database: str) -> Any:
 
 # -- actions ----------------------------------------------------------------------------------------------------
 
+#: session key of the signed-in user's API token (dashboards.auth obtains it at sign-in)
+API_TOKEN_KEY = "api_token"
+#: how long an action may take before the page gives up waiting (seconds)
+ACTION_TIMEOUT_S = 120
+
+
+class ActionFailed(OmsError):
+    """An action the OMS API refused or could not run; the message is what the page shows."""
+
+    def __init__(self, message: str, *, status: int | None = None, error: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+def api_url() -> str | None:
+    """``OMS_API_URL``: the OMS API that runs the dashboards' actions (docs/api.md)."""
+    return (os.environ.get("OMS_API_URL") or "").rstrip("/") or None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def act(name: str, **args: Any) -> Any:
+    """Run the OMS API's action ``name`` with ``args`` as the signed-in user and return its result.
+
+    The dashboards' database login only reads: every change is an action of the API, which checks the
+    user's token and role and the arguments and runs it under the OMS's own login. A refusal raises
+    :class:`ActionFailed` (an ``OmsError``) with the domain's own message, so pages show it as before; an
+    expired session also signs the user out, to sign in again."""
+    base = api_url()
+    if base is None:
+        raise ActionFailed("Actions are unavailable: OMS_API_URL is not set (the OMS API runs them).")
+    token = st.session_state.get(API_TOKEN_KEY)
+    if not token:
+        raise ActionFailed("Actions are unavailable: no API session — sign out and sign in again.")
+    try:
+        response = httpx.post(
+            f"{base}/v1/actions/{name}",
+            content=json.dumps(args, default=_json_default),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            timeout=ACTION_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        raise ActionFailed(
+            f"The OMS API cannot be reached ({type(exc).__name__}): try again shortly."
+        ) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code == 200 and isinstance(body, dict):
+        return body.get("result")
+    detail = str(body.get("detail") or response.reason_phrase) if isinstance(body, dict) else ""
+    error = body.get("error") if isinstance(body, dict) else None
+    if response.status_code == 401:
+        st.session_state.pop(API_TOKEN_KEY, None)
+        st.session_state.pop("user", None)
+        st.session_state["auth_notice"] = f"Your session ended ({detail}): sign in again."
+        raise ActionFailed(f"Not signed in to the OMS API: {detail}.", status=401, error=error)
+    if response.status_code == 403:
+        raise ActionFailed(f"Not allowed: {detail}.", status=403, error=error)
+    if response.status_code == 400 and error == "invalid_arguments":
+        raise ActionFailed(f"Invalid input: {detail}", status=400, error=error)
+    raise ActionFailed(
+        detail or f"the OMS API answered {response.status_code}", status=response.status_code, error=error
+    )
+
+
+def api_health_figures() -> list[dict[str, Any]]:
+    """The Service health figures as the OMS API computes them on the OMS's own login (``GET
+    /v1/health/figures``): the dashboards hold neither that login nor Dagster's storage URL. Raises
+    :class:`ActionFailed` when there is no API, no session, or the API refuses."""
+    base = api_url()
+    token = st.session_state.get(API_TOKEN_KEY)
+    if base is None or not token:
+        raise ActionFailed("the OMS API is not available to this session")
+    try:
+        response = httpx.get(
+            f"{base}/v1/health/figures", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ActionFailed(f"The OMS API cannot be reached ({type(exc).__name__})") from exc
+    if response.status_code != 200 or not isinstance(body, dict):
+        detail = body.get("detail") if isinstance(body, dict) else None
+        raise ActionFailed(str(detail or f"the OMS API answered {response.status_code}"))
+    return list(body.get("figures") or [])
+
 
 def run_action(flash_key: str, fn: Callable[[], str]) -> None:
-    """Run an action (an ``oms_ops`` call wrapped by the page) and keep its outcome for the next render:
+    """Run an action (an :func:`act` call wrapped by the page) and keep its outcome for the next render:
     success text, or the domain error's message. Caches are cleared and the whole page is rerun, so every
     panel shows the new state: the action buttons live in fragments, and a click in a fragment would
     otherwise rerun only that fragment, leaving the headline figures as they were until their own refresh.

@@ -9,8 +9,9 @@ paper for a location and day (``services.shipping.courier_route_sheet``, a PDF).
 worker plays the courier (``services.shipping.advance_own_courier``); a courier app would call the same two
 use cases.
 
-Every action calls one ``oms_ops.services.shipping`` function as the dashboards' least-privilege role (the
-shipment grants are in migration 0014), shows its outcome and clears the caches, like the other panels.
+Both actions are ``shipping.*`` actions of the OMS API (``dashboards.common.act``: the API calls the
+``oms_ops.services.shipping`` function under the OMS's own login); the route sheet only reads, with the
+dashboards' read-only login. Each shows its outcome and clears the caches, like the other panels.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import streamlit as st
 
 from dashboards.common import (
     READ_TTL_S,
-    actor,
+    act,
     md,
     pg,
     require_database,
@@ -74,7 +75,7 @@ def _hand_over(url: str, user: User, ids: list[int]) -> None:
     def do() -> str:
         if not ids:
             raise ValueError("Choose the parcels the courier takes.")
-        moved = pg(shipping.hand_over, url, ids, actor=actor(user))
+        moved = act("shipping.hand_over", shipment_ids=ids)["moved"]
         return f"{len(moved)} parcel(s) handed to the courier: shipped" if moved else "Already handed over."
 
     run_action(FLASH, do)
@@ -86,7 +87,7 @@ def _delivered(url: str, user: User, ids: list[int]) -> None:
     def do() -> str:
         if not ids:
             raise ValueError("Choose the parcels the courier delivered.")
-        done = pg(shipping.courier_delivered, url, ids, actor=actor(user))
+        done = act("shipping.courier_delivered", shipment_ids=ids)
         parts = []
         if done["delivered"]:
             parts.append(f"{len(done['delivered'])} delivered to the customer")

@@ -4,8 +4,8 @@ onto OMS locations and SKUs, as discovery found them, and where ops correct them
 Discovery (``oms_ops.services.discovery``) reads every channel account's warehouses/locations and listings
 through the channel's own endpoints and maps them by name and article. What it could not map is listed first:
 an unmapped warehouse receives no stock push, an unmatched item sells nothing through the OMS. A mapping set
-here is kept by every later discovery run. The dashboards' role writes no connectors table itself: both actions
-call a SECURITY DEFINER function that checks its arguments (migration 0015).
+here is kept by every later discovery run. Both actions are ``mappings.*`` actions of the OMS API
+(``dashboards.common.act``), which calls the checking functions of migration 0015 under the OMS's own login.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboards.common import READ_TTL_S, actor, pg, require_database, require_role, run_action, show_flash
+from dashboards.common import READ_TTL_S, act, pg, require_database, require_role, run_action, show_flash
 from oms_ops import dashboard_queries as dq
 from oms_ops.services import discovery
 from oms_ops.users import User
@@ -43,11 +43,16 @@ def _oms_locations(url: str) -> list[str]:
 
 
 def _map_location(url: str, user: User, system: str, external_id: str, code: str | None) -> None:
-    run_action(FLASH, lambda: pg(discovery.map_location, url, system, external_id, code, actor(user)))
+    run_action(
+        FLASH,
+        lambda: act("mappings.location", system=system, external_id=external_id, location_code=code)[
+            "message"
+        ],
+    )
 
 
 def _map_listing(url: str, user: User, channel: str, key: str, sku: str | None) -> None:
-    run_action(FLASH, lambda: pg(discovery.map_listing, url, channel, key, sku, actor(user)))
+    run_action(FLASH, lambda: act("mappings.listing", channel_code=channel, key=key, sku=sku)["message"])
 
 
 def mappings_panel() -> None:

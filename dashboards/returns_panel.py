@@ -5,8 +5,9 @@ the ``returns`` pipeline receives and inspects it by itself; this panel is for e
 handed in at a store, a location without WMS, a receipt the connector quarantined — and for refunding.
 Stages: requested → in transit (announced to the warehouse) → received → inspected → (refunded: closed).
 
-Every action calls one ``oms_ops.services.returns`` function as the dashboards' least-privilege role (the
-grants are in migrations 0006 and 0012), shows its outcome and clears the caches, like the other panels.
+Every action is a ``returns.*`` action of the OMS API (``dashboards.common.act``; the API calls the
+``oms_ops.services.returns`` function under the OMS's own login, the dashboards' login only reads), shows its
+outcome and clears the caches, like the other panels.
 Its tables go through ``dashboards.masking`` like every other page (a no-op for the roles that open it today:
 return notes are the customer's words).
 """
@@ -18,7 +19,7 @@ import streamlit as st
 
 from dashboards.common import (
     READ_TTL_S,
-    actor,
+    act,
     md,
     pg,
     require_database,
@@ -59,9 +60,8 @@ def _receive(url: str, user: User, ret: dict, line_ids: list[int]) -> None:
     def do() -> str:
         if not location:
             raise ValueError("Choose where the parcel arrived.")
-        receipt = svc.ReturnReceipt(ret["return_id"], location, received, reference=None)
-        done = pg(svc.receive_returns, url, [receipt], actor=actor(user))
-        if not done:
+        done = act("returns.receive", return_id=ret["return_id"], location_code=location, received=received)
+        if not done["received"]:
             return f"{ret['rma_number']} was already received at {location}"
         return (
             f"{ret['rma_number']}: received at {location} ({sum(received.values())} unit(s)); inspect it next"
@@ -74,15 +74,10 @@ def _inspect(url: str, user: User, ret: dict, line_ids: list[int]) -> None:
     dispositions = {lid: st.session_state.get(f"ret_disp_{lid}") for lid in line_ids}
 
     def do() -> str:
-        res = pg(
-            svc.inspect_returns,
-            url,
-            [svc.ReturnInspection(ret["return_id"], dispositions)],
-            actor=actor(user),
-        )
+        res = act("returns.inspect", return_id=ret["return_id"], dispositions=dispositions)
         written_off = sum(1 for d in dispositions.values() if d == "write_off")
         return (
-            f"{ret['rma_number']}: inspected — {res.units_restocked} unit(s) back in stock at "
+            f"{ret['rma_number']}: inspected — {res['units_restocked']} unit(s) back in stock at "
             f"{ret['location_code']}, {written_off} line(s) written off"
         )
 
@@ -91,8 +86,8 @@ def _inspect(url: str, user: User, ret: dict, line_ids: list[int]) -> None:
 
 def _refund(url: str, user: User, ret: dict) -> None:
     def do() -> str:
-        res = pg(svc.refund_returns, url, [ret["return_id"]], actor=actor(user))
-        refund_id = res.refunds.get(ret["return_id"])
+        res = act("returns.refund", return_ids=[ret["return_id"]])
+        refund_id = res["refunds"].get(str(ret["return_id"]))
         if refund_id is None:
             return f"{ret['rma_number']}: closed without a refund (nothing was received)"
         return f"{ret['rma_number']}: refund #{refund_id} requested and the return closed"
@@ -107,7 +102,7 @@ def _cancel(url: str, user: User, ret: dict) -> None:
         return
 
     def do() -> str:
-        pg(svc.cancel_return, url, ret["return_id"], reason=reason, actor=actor(user))
+        act("returns.cancel", return_id=ret["return_id"], reason=reason)
         return f"{ret['rma_number']}: cancelled; its units can be returned again"
 
     run_action(FLASH, do)

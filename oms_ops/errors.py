@@ -77,3 +77,24 @@ class InsufficientStock(ValidationFailed):
     def __init__(self, shortfalls: Sequence[Shortfall], problems: Sequence[str] | None = None):
         self.shortfalls = list(shortfalls)
         super().__init__(list(problems) if problems is not None else [str(s) for s in self.shortfalls])
+
+
+class ChangeRefused(ValidationFailed):
+    """A change to an accepted order (``oms_ops.changes``) was refused and nothing changed. ``problems``
+    names every line and limit at fault (``order 12 line 2: quantity 20000 is more than
+    limits.max_line_quantity (10000)``); ``order_id`` is the order asked about."""
+
+    def __init__(self, order_id: int, problems: Sequence[str] | str):
+        self.order_id = order_id
+        super().__init__(problems)
+
+
+class AmendmentNotOpen(ValidationFailed):
+    """An order amendment was asked to be accepted or rejected but is no longer open (or does not exist)."""
+
+    def __init__(self, amendment_id: int, state: str | None):
+        self.amendment_id = amendment_id
+        self.state = state
+        super().__init__(
+            f"amendment {amendment_id} not found" if state is None else f"amendment {amendment_id} is {state}"
+        )

@@ -41,7 +41,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from oms_ops.db import run_in_transaction
-from oms_ops.errors import IllegalTransition, NotFound, ValidationFailed
+from oms_ops.errors import IllegalTransition, InsufficientStock, NotFound, Shortfall, ValidationFailed
 from oms_ops.inventory import Movement, apply_movements, lock_stock
 from oms_ops.outbox import enqueue_many
 from oms_ops.quarantine import quarantine_many
@@ -399,16 +399,24 @@ def _record_pick(conn, order_id, location_code, picked, actor, picker, reasons, 
             return PickResult(existing[0], created=False)
         raise ValidationFailed(f"order {order_id}: nothing reserved at {location_code} to pick")
     expected: dict[int, int] = defaultdict(int)
-    for _, line_id, _, qty in res_rows:
+    sku_of: dict[int, str] = {}
+    for _, line_id, sku, qty in res_rows:
         expected[line_id] += qty
+        sku_of[line_id] = sku
     problems = []
+    # a pick above what is reserved names the line's SKU, both quantities and the location (InsufficientStock)
+    over = []
     for line_id, q in sorted(picked.items()):
         if line_id not in expected:
             problems.append(f"line {line_id}: not reserved at {location_code} for order {order_id}")
         elif isinstance(q, bool) or not isinstance(q, int) or q < 0:
             problems.append(f"line {line_id}: picked quantity must be an integer >= 0, got {q!r}")
         elif q > expected[line_id]:
-            problems.append(f"line {line_id}: picked {q} exceeds expected {expected[line_id]}")
+            args = (sku_of[line_id], q, expected[line_id], location_code, line_id, order_id)
+            over.append(Shortfall(*args, action="pick", held="reserved"))
+            problems.append(str(over[-1]))
+    if over:
+        raise InsufficientStock(over, problems)
     if problems:
         raise ValidationFailed(problems)
 
@@ -1176,9 +1184,9 @@ def _plan_pairs(
             qty[line_id] += q
             sku_of[line_id] = sku
         short = [
-            f"line {lid} at {r.location_code}: ship {q}, only {held.get((lid, r.location_code), 0)} reserved"
+            str(Shortfall(sku_of[lid], q, have, r.location_code, lid, r.order_id, "ship", "reserved"))
             for lid, q in sorted(qty.items())
-            if q > held.get((lid, r.location_code), 0)
+            if q > (have := held.get((lid, r.location_code), 0))
         ]
         if short or not qty:
             result.skipped.append((*key, "; ".join(short) or f"nothing picked at {r.location_code} to ship"))

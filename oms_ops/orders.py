@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from oms_ops import fulfillment
+from oms_ops.business_config import order_limit_problems, order_limits
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
 from oms_ops.outbox import dumps, enqueue_many
@@ -429,8 +430,11 @@ def _accept(
     }
     seen: set[tuple[str, str]] = set()
     todo: list[NormalizedOrder | ValidatedOrder] = []
+    limits = order_limits()
     for o in valid:
         problems = []
+        if o.channel_code in limits.by_channel:  # the channel's own quantity limits (business configuration)
+            problems.extend(order_limit_problems(o.channel_code, o.staging_lines(), limits))
         if o.channel_code not in channels:
             problems.append(f"unknown channel {o.channel_code!r}")
         elif not channels[o.channel_code]:

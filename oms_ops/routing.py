@@ -9,9 +9,11 @@ database transaction down to "lock, plan in memory, write in bulk" (Saleor's all
 
 How one order is planned (see docs/allocation.md for the full story):
 
-1. The first routing rule whose filter (channel, destination region, delivery method) matches decides.
-2. Its candidate groups give an ordered list of locations, restricted to the channel's ATS pool, active
-   locations, minus ``exclude_locations`` (reroute). Free quantity per (location, sku) for this order =
+1. The rules whose filter (channel, destination region, delivery method) matches form a cascade: the first
+   plans the order; when it cannot fill it, ``on_fail: next`` hands it to the next matching rule and
+   ``stop`` (the default) ends there. Past the last rule the plan is marked ``unfillable``.
+2. A rule's candidate groups give an ordered list of locations, restricted to the channel's ATS pool, active
+   locations, the rule's ``kinds`` and ``max_distance_km``, minus ``exclude_locations`` (reroute). Free quantity per (location, sku) for this order =
    on_hand − reserved − the channel's safety stock; a candidate must hold some of what the order needs,
    be able to hand the order over (the store / pickup point the customer chose) or reach the destination
    with some carrier tariff, and not be capacity-full for the next two weeks.
@@ -35,6 +37,7 @@ How one order is planned (see docs/allocation.md for the full story):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -163,6 +166,13 @@ class OrderPlan:
     ship_by: datetime | None = None
     promise_date: date | None = None
     candidates_considered: int = 0
+    #: the rules the cascade tried, in order: ``{"rule", "outcome", "reason"}`` (outcome: allocated,
+    #: partial, nothing); one entry when the first matching rule decided
+    cascade: tuple[dict, ...] = ()
+    #: set when the cascade ran past its last rule without filling the order: ``no_route`` (no rule's
+    #: candidate locations could ever serve it: parked at once) or ``exhausted`` (it waits, and is parked
+    #: once it has waited ``unfillable.wait_days``); see oms_ops/unfillable.py
+    unfillable: str | None = None
 
     def reservations(self) -> Iterator[tuple[int, str, str, int]]:
         """(line_id, location_code, sku, qty) to reserve."""
@@ -317,6 +327,7 @@ class RoutingContext:
             for r in self.rules
         ]
         self._rule_groups = [[self._compile_group(c) for c in r.candidates] for r in self.rules]
+        self._rule_kinds = [frozenset(r.kinds) if r.kinds else None for r in self.rules]
         # safety stock = max(base per (channel, location), class value per (channel, sku class))
         self._ss_base = {
             (c.code, loc.code): max(c.safety_stock.default, c.safety_stock.by_location_kind.get(loc.kind, 0))
@@ -359,7 +370,9 @@ class RoutingContext:
             return _Dest(lat, lon, region)
         return _Dest(None, None, None)
 
-    def match_rule(self, order: OrderDemand, dest_region: str | None) -> tuple[int, RoutingRule]:
+    def match_rules(self, order: OrderDemand, dest_region: str | None) -> list[int]:
+        """Indices of every rule whose filter matches, in configuration order: the cascade."""
+        out = []
         for i, (channels, regions, methods) in enumerate(self._rule_sets):
             if channels is not None and order.channel not in channels:
                 continue
@@ -367,8 +380,15 @@ class RoutingContext:
                 continue
             if methods is not None and order.delivery_method not in methods:
                 continue
-            return i, self.rules[i]
-        raise AssertionError("the last routing rule is a catch-all (validated)")
+            out.append(i)
+        if not out:
+            raise AssertionError("the last routing rule is a catch-all (validated)")
+        return out
+
+    def match_rule(self, order: OrderDemand, dest_region: str | None) -> tuple[int, RoutingRule]:
+        """The first matching rule (the one that decides when it says ``on_fail: stop``)."""
+        i = self.match_rules(order, dest_region)[0]
+        return i, self.rules[i]
 
     def class_safety_stock(self, channel: str, sku: str) -> int:
         """The SKU-class part of a channel's safety stock (the location part is ``_ss_base``)."""
@@ -635,10 +655,64 @@ class _ValueLimit:
 
 
 def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
-    ctx, state = b.ctx, b.state
+    """The cascade: the matching rules in order, each planned against the same working state; the first
+    that fills the order wins. A rule that cannot (nothing, or only part) ends the cascade with its outcome
+    when it says ``on_fail: stop`` (the default: the first matching rule decides, as before cascades), or
+    hands over to the next matching rule with ``next``. Past the last rule, the first partial plan a
+    ``next`` rule found is reserved (the rest waits), else nothing; the plan is marked ``unfillable``.
+    An order the channel assigned to a location (FBS) has one candidate whatever the rule: only its first
+    matching rule is tried. Only the plan taken is booked in the working state."""
+    ctx = b.ctx
     dest = ctx.destination(order)
-    rule_idx, rule = ctx.match_rule(order, dest.region)
+    matching = ctx.match_rules(order, dest.region)
+    if order.pinned_location is not None:
+        matching = matching[:1]
     items = _items(order.lines)
+    trail: list[dict] = []
+    fallback: OrderPlan | None = None
+    reachable = False
+    plan: OrderPlan | None = None
+    for idx in matching:
+        plan, could_serve = _plan_rule(b, order, dest, items, idx)
+        reachable |= could_serve
+        complete = plan.outcome == "allocated"
+        got = "allocated" if complete else ("partial" if plan.shipments else "nothing")
+        trail.append({"rule": plan.rule, "outcome": got, "reason": plan.reason})
+        if complete or ctx.rules[idx].on_fail == "stop":
+            _apply(b, plan.shipments)
+            if len(trail) == 1:
+                return dataclasses.replace(plan, cascade=tuple(trail))
+            return dataclasses.replace(plan, cascade=tuple(trail), reason=_cascade_reason(trail))
+        if plan.shipments and fallback is None:
+            fallback = plan
+    assert plan is not None
+    chosen = fallback or plan
+    _apply(b, chosen.shipments)
+    why = "exhausted" if reachable else "no_route"
+    reason = _cascade_reason(trail) + (
+        "; no rule could fill the order (unfillable: it waits for stock, and is parked after "
+        "unfillable.wait_days)"
+        if reachable
+        else "; no rule's candidate locations can ever serve it (unfillable: parked at once)"
+    )
+    if fallback is not None:
+        reason += f"; kept the partial of rule {fallback.rule}"
+    return dataclasses.replace(chosen, cascade=tuple(trail), reason=reason, unfillable=why)
+
+
+def _cascade_reason(trail: Sequence[dict]) -> str:
+    """``rule a: …; next → rule b: …``: every rule tried, as ops read it in the decision."""
+    return "; next → ".join(step["reason"] for step in trail)
+
+
+def _plan_rule(
+    b: _Batch, order: OrderDemand, dest: _Dest, items: list[_Item], rule_idx: int
+) -> tuple[OrderPlan, bool]:
+    """Plan ``order`` under one rule (nothing booked in the working state: the cascade books the plan it
+    takes). Returns the plan and whether any candidate location of the rule could ever serve the order
+    (active, in the pool, reaching the destination within the rule's distance) — stock aside."""
+    ctx, state = b.ctx, b.state
+    rule = ctx.rules[rule_idx]
     open_value = sum(item.qty * item.unit_value for item in items)
     split_allowed = rule.split.allows_split(open_value, holding=bool(order.existing_locations))
     strategy = rule.strategy
@@ -653,9 +727,10 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         promise_date=promise_date,
     )
     if not items:
-        return OrderPlan(
+        plan = OrderPlan(
             outcome="allocated", shipments=(), short=(), reason="nothing left to reserve", **common
         )
+        return plan, True
     nothing_yet = "partially_allocated" if order.existing_locations else "backordered"
     total_units = sum(item.qty for item in items)
     title = f"rule {rule.name}" if strategy == "fewest_shipments" else f"rule {rule.name} ({strategy})"
@@ -674,6 +749,10 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
     dropped: dict[str, str] = {}
     stockless = 0
     groups = ctx._rule_groups[rule_idx]
+    kinds = ctx._rule_kinds[rule_idx]
+    max_km = rule.max_distance_km
+    #: locations with nothing free now, kept to tell "waits for stock" from "can never be served"
+    stockless_locs: list[_Loc] = []
     if order.pinned_location is not None:
         # the marketplace's courier collects at the warehouse it assigned: ship from there or wait for stock
         groups = [("pinned", (order.pinned_location,))]
@@ -695,6 +774,9 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
             if code in order.exclude_locations:
                 dropped[code] = "excluded"
                 continue
+            if kinds is not None and loc.kind not in kinds and kind != "pinned":
+                dropped[code] = f"not a {'/'.join(sorted(kinds))} location"
+                continue
             base = ss_base.get((order.channel, code), 0)
             row = []
             for i, item in enumerate(items):
@@ -705,12 +787,19 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
             if not any(row):
                 stockless += 1
                 dropped[code] = NOTHING_FREE
+                stockless_locs.append(loc)
                 continue
             handover = is_pickup_order and code == order.pickup_location and loc.hands_over
             option = None if handover else ctx.ship_option(loc, dest, order.delivery_method, total_weight)
             if not handover and option is None:
                 dropped[code] = "no carrier tariff to the destination"
                 continue
+            if max_km is not None and not handover and kind != "pinned":
+                far = ctx.distance(loc, dest)
+                if far is None or far > max_km:
+                    shown = "unknown" if far is None else f"{far:.0f} km"
+                    dropped[code] = f"{shown} from the destination, more than max_distance_km {max_km:.0f}"
+                    continue
             day = b.ship_date(loc)
             if day is None:
                 dropped[code] = f"capacity full for {CAPACITY_HORIZON_DAYS} days"
@@ -728,7 +817,12 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         else:
             reason = f"{title}: no candidate location matches"
         reason += f" ({_describe(short)})"
-        return OrderPlan(outcome=nothing_yet, shipments=(), short=short, reason=reason, **common)
+        could = any(r.startswith("capacity full") for r in dropped.values()) or any(
+            _could_serve(ctx, loc, order, dest, total_weight, max_km, is_pickup_order)
+            for loc in stockless_locs
+        )
+        plan = OrderPlan(outcome=nothing_yet, shipments=(), short=short, reason=reason, **common)
+        return plan, could
 
     threshold = rule.split.min_shipment_value if split_allowed else 0.0
     limit = _ValueLimit(items, order.existing_locations, threshold) if threshold > 0 else None
@@ -774,7 +868,6 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
     if plans:
         best = plans[0]
         shipments = scorer.shipments(best)
-        _apply(b, shipments)
         detail = scorer.detail(best)
         where = ", ".join(s.location for s in shipments)
         how = "single shipment" if len(shipments) == 1 else f"split into {len(shipments)} shipments"
@@ -783,7 +876,7 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
             f"(cost {detail['cost']:.0f} RUB, eta {detail['eta']}, sla misses {detail['sla_misses']}); "
             f"{len(cands)} candidate locations, {len(full)} could ship everything"
         )
-        return OrderPlan(
+        plan = OrderPlan(
             outcome="allocated",
             shipments=tuple(shipments),
             short=(),
@@ -792,6 +885,7 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
             candidates_considered=len(cands),
             **common,
         )
+        return plan, True
 
     # -- no complete plan: report every short line; reserve part only if the policy says so -------------
     if split_allowed and rule.split.partial and partials:
@@ -799,13 +893,12 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         partials.sort(key=lambda p: (-p.units, p.key))
         best = partials[0]
         shipments = scorer.shipments(best)
-        _apply(b, shipments)
         got = [0] * len(items)
         for _, taken in best.parts.items():
             for i, q in taken:
                 got[i] += q
         short = _short_lines(items, got, avail)
-        return OrderPlan(
+        plan = OrderPlan(
             outcome="partially_allocated",
             shipments=tuple(shipments),
             short=short,
@@ -818,6 +911,7 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
             candidates_considered=len(cands),
             **common,
         )
+        return plan, True
     if split_allowed:
         available = [sum(row[i] for row in avail.values()) for i in range(len(items))]
     else:
@@ -845,7 +939,7 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         reason += f"; a partial allocation would leave a shipment or the rest below {threshold:.0f} RUB"
     if noted:
         reason += "; not considered: " + ", ".join(f"{c} ({r})" for c, r in noted[:5])
-    return OrderPlan(
+    plan = OrderPlan(
         outcome=nothing_yet,
         shipments=(),
         short=short,
@@ -853,6 +947,28 @@ def _plan_order(b: _Batch, order: OrderDemand) -> OrderPlan:
         candidates_considered=len(cands),
         **common,
     )
+    return plan, True
+
+
+def _could_serve(
+    ctx: RoutingContext,
+    loc: _Loc,
+    order: OrderDemand,
+    dest: _Dest,
+    weight_g: int,
+    max_km: float | None,
+    is_pickup_order: bool,
+) -> bool:
+    """Would ``loc`` be a candidate if it had stock? (hands the order over, or a tariff reaches the
+    destination within the rule's distance): the difference between waiting for stock and never."""
+    if is_pickup_order and loc.code == order.pickup_location and loc.hands_over:
+        return True
+    if ctx.ship_option(loc, dest, order.delivery_method, weight_g) is None:
+        return False
+    if max_km is not None and order.pinned_location is None:
+        far = ctx.distance(loc, dest)
+        return far is not None and far <= max_km
+    return True
 
 
 class _Cand(NamedTuple):

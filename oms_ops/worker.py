@@ -49,6 +49,7 @@ from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
 from oms_ops.services.settings import connectors_of, load_oms_settings
 from oms_ops.services.setup import LOCATION_MAP
+from oms_ops.services.unfillable import sweep as sweep_unfillable
 
 log = logging.getLogger("oms.worker")
 CHANNEL = "oms_work"
@@ -77,6 +78,8 @@ class Cadence:
     ship: float = 20.0
     #: channel discovery: at start for channels never discovered, then a full re-read this often
     discover: float = 6 * 3600.0
+    #: park orders the routing cascade gave up on, cancel parked ones past their date (dates are in days)
+    unfillable_sweep: float = 3600.0
 
 
 @dataclass
@@ -139,6 +142,7 @@ class Worker:
             Step("carrier", c.carrier, self._carrier, background=True),
             Step("housekeeping", c.housekeeping, self._housekeeping, background=True),
             Step("discover", c.discover, self._discover, background=True),
+            Step("unfillable_sweep", c.unfillable_sweep, self._unfillable_sweep, background=True),
         ]
         if self.ship:
             self.steps.append(Step("ship", c.ship, self._ship, background=True))
@@ -288,6 +292,10 @@ class Worker:
         self._discovered_once = True
         reports = {code: r.as_dict() for code, r in found.items() if not isinstance(r, str)}
         return {"channel_mappings": {"discovered": reports}} if reports else {}
+
+    def _unfillable_sweep(self, conn: psycopg.Connection) -> dict[str, Any]:
+        res = sweep_unfillable(conn, load_business_config(self.config_path))
+        return {"allocation": res.metadata()} if any(res.metadata().values()) else {}
 
     def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = shipping.ship_reserved(conn)

@@ -154,12 +154,20 @@ def test_simulators_import_only_the_wire_formats_of_oms_ops():
 
 
 def _layer(module: str) -> int:
-    """0 platform and wire formats, 1 domain and channels, 2 services, 3 entry points."""
+    """0 platform and wire formats, 1 domain and channels, 2 services, 3 entry points (the API too)."""
     if module.startswith(("oms_ops.platform", "oms_ops.wire")):
         return 0
     if module.startswith("oms_ops.services"):
         return 2
-    if module.startswith(("pipelines", "dashboards")) or module in ("oms_ops.cli", "oms_ops.worker"):
+    entry_points = ("pipelines", "dashboards", "oms_ops.api")
+    cli_modules = (
+        "oms_ops.cli",
+        "oms_ops.worker",
+        "oms_ops.backtest_cli",
+        "oms_ops.changes_cli",
+        "oms_ops.unfillable_cli",
+    )
+    if module.startswith(entry_points) or module in cli_modules:
         return 3
     return 1
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import httpx
 import psutil
 import pytest
 
@@ -68,6 +69,11 @@ def test_up_status_down_leaves_no_process(oms_env):
         for name in ("dagster-webserver", "dagster-daemon"):
             assert workspace in psutil.Process(state.services[name].pid).cmdline()
         assert state.services["dagster-code-server"].url.startswith("grpc://127.0.0.1:")
+        # the dashboards send their actions to the OMS API, which refuses a request without a token
+        api = state.services["api"].url
+        assert httpx.get(api + "/v1/health", timeout=10).json()["status"] == "ok"
+        assert httpx.post(api + "/v1/actions/orders.release", json={}, timeout=10).status_code == 401
+        assert psutil.Process(state.services["streamlit"].pid).environ()["OMS_API_URL"] == api
 
         # the embedded servers take the passwords generated into OMS_HOME; the URLs handed out carry them,
         # the services' display URLs and plain `oms status` do not

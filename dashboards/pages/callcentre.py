@@ -1,6 +1,7 @@
-"""Call-centre order entry (ops, admin): an operator types an order taken on the phone; it enters the OMS
-through the same ``accept_orders`` as every channel (channel ``callcentre``), so it is validated, quarantined
-if invalid, held if a SKU is unknown, and then allocated like any other order."""
+"""Call-centre order entry (ops, admin): an operator types an order taken on the phone; the OMS API's
+``orders.take`` action enters it through the same ``accept_orders`` as every channel (channel ``callcentre``),
+so it is validated, quarantined if invalid, held if a SKU is unknown, and then allocated like any other
+order."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import psycopg
 import streamlit as st
 
-from dashboards.common import READ_TTL_S, actor, pg, require_database, require_role
+from dashboards.common import READ_TTL_S, act, pg, require_database, require_role
 from oms_ops import dashboard_queries as dq
 from oms_ops.errors import OmsError
-from oms_ops.services.intake import take_orders
 
 CHANNEL = "callcentre"
 MAX_LINES = 5
@@ -147,24 +146,24 @@ if submitted:
         "lines": lines,
     }
     try:
-        res = pg(take_orders, URL, [order], actor=actor(user), source=CHANNEL)
-    except (OmsError, psycopg.Error) as exc:  # shown to the operator; the form keeps its input
+        res = act("orders.take", order=order)
+    except OmsError as exc:  # shown to the operator; the form keeps its input
         st.error(f"The order could not be saved: {exc}")
         st.stop()
-    if res.ids:
-        number = _order_number(URL, next(iter(res.ids.values())))
-        held = " It is on hold (unknown SKU)." if res.on_hold else ""
+    if res["ids"]:
+        number = _order_number(URL, res["ids"][0]["order_id"])
+        held = " It is on hold (unknown SKU)." if res["on_hold"] else ""
         st.session_state["cc_outcome"] = (
             "warning" if held else "success",
             f"Order {number} created ({external_id}).{held} Find it in Order lookup.",
         )
         st.session_state["cc_last_order"] = number
-    elif res.duplicates:
+    elif res["duplicates"]:
         st.session_state["cc_outcome"] = ("warning", f"{external_id} was already submitted: no second order.")
     else:
-        reasons = "; ".join(reason for _, reason in res.rejected)
+        reasons = "; ".join(r["reason"] for r in res["rejected"])
         st.session_state["cc_outcome"] = ("error", f"Rejected and kept in the quarantine: {reasons}")
-    if res.ids or res.duplicates:
+    if res["ids"] or res["duplicates"]:
         for key in [
             k
             for k in st.session_state

@@ -21,10 +21,11 @@ import pandas as pd
 import psycopg
 import streamlit as st
 
+from dashboards.changes_panel import render_changes
 from dashboards.common import (
     ACTION_ROLES,
     READ_TTL_S,
-    actor,
+    act,
     clean_text_input,
     fmt_ts,
     md,
@@ -39,7 +40,6 @@ from oms_ops import dashboard_queries as dq
 from oms_ops import read_model
 from oms_ops.queries import find_orders, order_timeline
 from oms_ops.services import returns as return_actions
-from oms_ops.services.returns import ReturnLineRequest
 
 user = require_role("lookup")
 URL = require_database()
@@ -238,6 +238,8 @@ else:
 if not CAN_ACT:
     st.stop()
 
+render_changes(URL, tl.order, tl.lines, masked=MASKED)  # quantities, lines, delivery, contact
+
 # -- actions: return / exchange --------------------------------------------------------------------------------
 
 FLASH = "flash_lookup"
@@ -247,26 +249,27 @@ lines_by_id = {ln["line_id"]: ln for ln in tl.lines}
 def _request_return(order_id: int, line_ids: list[int]) -> None:
     kind = st.session_state.get("rma_kind", "refund")
     reqs = [
-        ReturnLineRequest(
-            lid, int(st.session_state.get(f"rma_qty_{lid}") or 0), st.session_state.get(f"rma_reason_{lid}")
-        )
+        {
+            "line_id": lid,
+            "qty": int(st.session_state.get(f"rma_qty_{lid}") or 0),
+            "reason_code": st.session_state.get(f"rma_reason_{lid}"),
+        }
         for lid in line_ids
         if int(st.session_state.get(f"rma_qty_{lid}") or 0) > 0
     ]
     note = (st.session_state.get("rma_note") or "").strip() or None
 
     def do() -> str:
-        res = pg(return_actions.request_return, URL, order_id, reqs, actor=actor(user), kind=kind, note=note)
-        return f"{res.rma_number} opened ({kind}, {sum(r.qty for r in reqs)} unit(s))"
+        res = act("returns.request", order_id=order_id, lines=reqs, kind=kind, note=note)
+        return f"{res['rma_number']} opened ({kind}, {sum(r['qty'] for r in reqs)} unit(s))"
 
     run_action(FLASH, do)
 
 
 def _exchange(return_id: int, rma: str) -> None:
     def do() -> str:
-        new_id = pg(return_actions.exchange, URL, return_id, actor=actor(user))
-        number = pg(dq.order_number, URL, new_id)
-        return f"{rma}: replacement order {number} created"
+        res = act("returns.exchange", return_id=return_id)
+        return f"{rma}: replacement order {res['order_number']} created"
 
     run_action(FLASH, do)
 

@@ -17,11 +17,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from dashboards.amendments_panel import amendments_panel
 from dashboards.common import (
     LIVE_REFRESH_S,
     READ_TTL_S,
     SLOW_REFRESH_S,
-    actor,
+    act,
     fmt_ts,
     live_caption,
     md,
@@ -35,12 +36,10 @@ from dashboards.courier_panel import courier_panel
 from dashboards.mappings_panel import mappings_panel
 from dashboards.masking import mask_rows, mask_tree
 from dashboards.returns_panel import returns_panel
+from dashboards.unfillable_panel import unfillable_panel
 from oms_ops import dashboard_queries as dq
 from oms_ops import read_model
-from oms_ops.business_config import BusinessConfigError, load_business_config
-from oms_ops.services import intake
 from oms_ops.services import orders as order_actions
-from oms_ops.services.outbox import retry_outbox
 
 user = require_role("operations")
 URL = require_database()
@@ -145,11 +144,6 @@ def _sync_state(url: str) -> list[dict]:
     return pg(read_model.sync_state, url)
 
 
-@st.cache_resource(ttl=300, show_spinner=False)
-def _business_config():
-    return load_business_config()
-
-
 def _frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
@@ -231,7 +225,7 @@ def _release(number: str, order_id: int) -> None:
     reason = (st.session_state.get("ops_reason") or "").strip() or "released by ops"
 
     def do() -> str:
-        pg(order_actions.release, URL, [order_id], reason=reason, actor=actor(user))
+        act("orders.release", order_ids=[order_id], reason=reason)
         return f"{number}: hold released, the order is new again and waits for allocation"
 
     run_action("flash_orders", do)
@@ -244,10 +238,10 @@ def _cancel(number: str, order_id: int) -> None:
         return
 
     def do() -> str:
-        res = pg(order_actions.cancel, URL, [order_id], reason=reason, actor=actor(user))
-        if res.cancelled:
+        res = act("orders.cancel", order_ids=[order_id], reason=reason)
+        if res["cancelled"]:
             return f"{number}: cancelled, reservations released" + (
-                " and refund requested" if res.refunds else ""
+                " and refund requested" if res["refunds"] else ""
             )
         return f"{number}: unshipped remainder cancelled"
 
@@ -259,24 +253,13 @@ def _reroute(number: str, order_id: int) -> None:
     reason = (st.session_state.get("ops_reason") or "").strip() or "rerouted by ops"
 
     def do() -> str:
-        try:
-            config = _business_config()
-        except (BusinessConfigError, OSError) as exc:
-            raise ValueError(f"business configuration cannot be loaded: {exc}") from exc
-        res = pg(
-            order_actions.reroute_order,
-            URL,
-            order_id,
-            config=config,
-            actor=actor(user),
-            reason=reason,
-            exclude_locations=exclude,
-        )
-        outcome = res.by_order().get(order_id)
+        outcome = act("orders.reroute", order_id=order_id, reason=reason, exclude_locations=list(exclude))[
+            "outcome"
+        ]
         if outcome is None:
             return f"{number}: nothing to reroute"
-        where = f" at {', '.join(outcome.locations)}" if outcome.locations else ""
-        return f"{number}: rerouted → {outcome.outcome}{where} ({outcome.reason})"
+        where = f" at {', '.join(outcome['locations'])}" if outcome["locations"] else ""
+        return f"{number}: rerouted → {outcome['outcome']}{where} ({outcome['reason']})"
 
     run_action("flash_orders", do)
 
@@ -348,13 +331,15 @@ def _replay(qid: int, original: object) -> None:
 
     def do() -> str:
         if fixed == original:
-            res = pg(intake.replay_orders, URL, [qid], actor=actor(user))
+            res = act("quarantine.replay", quarantine_ids=[qid])
+        elif not isinstance(fixed, dict):
+            raise ValueError("the fixed payload must be a JSON object")
         else:
-            res = pg(intake.replay_fixed_order, URL, qid, fixed, actor=actor(user))
-        if res.rejected:
-            raise ValueError("still rejected: " + "; ".join(reason for _, reason in res.rejected))
-        if res.ids:
-            return f"Quarantine #{qid} replayed: order accepted" + (" (on hold)" if res.on_hold else "")
+            res = act("quarantine.replay_fixed", quarantine_id=qid, payload=fixed)
+        if res["rejected"]:
+            raise ValueError("still rejected: " + "; ".join(r["reason"] for r in res["rejected"]))
+        if res["ids"]:
+            return f"Quarantine #{qid} replayed: order accepted" + (" (on hold)" if res["on_hold"] else "")
         return f"Quarantine #{qid} replayed: the order already existed (duplicate)"
 
     run_action("flash_quarantine", do)
@@ -365,7 +350,7 @@ def _discard(qid: int) -> None:
         "flash_quarantine",
         lambda: (
             f"Quarantine #{qid} discarded"
-            if pg(intake.discard_quarantined, URL, [qid], actor=actor(user))
+            if act("quarantine.discard", quarantine_ids=[qid])["discarded"]
             else f"Quarantine #{qid} was no longer open"
         ),
     )
@@ -404,7 +389,7 @@ def quarantine_panel() -> None:
 
 def _retry(ids: list[int]) -> None:
     run_action(
-        "flash_outbox", lambda: f"Retrying {len(pg(retry_outbox, URL, ids, actor=actor(user)))} effect(s)"
+        "flash_outbox", lambda: f"Retrying {len(act('outbox.retry', outbox_ids=ids)['retried'])} effect(s)"
     )
 
 
@@ -446,18 +431,31 @@ def pickup_panel() -> None:
     )
 
 
-tab_orders, tab_quarantine, tab_outbox, tab_courier, tab_returns, tab_mappings = st.tabs(
+(
+    tab_orders,
+    tab_unfillable,
+    tab_quarantine,
+    tab_outbox,
+    tab_courier,
+    tab_returns,
+    tab_mappings,
+    tab_amendments,
+) = st.tabs(
     [
         "On hold / backordered",
+        "Unfillable",
         "Quarantine",
         "Carrier & outbox errors",
         "Courier",
         "Returns",
         "Channel mappings",
+        "Amendments",
     ]
 )
 with tab_orders:
     exception_orders_panel()
+with tab_unfillable:
+    unfillable_panel()
 with tab_quarantine:
     quarantine_panel()
 with tab_outbox:
@@ -476,6 +474,8 @@ with tab_returns:
     returns_panel()
 with tab_mappings:
     mappings_panel()
+with tab_amendments:
+    amendments_panel()
 
 # -- stock, reservations, ATS -------------------------------------------------------------------------------------
 

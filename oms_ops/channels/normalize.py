@@ -10,6 +10,9 @@ off the queue: a row is either fully handled or still queued.
 Several raw rows of one order (the channel said different things over time, e.g. a posting and later its
 cancellation) are folded: the order is created from the first usable version, and the latest version
 decides whether it is cancelled. A channel order first seen already cancelled is not created.
+The latest usable version of an order that did not create it (a later one in the batch, or any version of an
+order accepted before) is compared with the order we hold (``oms_ops.amendments``: applied, or kept as an
+amendment for ops) — never dropped silently.
 
 Hostile input is isolated payload by payload: whatever goes wrong with one payload — its mapper raising
 anything, the text policy or the ``limits`` of the business configuration refusing it
@@ -37,6 +40,7 @@ import orjson
 import psycopg
 from pydantic import ValidationError
 
+from oms_ops.amendments import on_later_versions
 from oms_ops.channels.base import (
     ESC,
     Channel,
@@ -245,7 +249,9 @@ def _process(conn, channel: Channel, fast: FastMapper | None, rows, actor) -> No
     res.rows = len(rows)
     ctx = MappingContext.load(conn)
     with _gc_paused():
-        _process_chunks(conn, channel.code, channel.mapper, fast, ctx, rows, actor, res)
+        later = _process_chunks(conn, channel.code, channel.mapper, fast, ctx, rows, actor, res)
+    if later:  # versions of orders we already hold: compared, applied or kept for ops (oms_ops.amendments)
+        on_later_versions(conn, channel.code, later, actor=actor, supersede=channel.instant_handover)
     return res
 
 
@@ -264,8 +270,12 @@ def _gc_paused():
             gc.enable()
 
 
-def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
+def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> dict[str, tuple[Any, int]]:
+    """Returns the latest valid version of every order of the batch that did not create it (key →
+    (order, raw_id)): versions of orders we may already hold, for the amendment check."""
     seen: set[str] = set()  # keys whose order was already handed to accept_orders in this batch
+    later: dict[str, tuple[Any, int]] = {}
+    created_from: dict[str, Any] = {}
     latest_cancelled: dict[str, bool] = {}
     bad: list[tuple[int, str | None, Any, str]] = []  # (raw_id, external id, payload, reason)
     chunks = [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
@@ -285,6 +295,8 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
                     res.skipped += 1
                     continue
                 latest_cancelled[key] = m.cancelled
+                if order is not None:
+                    later[key] = (order, raw_id)
                 if m.order is None or key in seen or m.cancelled:
                     continue  # first seen cancelled: nothing to create (a later open version may still come)
                 if error:
@@ -301,6 +313,7 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
                 res.duplicates += len(accepted.duplicates)
                 res.quarantined += len(accepted.quarantined)
                 res.order_ids.extend(accepted.accepted)
+                created_from.update((o.key[1], o) for o in todo if o.key in accepted.ids)
     res.order_ids.sort()
     if bad:
         quarantine_safely(conn, [(channel, key, payload, why) for _, key, payload, why in bad])
@@ -308,6 +321,7 @@ def _process_chunks(conn, channel, mapper, fast, ctx, rows, actor, res) -> None:
     to_cancel = sorted(k for k, c in latest_cancelled.items() if c)
     if to_cancel:
         res.cancelled = _cancel_isolated(conn, channel, to_cancel, actor)
+    return {k: v for k, v in later.items() if created_from.get(k) is not v[0] and not latest_cancelled.get(k)}
 
 
 def _broken(conn: psycopg.Connection) -> bool:

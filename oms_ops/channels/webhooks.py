@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +54,7 @@ from oms_ops.channels.webstore import CHANNEL as WEBSTORE
 from oms_ops.channels.webstore import CODE as CHANNEL
 from oms_ops.channels.webstore import verify_signature
 from oms_ops.connectors.config import load_settings
+from oms_ops.platform.asgi import BackgroundServer
 
 log = logging.getLogger("oms.channels.webhooks")
 #: the body limit when the business configuration is not consulted (``build_app(max_body=…)``)
@@ -270,7 +270,7 @@ def build_app(
     return app
 
 
-class WebhookServer:
+class WebhookServer(BackgroundServer):
     """The receiver on a loopback port in a background thread (tests, demo). ``stop()`` shuts it down."""
 
     def __init__(
@@ -282,44 +282,10 @@ class WebhookServer:
         port: int = 0,
         max_body: int | None = None,
     ) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}/webhooks/shopify"
         self.rejections = Rejections()
-        config = uvicorn.Config(
-            build_app(database_url, secret, max_body=max_body, rejections=self.rejections),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, name="oms-webhooks", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"webhook receiver did not start on {host}:{self.port}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self) -> WebhookServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        app = build_app(database_url, secret, max_body=max_body, rejections=self.rejections)
+        super().__init__(app, name="oms-webhooks", host=host, port=port, lifespan="off")
+        self.url = f"http://{host}:{self.port}/webhooks/shopify"
 
 
 def main(argv: list[str] | None = None) -> int:

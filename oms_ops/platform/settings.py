@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     clickhouse_port: Port = Field(0, validation_alias="OMS_CLICKHOUSE_PORT")
     dagster_port: Port = Field(3000, validation_alias="OMS_DAGSTER_PORT")
     streamlit_port: Port = Field(8501, validation_alias="OMS_STREAMLIT_PORT")
+    api_port: Port = Field(8600, validation_alias="OMS_API_PORT")
     dagster_database_url: str | None = Field(None, validation_alias="OMS_DAGSTER_DATABASE_URL")
     dashboard_database_url: str | None = Field(None, validation_alias="OMS_DASHBOARD_DATABASE_URL")
     users_file: Path | None = Field(None, validation_alias="OMS_USERS_FILE")

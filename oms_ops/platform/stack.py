@@ -47,6 +47,7 @@ ALL_SERVICES = (
     "dagster-code-server",
     "dagster-webserver",
     "dagster-daemon",
+    "api",
     "streamlit",
 )
 #: the live demo adds the simulated outside world (channels, carrier, WMS) and the web store's webhook receiver
@@ -59,6 +60,7 @@ DEMO_SERVICES = (
     "dagster-code-server",
     "dagster-webserver",
     "dagster-daemon",
+    "api",
     "streamlit",
 )
 KNOWN_SERVICES = frozenset(DEMO_SERVICES)
@@ -631,8 +633,8 @@ def start_worker(settings: Settings, state: StackState, services: Iterable[str])
 
 
 def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -> None:
-    """The Dagster code server, webserver and daemon, and Streamlit, detached, each waited for until it
-    answers."""
+    """The Dagster code server, webserver and daemon, the OMS API and Streamlit (which sends its actions to
+    the API), detached, each waited for until it answers."""
     services = set(services)
     env = child_env(settings, state)
     bin_dir = Path(sys.executable).parent
@@ -663,11 +665,29 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
         log = settings.log_dir / "dagster-daemon.log"
         state.services["dagster-daemon"] = ServiceInfo("dagster-daemon", None, proc.pid, True, str(log))
         _write_state(settings, state)
+    if "api" in services:
+        # the OMS API runs the dashboards' actions on the OMS's own login (docs/api.md); its credentials are
+        # the users' tokens, signed with a key generated into $OMS_HOME/secrets
+        port = choose_port(settings.api_port)
+        proc = _spawn("api", [sys.executable, "-m", "oms_ops.api", "--port", str(port)], settings, env)
+        url = f"http://127.0.0.1:{port}"
+        log = settings.log_dir / "api.log"
+        state.services["api"] = ServiceInfo("api", url, proc.pid, True, str(log))
+        _write_state(settings, state)
+        _wait_http(url + "/v1/health", proc, "api", log, timeout=60)
     if "streamlit" in services:
         # the dashboards read ClickHouse as its read-only user (the embedded server's; else the URL given)
         dashboards_env = dict(env)
         if state.clickhouse_dashboard_url:
             dashboards_env["OMS_CLICKHOUSE_URL"] = state.clickhouse_dashboard_url
+        if "api" in state.services:  # their actions go to the API
+            dashboards_env["OMS_API_URL"] = state.services["api"].url or ""
+            if dashboards_env.get("OMS_DASHBOARD_DATABASE_URL"):
+                # … and so do the health figures: the dashboards keep their read-only login only, never
+                # the OMS's own login or Dagster's storage URL (a compromised dashboards process can read,
+                # not write)
+                for var in ("OMS_DATABASE_URL", "OMS_DAGSTER_STORAGE_URL", "OMS_DAGSTER_DATABASE_URL"):
+                    dashboards_env.pop(var, None)
         port = choose_port(settings.streamlit_port)
         proc = _spawn(
             "streamlit",
@@ -772,6 +792,7 @@ def down(settings: Settings) -> list[str]:
     for name in (
         "worker",
         "streamlit",
+        "api",
         "dagster-daemon",
         "dagster-webserver",
         "dagster-code-server",

@@ -1,7 +1,8 @@
 """Real-browser fixtures: a `streamlit run` of the app on loopback and Debian's headless Chromium.
 
-The app connects as a login of the least-privilege role ``oms_dashboard`` (as ``oms up`` starts it), so what
-the browser sees is what the role's grants allow; ``OMS_DATABASE_URL`` stays the owner's for health probes.
+The app connects as a login of the read-only role ``oms_dashboard`` (as ``oms up`` starts it), so what the
+browser sees is what the role's grants allow; ``OMS_DATABASE_URL`` stays the owner's for health probes. Its
+actions go to a real OMS API (``oms_ops.api``, in this process on a loopback port), as under ``oms up``.
 
 Never `playwright install` (it downloads a browser, which fails here): Playwright drives /usr/bin/chromium.
 Where chromium is absent on a developer's laptop the browser tests skip with the install hint; in CI
@@ -11,6 +12,7 @@ Where chromium is absent on a developer's laptop the browser tests skip with the
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from oms_ops.api.server import ApiServer
 from oms_ops.platform.netutil import free_port
 from oms_ops.users import add_user
 from tests.dashboards.conftest import DASHBOARD_PASSWORD, as_login, dashboard_login  # noqa: F401 (fixture)
@@ -66,11 +69,13 @@ def browser():
 
 @pytest.fixture
 def streamlit_app(tmp_path, db_url, clickhouse_url, dashboard_login):  # noqa: F811 (fixture imported above)
-    """The dashboards served by a real `streamlit run` on a free loopback port, with one user per role."""
+    """The dashboards served by a real `streamlit run` on a free loopback port, with one user per role, and
+    the OMS API that runs their actions."""
     users = tmp_path / "users.yaml"
     add_user("admin", "admin", "admin-password", path=users)
     add_user("ops", "ops", "ops-password", path=users)
     add_user("manager", "manager", "manager-password", path=users)
+    api = ApiServer(db_url, signing_key=secrets.token_urlsafe(32), users_path=users)
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -79,6 +84,7 @@ def streamlit_app(tmp_path, db_url, clickhouse_url, dashboard_login):  # noqa: F
         OMS_CLICKHOUSE_URL=clickhouse_url,
         OMS_USERS_FILE=str(users),
         OMS_HOME=str(tmp_path / "home"),
+        OMS_API_URL=api.url,
     )
     log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -120,6 +126,7 @@ def streamlit_app(tmp_path, db_url, clickhouse_url, dashboard_login):  # noqa: F
             proc.kill()
             proc.wait(5)
         log.close()
+        api.stop()
 
 
 @pytest.fixture

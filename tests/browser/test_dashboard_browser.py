@@ -1,5 +1,6 @@
 """The dashboards in a real browser: sign in, see the pages of the role, download a carrier label, read the
-sync panel; screenshots saved. The app runs as the least-privilege dashboard login; every row it shows was
+sync panel, release a hold through the OMS API; screenshots saved. The app reads as the read-only dashboard
+login and acts through the OMS API; every row it shows was
 written by the code that writes it in production (the CDEK connector against the CDEK simulator, the feed
 bookkeeping of the connectors)."""
 
@@ -185,3 +186,31 @@ def test_ops_see_feed_health_and_cursors(browser, streamlit_app, conn, artifacts
             )
     finally:
         page.close()
+
+
+def test_ops_release_a_hold_through_the_api(browser, streamlit_app, conn, artifacts_dir):
+    """The whole path of an action: the signed-in user's token, the OMS API, the owner's login; the
+    dashboards' own login could not have written it (migration 0016)."""
+    from oms_ops.orders import hold_orders
+
+    f.world(conn)
+    oid = f.order(conn, [("SKU-1", 1)])
+    hold_orders(conn, [oid], reason="fraud check", actor="test")
+    number = conn.execute("SELECT order_number FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        sign_in(page, streamlit_app, "ops", "ops-password")
+        page.get_by_role("heading", name="Exceptions").wait_for(timeout=30_000)
+        typed = page.get_by_role("textbox", name="…or any order number")
+        typed.fill(number)
+        typed.press("Enter")
+        page.get_by_role("textbox", name="Reason (recorded in the order's events)").fill("checked by phone")
+        page.get_by_role("button", name="Release hold").click()
+        page.get_by_text(f"{number}: hold released").wait_for(timeout=30_000)
+        page.screenshot(path=str(artifacts_dir / "released.png"), full_page=True)
+    finally:
+        page.close()
+    assert f.order_state(conn, oid) == "new"
+    assert ("dashboard:ops", "checked by phone") in conn.execute(
+        "SELECT actor, reason FROM oms.order_events WHERE order_id = %s", (oid,)
+    ).fetchall()

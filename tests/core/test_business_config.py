@@ -109,7 +109,7 @@ def test_cross_references_are_checked():
         "routing_rules[0].candidates[1].codes[0]: unknown location 'WH-NOWHERE'",
         "routing_rules[3].match.channels[0]: unknown channel 'aliexpress'",
         "carriers[0].zone_rule.region_overrides.RU-MOW.RU-MOS: unknown zone '9'",
-        "routing_rules[6].match: the last rule must match every order",
+        "routing_rules[7].match: the last rule must match every order",
     ):
         assert expected in msg
 

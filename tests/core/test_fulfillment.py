@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from oms_ops import fulfillment as ff
-from oms_ops.errors import IllegalTransition, ValidationFailed
+from oms_ops.errors import IllegalTransition, InsufficientStock, ValidationFailed
 from oms_ops.fulfillment import TrackingEvent
 from oms_ops.invariants import check_invariants
 from tests.core import factories as f
@@ -96,10 +96,14 @@ def test_pick_problems_are_all_reported(conn1):
     conn = conn1
     oid = f.allocated_order(conn, [("SKU-1", 2), ("SKU-2", 1)])
     l1, l2 = f.line_ids(conn, oid)
-    with pytest.raises(ValidationFailed) as exc:
+    with pytest.raises(InsufficientStock) as exc:
         ff.record_pick(conn, oid, "WH-MSK", {l1: 3, l2: -1, 999: 1}, actor="t")
+    # the over-pick is a stock refusal: it names the SKU, both quantities and the location
+    assert [(s.sku, s.requested, s.available, s.location, s.line_id) for s in exc.value.shortfalls] == [
+        ("SKU-1", 3, 2, "WH-MSK", l1)
+    ]
     assert exc.value.problems == [
-        f"line {l1}: picked 3 exceeds expected 2",
+        f"order {oid} line {l1} (SKU-1) at WH-MSK: pick 3, only 2 reserved",
         f"line {l2}: picked quantity must be an integer >= 0, got -1",
         "line 999: not reserved at WH-MSK for order " + str(oid),
     ]

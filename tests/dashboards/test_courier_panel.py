@@ -1,5 +1,5 @@
-"""Courier panel of the operations page: own-courier parcels are handed over and delivered through the panel, as
-the least-privilege dashboard role (so migration 0014's shipment grants are proven to suffice)."""
+"""Courier panel of the operations page: own-courier parcels are handed over and delivered through the panel, by
+the OMS API's actions (the dashboards' own login only reads: migration 0016)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ from streamlit.testing.v1 import AppTest
 import dashboards.courier_panel  # noqa: F401 - imported here so the script below finds it
 from oms_ops.services import shipping
 from tests.core import factories as f
-from tests.dashboards.conftest import MANAGER, OPS, frame, texts
+from tests.dashboards.conftest import MANAGER, OPS, frame, signed_in, texts
 
 SCRIPT = "from dashboards.courier_panel import courier_panel\ncourier_panel()\n"
 
 
 def panel(user) -> AppTest:
-    at = AppTest.from_string(SCRIPT, default_timeout=30)
-    at.session_state["user"] = user
-    return at
+    return signed_in(AppTest.from_string(SCRIPT, default_timeout=30), user)
 
 
 def _parcels(conn) -> dict[str, int]:

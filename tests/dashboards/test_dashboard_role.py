@@ -1,5 +1,6 @@
-"""The least-privilege database role of the dashboards (migration 0006_dashboard_role.sql), its read access
-to the read model's views (granted by the views' dbt hook) and to documents (migration 0011's function)."""
+"""The least-privilege database role of the dashboards (migration 0006_dashboard_role.sql): it only reads
+(migration 0016_dashboard_read_only.sql: every change goes through the OMS API), the read model's views
+(granted by the views' dbt hook) and documents (migration 0011's function) included."""
 
 import hashlib
 
@@ -39,6 +40,86 @@ def test_login_member_reads_but_cannot_delete_truncate_or_change_history(dash_ur
             "SELECT * FROM public.scratch",
         ]
         for statement in refused:
+            with pytest.raises(errors.InsufficientPrivilege):
+                dash.execute(statement)
+
+
+#: tables whose rows the dashboards' actions change — now only through the OMS API
+GUARDED = (
+    "oms.stock",
+    "oms.orders",
+    "oms.order_lines",
+    "oms.reservations",
+    "raw.channel_orders",
+    "raw.quarantine",
+    "oms.outbox",
+)
+
+
+@pytest.mark.parametrize("table", GUARDED)
+def test_login_member_cannot_insert_update_or_delete_what_the_actions_change(dash_url, conn, table):
+    schema, name = table.split(".")
+    column = conn.execute(
+        """SELECT column_name FROM information_schema.columns
+            WHERE table_schema = %s AND table_name = %s AND is_identity = 'NO' AND is_generated = 'NEVER'
+            ORDER BY ordinal_position LIMIT 1""",
+        (schema, name),
+    ).fetchone()[0]
+    target, col = sql.Identifier(schema, name), sql.Identifier(column)
+    statements = [
+        sql.SQL("INSERT INTO {} DEFAULT VALUES").format(target),
+        sql.SQL("INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM {} LIMIT 1").format(target, target),
+        sql.SQL("UPDATE {} SET {} = {}").format(target, col, col),
+        sql.SQL("DELETE FROM {}").format(target),
+    ]
+    with psycopg.connect(dash_url, autocommit=True) as dash:
+        dash.execute(sql.SQL("SELECT count(*) FROM {}").format(target))  # it still reads
+        for statement in statements:
+            with pytest.raises(errors.InsufficientPrivilege):
+                dash.execute(statement)
+
+
+def test_no_table_sequence_or_writing_function_of_the_domain_is_left_to_the_role(conn):
+    writable = conn.execute(
+        """SELECT c.oid::regclass::text, p.priv
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(priv)
+            WHERE n.nspname IN ('oms', 'raw', 'ops', 'connectors') AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+              AND (has_table_privilege('oms_dashboard', c.oid, p.priv)
+                   OR (p.priv IN ('INSERT', 'UPDATE')
+                       AND has_any_column_privilege('oms_dashboard', c.oid, p.priv)))
+            ORDER BY 1, 2"""
+    ).fetchall()
+    assert writable == []
+    sequences = conn.execute(
+        """SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname IN ('oms', 'raw', 'ops', 'connectors') AND c.relkind = 'S'
+              AND (has_sequence_privilege('oms_dashboard', c.oid, 'USAGE')
+                   OR has_sequence_privilege('oms_dashboard', c.oid, 'UPDATE'))"""
+    ).fetchall()
+    assert sequences == []
+    for fn in ("connectors.map_discovered_location", "connectors.map_discovered_listing"):
+        assert not conn.execute(
+            "SELECT has_function_privilege('oms_dashboard', %s, 'EXECUTE')",
+            (fn + "(text, text, text, text)",),
+        ).fetchone()[0]
+    # the one document reader stays callable
+    assert conn.execute(
+        "SELECT has_function_privilege('oms_dashboard', 'connectors.shipment_document_content(bigint, text)', "
+        "'EXECUTE')"
+    ).fetchone()[0]
+
+
+def test_the_column_grants_of_earlier_migrations_are_gone_too(dash_url, conn):
+    f.world(conn)
+    _, sid = f.shipped_order(conn)
+    with psycopg.connect(dash_url, autocommit=True) as dash:
+        for statement in (
+            "UPDATE oms.shipments SET state = state",  # 0014's column grant
+            "UPDATE oms.return_lines SET qty_received = qty_received",  # 0012's column grant
+            "SELECT nextval('oms.order_number_seq')",
+            "SELECT connectors.map_discovered_listing('ozon', 'x', NULL, 'me')",
+        ):
             with pytest.raises(errors.InsufficientPrivilege):
                 dash.execute(statement)
 

@@ -1,6 +1,6 @@
 """Channel mappings panel of the operations page: what discovery could not map is shown first, and ops map it
-as the least-privilege dashboard role (through migration 0015's functions: the role has no write grant on the
-connectors schema)."""
+through the OMS API's actions (which call migration 0015's checking functions; the dashboards' login only
+reads)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from oms_ops.catalog import upsert_products
 from oms_ops.channels import registry
 from oms_ops.channels.base import Discovery, ExternalListing, ExternalLocation
 from oms_ops.services import discovery
-from tests.dashboards.conftest import MANAGER, OPS, texts
+from tests.dashboards.conftest import MANAGER, OPS, signed_in, texts
 
 SCRIPT = "from dashboards.mappings_panel import mappings_panel\nmappings_panel()\n"
 ACCOUNT = Discovery(
@@ -27,9 +27,7 @@ ACCOUNT = Discovery(
 
 
 def panel(user) -> AppTest:
-    at = AppTest.from_string(SCRIPT, default_timeout=30)
-    at.session_state["user"] = user
-    return at
+    return signed_in(AppTest.from_string(SCRIPT, default_timeout=30), user)
 
 
 def _discovered(conn) -> None:

@@ -1,6 +1,6 @@
 """Operations page: renders live panels from the read model (the ops views every test database has, built
-at start-up), and each exception action changes the database through oms_ops (run as the least-privilege
-dashboard role). Rows the panels show are written by the code that writes them in production."""
+at start-up), and each exception action changes the database through the OMS API (the dashboards' own
+login only reads). Rows the panels show are written by the code that writes them in production."""
 
 import hashlib
 import json
@@ -26,11 +26,13 @@ def test_empty_database_renders_every_panel(dash_url):
     assert "Orders at risk (deadline within 4 h or passed)" in out  # the threshold of ops_thresholds
     assert [t.label for t in at.tabs] == [
         "On hold / backordered",
+        "Unfillable",
         "Quarantine",
         "Carrier & outbox errors",
         "Courier",
         "Returns",
         "Channel mappings",
+        "Amendments",
     ]
     assert "No channel has been discovered yet." in out
 

@@ -1,5 +1,5 @@
 """Returns panel of the operations page: a real return is received, inspected and refunded through the panel,
-as the least-privilege dashboard role (so the grants of migrations 0006 and 0012 are proven to suffice)."""
+by the OMS API's actions (the dashboards' own login only reads: migration 0016)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import dashboards.returns_panel  # noqa: F401 - imported here so the script belo
 from oms_ops import fulfillment as ff
 from oms_ops.services import returns as svc
 from tests.core import factories as f
-from tests.dashboards.conftest import MANAGER, OPS, frame, texts
+from tests.dashboards.conftest import MANAGER, OPS, frame, signed_in, texts
 
 SCRIPT = "from dashboards.returns_panel import returns_panel\nreturns_panel()\n"
 
 
 def panel(user) -> AppTest:
-    at = AppTest.from_string(SCRIPT, default_timeout=30)
-    at.session_state["user"] = user
-    return at
+    return signed_in(AppTest.from_string(SCRIPT, default_timeout=30), user)
 
 
 def _requested_return(conn) -> tuple[int, object, list[int]]:

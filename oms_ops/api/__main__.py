@@ -1,0 +1,3 @@
+from oms_ops.api.server import main
+
+raise SystemExit(main())
