@@ -23,15 +23,16 @@ bootstrap: .venv/.synced
 demo: bootstrap
 	$(UV) run --frozen oms demo
 
-# The live-demo test (marker `slow`: two starts of `make demo`, mostly waiting on the simulated world) runs
-# beside the rest of the suite rather than after it; its report is printed at the end and either failing
-# fails the target.
+# The suite runs on two xdist workers (a file stays on one worker, so module fixtures are shared; each worker
+# has its own embedded Postgres and ClickHouse). The live-demo test (marker `slow`: two starts of
+# `make demo`, mostly waiting on the simulated world) runs beside it; its report is printed at the end and
+# either failing fails the target.
 test: bootstrap
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	@mkdir -p test-artifacts
 	@$(UV) run --frozen pytest -m slow -p no:cacheprovider > test-artifacts/slow.log 2>&1 & slow=$$!; \
-	$(UV) run --frozen pytest -m "not slow"; rest=$$?; \
+	$(UV) run --frozen pytest -m "not slow" -n 2 --dist loadfile; rest=$$?; \
 	wait $$slow; slow_rc=$$?; \
 	echo "---- slow tests (test-artifacts/slow.log) ----"; cat test-artifacts/slow.log; \
 	if [ $$rest -ne 0 ] || [ $$slow_rc -ne 0 ]; then exit 1; fi

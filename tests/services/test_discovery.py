@@ -140,9 +140,9 @@ def test_a_failed_read_changes_no_mapping(conn, shop):
     assert len(_locations(conn)) == 4 and set(_listings(conn)) == {"A-1", "B-2"}
 
 
-def test_dashboards_role_maps_only_through_the_functions(conn, shop, db_url):
-    """The dashboards' login reads the discovery tables and calls the two functions; it cannot write the
-    connectors' tables directly."""
+def test_dashboards_role_reads_mappings_and_cannot_change_them(conn, shop, db_url):
+    """The dashboards' login reads the discovery tables; it can neither write the connectors' tables nor run
+    the mapping functions (migration 0016): ops map through the OMS API, which calls them as the OMS."""
     discovery.discover(conn, _channel(ACCOUNT), None, shop)
     conn.execute("DROP ROLE IF EXISTS disc_dash_login")
     conn.execute("CREATE ROLE disc_dash_login LOGIN PASSWORD 'pw' IN ROLE oms_dashboard")
@@ -150,7 +150,8 @@ def test_dashboards_role_maps_only_through_the_functions(conn, shop, db_url):
         with psycopg.connect(db_url, autocommit=True) as dash:
             dash.execute("SET ROLE disc_dash_login")
             assert discovery.location_mappings(dash)
-            discovery.map_location(dash, "ozon", "105", "WH-KZN", "ops.anna")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                discovery.map_location(dash, "ozon", "105", "WH-KZN", "ops.anna")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 dash.execute(
                     "INSERT INTO connectors.channel_locations (system, location_code, external_id) "
@@ -158,6 +159,7 @@ def test_dashboards_role_maps_only_through_the_functions(conn, shop, db_url):
                 )
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 dash.execute("UPDATE connectors.discovered_listings SET sku = 'C-3'")
+        discovery.map_location(conn, "ozon", "105", "WH-KZN", "ops.anna")  # as the OMS (the API's login)
         assert _locations(conn)["105"] == "WH-KZN"
     finally:
         conn.execute("DROP OWNED BY disc_dash_login")
