@@ -225,7 +225,12 @@ class EmbeddedPostgres:
         """Give the superuser ``self.password``, in single-user mode (the server must be stopped): used to
         migrate a cluster that trusted every local connection, and to recover when the password kept in
         ``$OMS_HOME`` no longer matches (whoever may run this owns the data directory anyway)."""
-        statement = f"ALTER ROLE {SUPERUSER} PASSWORD '{scram_sha256_verifier(self.password)}';\n"
+        # single-user mode takes plain statements (no bind parameters): quoted by psycopg, not by hand
+        statement = (
+            sql.SQL("ALTER ROLE {} PASSWORD {};\n")
+            .format(sql.Identifier(SUPERUSER), sql.Literal(scram_sha256_verifier(self.password)))
+            .as_string(None)
+        )
         res = self._run([_bin("postgres"), "--single", "-D", str(self.data_dir), "postgres"], input=statement)
         output = (res.stdout or "") + (res.stderr or "")
         if res.returncode != 0 or "ERROR" in output:
