@@ -53,8 +53,8 @@ from oms_ops.services.unfillable import sweep as sweep_unfillable
 
 log = logging.getLogger("oms.worker")
 CHANNEL = "oms_work"
-#: at most this many values per push to a channel that takes one call per value (the web store: 2 calls/s,
-#: so about 10 s a push): a push started now never keeps a change made a second later waiting long
+#: at most this many values per push to a channel that declares a per-run cap (APIs taking one call per
+#: value): a push started now never keeps a change made a second later waiting long
 ATS_ITEMS_PER_PUSH = 20
 
 
@@ -90,7 +90,7 @@ class Step:
     #: notifications that make it due now
     wakes_on: frozenset[str] = frozenset()
     min_gap: float = 0.0
-    #: runs in its own thread (own connection): a slow API (the web store's ATS at 2 calls/s, the WMS's
+    #: runs in its own thread (own connection): a slow API (a channel's ATS window or a slow store, the WMS's
     #: paged counts) must not hold up reservations
     background: bool = False
     due_at: float = 0.0
@@ -124,7 +124,7 @@ class Worker:
             Step("poll", c.poll, self._poll),
             Step("normalize", c.normalize, self._normalize, frozenset({"queued"})),
             Step("allocate", c.allocate, self._allocate, frozenset({"orders", "stock"})),
-            # one ATS lane per channel: the web store's one call per value must not hold up Ozon or WB
+            # one ATS lane per channel: Ozon's 30-s windows or a slow store must not hold up the others
             *(
                 Step(
                     f"ats:{ch.code}",

@@ -12,7 +12,9 @@ Shapes follow ``reference/channel-apis.md`` §3 and the official ``ShopifyAPI`` 
   opaque ``page_info``; a request with ``page_info`` may only add ``limit`` and ``fields`` (anything else →
   400, as Shopify does); no ``Link`` header when everything fits on one page — for orders, products and
   inventory levels alike;
-* ``GET …/orders/{id}.json``; ``POST …/inventory_levels/set.json``;
+* ``GET …/orders/{id}.json``; ``POST …/inventory_levels/set.json``; ``POST …/graphql.json`` with the
+  ``inventorySetQuantities`` mutation (up to 250 absolute values per call, its own cost bucket — see
+  :meth:`ShopifySimulator.graphql`);
   ``GET …/inventory_levels.json?inventory_item_ids=&location_ids=`` and ``…/locations/{id}/inventory_levels.json``;
 * discovery: ``GET …/locations.json`` (``locations/{id}.json``, ``locations/count.json``) — the fulfilment
   network's locations with a ``shopify_location_id``; ``GET …/products.json`` (ascending ids, ``Link``
@@ -37,9 +39,10 @@ Shapes follow ``reference/channel-apis.md`` §3 and the official ``ShopifyAPI`` 
   ids; a simulator convenience — Shopify serves returns through GraphQL), ``GET …/returns/{id}.json``,
   ``GET …/orders/{id}/returns.json``, and the ``returns/request`` webhook.
 
-Not simulated: writes other than ``inventory_levels/set.json`` (creating or editing orders, products,
+Not simulated: writes other than inventory levels (creating or editing orders, products,
 fulfillments, refunds), order edits (``current_quantity`` only drops on cancellation), shipping discounts,
-multi-currency presentment (shop and presentment money are both RUB), GraphQL and its cost-based limits.
+multi-currency presentment (shop and presentment money are both RUB), GraphQL other than
+``inventorySetQuantities``.
 
 Store conventions: prices are strings in RUB with VAT included (``taxes_included: true``, 20 % НДС);
 cancelling an order also closes (archives) it, so it drops out of the default ``status=open`` list.
@@ -88,7 +91,7 @@ from simulators.clock import iso_z, parse_rfc3339
 from simulators.customers import ReturnBehaviour, ShopReturns
 from simulators.faults import FaultRule, FaultSet
 from simulators.generator import GeneratedOrder, OrderGenerator
-from simulators.limits import LeakyBucket
+from simulators.limits import LeakyBucket, TokenBucket
 from simulators.network import BY_SHOPIFY_LOCATION, LOCATION_BY_CODE, Location
 
 log = logging.getLogger("simulators.shopify")
@@ -98,6 +101,23 @@ API_VERSION_RE = re.compile(r"^(\d{4}-(01|04|07|10)|unstable)$")
 PAGE_INFO_ALLOWED = {"page_info", "limit", "fields"}
 STATUS_VALUES = ("open", "closed", "cancelled", "any")
 BUCKET_SIZE, LEAK_PER_S = 40, 2.0
+#: GraphQL Admin API: its own cost bucket (1000 points restored at 50/s); a mutation costs 10 points
+GRAPHQL_BUCKET, GRAPHQL_RESTORE_PER_S, MUTATION_COST = 1000, 50.0, 10
+#: ``inventorySetQuantities`` takes at most this many quantities per call
+MAX_SET_QUANTITIES = 250
+#: API versions from which every quantity must carry ``changeFromQuantity`` (``compareQuantity`` and
+#: ``ignoreCompareQuantity`` before that)
+CHANGE_FROM_SINCE = "2026-04"
+INVENTORY_NAMES = frozenset({"available", "on_hand"})
+INVENTORY_REASONS = frozenset(
+    {
+        "correction", "cycle_count_available", "damaged", "movement_created", "movement_updated",
+        "movement_received", "movement_canceled", "other", "promotion", "quality_control", "received",
+        "reservation_created", "reservation_deleted", "reservation_updated", "restock", "safety_stock",
+        "shrinkage",
+    }
+)  # fmt: skip
+_GID = re.compile(r"^gid://shopify/(InventoryItem|Location)/(\d+)$")
 #: Shopify retries a failed webhook 8 times over 4 hours (delays after attempt 1..8), simulated seconds.
 WEBHOOK_RETRY_DELAYS = (10, 30, 60, 300, 900, 1800, 3600, 7200)
 SHIPPING = {"courier": Decimal("390.00"), "pickup_point": Decimal("199.00"), "store_pickup": Decimal("0.00")}
@@ -247,6 +267,10 @@ class ShopifySimulator(Simulator):
         self._by_variant = {p.shopify_variant_id: p for p in ctx.catalog}
         self._catalog_pos = {p.sku: i for i, p in enumerate(ctx.catalog)}
         self.bucket = LeakyBucket(BUCKET_SIZE, LEAK_PER_S, ctx.protocol_time) if rate_limit else None
+        self.cost_bucket = (
+            TokenBucket(GRAPHQL_BUCKET, GRAPHQL_RESTORE_PER_S, ctx.protocol_time) if rate_limit else None
+        )
+        self._adjustment_seq = 0
 
     def credentials(self) -> dict:
         return {
@@ -608,7 +632,7 @@ class ShopifySimulator(Simulator):
 
     # -- protocol -----------------------------------------------------------------------------------------
     def before_request(self, request: Request) -> Response | None:
-        if self.bucket:
+        if self.bucket and not request.url.path.endswith("/graphql.json"):  # GraphQL: its own cost bucket
             ok, _wait = self.bucket.try_add()
             if not ok:
                 return self._too_many(1.0 / LEAK_PER_S * 4)
@@ -668,6 +692,7 @@ class ShopifySimulator(Simulator):
                 ["GET"],
             ),
             ("/admin/api/{version}/inventory_levels/set.json", self.set_inventory, ["POST"]),
+            ("/admin/api/{version}/graphql.json", self.graphql, ["POST"]),
             ("/admin/api/{version}/inventory_levels.json", self.list_inventory, ["GET"]),
             ("/admin/api/{version}/returns.json", self.list_returns, ["GET"]),
             ("/admin/api/{version}/returns/{return_id:int}.json", self.get_return, ["GET"]),
@@ -1154,6 +1179,192 @@ class ShopifySimulator(Simulator):
             self.inventory_sets.append(record)
             level = self._level(item_id, location_id)
         return JSONResponse({"inventory_level": level})
+
+    def _cost(self, requested: int, actual: int | None) -> dict:
+        """GraphQL's ``extensions.cost``: what the call costs and what is left in the bucket."""
+        left = float(self.cost_bucket.remaining) if self.cost_bucket else float(GRAPHQL_BUCKET)
+        return {
+            "requestedQueryCost": requested,
+            "actualQueryCost": actual,
+            "throttleStatus": {
+                "maximumAvailable": float(GRAPHQL_BUCKET),
+                "currentlyAvailable": left,
+                "restoreRate": GRAPHQL_RESTORE_PER_S,
+            },
+        }
+
+    async def graphql(self, request: Request, faults: FaultSet) -> Response:
+        """``POST …/graphql.json`` serving the ``inventorySetQuantities`` mutation (the one GraphQL call the
+        OMS makes: many absolute values in one call, where REST takes one per call).
+
+        Faithful parts: the cost bucket (1000 points, 50/s, a mutation costs 10) answered with HTTP 200 and
+        ``errors[].extensions.code = THROTTLED`` when empty; ``extensions.cost`` on every answer; at most
+        250 quantities (``MAX_INPUT_SIZE_EXCEEDED``); ``name`` ``available``/``on_hand``; the documented
+        reasons; compare-and-set (``compareQuantity`` or ``ignoreCompareQuantity: true`` before 2026-04,
+        ``changeFromQuantity`` — explicitly null to opt out — on every quantity from 2026-04); any user
+        error applies nothing; ``changes`` lists the quantities that moved (a quantity set to what it already
+        was has no change). Not faithful: the selection set is not read — the whole payload is returned."""
+        self._check_version(request)
+        version = request.path_params["version"]
+        try:
+            body = await read_json(request)
+        except ValueError as exc:
+            raise _errors(400, "Bad Request") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            raise _errors(400, {"query": "Required parameter missing or invalid"})
+        if not re.search(r"\binventorySetQuantities\s*\(", body["query"]):
+            return JSONResponse(
+                {
+                    "errors": [
+                        {
+                            "message": "the simulator serves only the inventorySetQuantities mutation",
+                            "extensions": {"code": "undefinedField"},
+                        }
+                    ]
+                }
+            )
+        variables = body.get("variables") or {}
+        data = variables.get("input") if isinstance(variables, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("quantities"), list):
+            return JSONResponse(
+                {
+                    "errors": [
+                        {
+                            "message": "Variable $input of type InventorySetQuantitiesInput! was provided invalid value",
+                            "extensions": {"code": "INVALID_VARIABLE"},
+                        }
+                    ]
+                }
+            )
+        quantities = data["quantities"]
+        if len(quantities) > MAX_SET_QUANTITIES:
+            return JSONResponse(
+                {
+                    "errors": [
+                        {
+                            "message": f"The input array size of {len(quantities)} is greater than the maximum "
+                            f"allowed of {MAX_SET_QUANTITIES}.",
+                            "path": ["inventorySetQuantities", "input", "quantities"],
+                            "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"},
+                        }
+                    ]
+                }
+            )
+        if self.cost_bucket:
+            ok, _ = self.cost_bucket.try_take(MUTATION_COST)
+            if not ok:
+                return JSONResponse(
+                    {
+                        "errors": [
+                            {
+                                "message": "Throttled",
+                                "extensions": {
+                                    "code": "THROTTLED",
+                                    "documentation": "https://shopify.dev/api/usage/rate-limits",
+                                },
+                            }
+                        ],
+                        "extensions": {"cost": self._cost(MUTATION_COST, None)},
+                    }
+                )
+        errors: list[dict] = []
+        name, reason = data.get("name"), data.get("reason")
+        if name not in INVENTORY_NAMES:
+            errors.append({"field": ["input", "name"], "message": "The quantity name must be either 'available' or 'on_hand'.", "code": "INVALID_NAME"})  # fmt: skip
+        if reason not in INVENTORY_REASONS:
+            errors.append({"field": ["input", "reason"], "message": "The specified reason is invalid.", "code": "INVALID_REASON"})  # fmt: skip
+        cas_by_key = version >= CHANGE_FROM_SINCE  # "unstable" sorts after every dated version
+        ignore = data.get("ignoreCompareQuantity") is True
+        planned: list[tuple[int, int, int]] = []
+        with self.lock:
+            for i, q in enumerate(quantities):
+                at = ["input", "quantities", str(i)]
+                if not isinstance(q, dict):
+                    errors.append({"field": at, "message": "Invalid quantity.", "code": "INVALID_QUANTITY"})
+                    continue
+                item = _GID.match(str(q.get("inventoryItemId") or ""))
+                loc = _GID.match(str(q.get("locationId") or ""))
+                qty = q.get("quantity")
+                item_id = int(item[2]) if item and item[1] == "InventoryItem" else None
+                loc_id = int(loc[2]) if loc and loc[1] == "Location" else None
+                if item_id not in self._by_inventory_item:
+                    errors.append({"field": [*at, "inventoryItemId"], "message": "The specified inventory item could not be found.", "code": "INVALID_INVENTORY_ITEM"})  # fmt: skip
+                    continue
+                if loc_id not in BY_SHOPIFY_LOCATION:
+                    errors.append({"field": [*at, "locationId"], "message": "The specified location could not be found.", "code": "INVALID_LOCATION"})  # fmt: skip
+                    continue
+                if isinstance(qty, bool) or not isinstance(qty, int):
+                    errors.append({"field": [*at, "quantity"], "message": "Invalid quantity.", "code": "INVALID_QUANTITY"})  # fmt: skip
+                    continue
+                if qty > 1_000_000_000:
+                    errors.append({"field": [*at, "quantity"], "message": "The quantity can't be higher than 1,000,000,000.", "code": "INVALID_QUANTITY_TOO_HIGH"})  # fmt: skip
+                    continue
+                if qty < -1_000_000_000:
+                    errors.append({"field": [*at, "quantity"], "message": "The quantity can't be lower than -1,000,000,000.", "code": "INVALID_QUANTITY_TOO_LOW"})  # fmt: skip
+                    continue
+                rec = self.inventory.get((item_id, loc_id)) or {}
+                current = rec.get(name if name in INVENTORY_NAMES else "available", 0) or 0
+                if cas_by_key:
+                    if "changeFromQuantity" not in q:
+                        errors.append({"field": [*at, "changeFromQuantity"], "message": "changeFromQuantity is required: pass the expected quantity, or null to skip the check.", "code": "CHANGE_FROM_QUANTITY_REQUIRED"})  # fmt: skip
+                        continue
+                    expected = q["changeFromQuantity"]
+                    if expected is not None and expected != current:
+                        errors.append({"field": [*at, "changeFromQuantity"], "message": "The specified compare quantity does not match the current quantity.", "code": "CHANGE_FROM_QUANTITY_STALE"})  # fmt: skip
+                        continue
+                elif not ignore:
+                    expected = q.get("compareQuantity")
+                    if expected is None:
+                        errors.append({"field": [*at, "compareQuantity"], "message": "The compareQuantity argument must be given to each quantity or ignored using ignoreCompareQuantity.", "code": "COMPARE_QUANTITY_REQUIRED"})  # fmt: skip
+                        continue
+                    if expected != current:
+                        errors.append({"field": [*at, "compareQuantity"], "message": "The specified compare quantity does not match the current quantity.", "code": "COMPARE_QUANTITY_STALE"})  # fmt: skip
+                        continue
+                planned.append((item_id, loc_id, qty))
+            if errors:
+                payload = {"inventoryAdjustmentGroup": None, "userErrors": errors}
+            else:
+                changes = []
+                stamp = _ts(self.now)
+                for item_id, loc_id, qty in planned:
+                    rec = self.inventory.get((item_id, loc_id)) or {
+                        "inventory_item_id": item_id,
+                        "location_id": loc_id,
+                        "sku": self._by_inventory_item[item_id].sku,
+                        "available": None,
+                        "updated_at": stamp,
+                    }
+                    before = rec.get(name) or 0
+                    rec = {**rec, name: qty, "updated_at": stamp}
+                    self.inventory[(item_id, loc_id)] = rec
+                    self.inventory_sets.append(rec)
+                    if qty != before:
+                        changes.append(
+                            {
+                                "name": name,
+                                "delta": qty - before,
+                                "quantityAfterChange": qty,
+                                "item": {"id": f"gid://shopify/InventoryItem/{item_id}"},
+                                "location": {"id": f"gid://shopify/Location/{loc_id}"},
+                            }
+                        )
+                self._adjustment_seq += 1
+                payload = {
+                    "inventoryAdjustmentGroup": {
+                        "id": f"gid://shopify/InventoryAdjustmentGroup/{self._adjustment_seq}",
+                        "createdAt": stamp,
+                        "reason": reason,
+                        "referenceDocumentUri": data.get("referenceDocumentUri"),
+                        "changes": changes,
+                    },
+                    "userErrors": [],
+                }
+        return JSONResponse(
+            {
+                "data": {"inventorySetQuantities": payload},
+                "extensions": {"cost": self._cost(MUTATION_COST, MUTATION_COST)},
+            }
+        )
 
     async def list_inventory(self, request: Request, faults: FaultSet) -> Response:
         """``inventory_levels.json?inventory_item_ids=&location_ids=`` (one of them required) and

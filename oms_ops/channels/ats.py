@@ -15,8 +15,9 @@ channel module's pusher batches them to its API's limits and verifies them from 
   (misnamed fields are ignored silently), so the amounts are read back with ``POST /api/v3/stocks/{id}`` and
   compared: equal → verified; different → ``failed``; read-back impossible → ``unverified`` (pushed, no proof).
   Items listed in a 409 are ``failed``.
-* **Web store** ``inventory_levels/set.json``: one call per (inventory item, location); the returned
-  ``available`` is the proof.
+* **Web store** GraphQL ``inventorySetQuantities``: ≤ 250 values per call, all or nothing per call;
+  ``quantityAfterChange`` of each change is the proof (a value the store already held has no change:
+  ``unverified``).
 
 Failed items are retried with back-off (1 min × 2^attempts, capped at 1 h). ATS is not sent through the outbox:
 it is state (an absolute number per key), not an event — a later value supersedes an earlier one, so the
@@ -216,7 +217,7 @@ def push_ats(
     max_items: int | None = None,
 ) -> PushResult:
     """Compute, diff and push one channel's ATS (at most ``max_items`` changed values per run, default the
-    channel's own cap — the web store takes one call per value at 2 calls/s; the rest go next run).
+    channel's own cap, for APIs that take one call per value; the rest go next run, freshest first).
     Concurrent runs for the same channel: the second skips."""
     if channel.ats is None:
         raise ValueError(f"channel {channel.code!r} has no ATS pusher")

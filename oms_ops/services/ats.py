@@ -41,8 +41,8 @@ def push_all(
     only: str | None = None,
 ) -> PushAllResult:
     """Push the changed ATS values of every channel with a pusher (values from the read model), or of
-    channel ``only``. ``max_items`` lowers the per-run cap of channels that take one call per value: the
-    worker pushes often and little (fresh changes first), a scheduled sweep seldom and more."""
+    channel ``only``. ``max_items`` lowers the per-run cap of channels that declare one (APIs taking one call
+    per value): the worker pushes often and little (fresh changes first), a scheduled sweep seldom and more."""
     out = PushAllResult()
     for channel in registry.with_ats():
         if only is not None and channel.code != only:

@@ -6,7 +6,8 @@ The library is pointed at the simulator through its supported ``ShopifyResource.
 edited, and the session is cleared in teardown. Covered: ``orders.json`` (``Link`` paging with the library's
 ``has_next_page`` / ``next_page``, ``fields``), ``orders/{id}.json``, ``orders/count.json``, ``locations.json``,
 ``locations/{id}.json``, ``locations/count.json``, ``locations/{id}/inventory_levels.json``, ``products.json``
-(paged), ``products/{id}.json``, ``products/count.json``, ``variants/{id}.json``, ``inventory_levels/set.json``,
+(paged), ``products/{id}.json``, ``products/count.json``, ``variants/{id}.json``, ``inventory_levels/set.json``, ``graphql.json`` (``inventorySetQuantities``
+through the library's ``GraphQL`` client),
 ``inventory_levels.json`` (paged), the ``X-Shopify-Shop-Api-Call-Limit`` header (``shopify.Limits``), and the
 401 / 404 / 400 / 429 error bodies. The returns endpoints are not here: the library has no ``Return`` resource
 (Shopify serves returns through GraphQL only). Nor has it a webhook verifier (``Session.validate_hmac`` checks
@@ -32,6 +33,7 @@ import pytest
 import shopify
 from pyactiveresource.connection import BadRequest, ClientError, ResourceNotFound, UnauthorizedAccess
 from shopify.collection import PaginatedCollection
+from shopify.resources import graphql as shopify_graphql
 
 from oms_ops.channels import webstore
 from oms_ops.channels.ats import AtsItem, PushResult
@@ -276,36 +278,16 @@ class _Recording(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-def test_inventory_levels_and_the_connectors_set_body(shop):
+def test_inventory_levels_through_the_library(shop):
     location = LOCATION_BY_CODE["MSK1"].shopify_location_id
     items = [p.shopify_inventory_item_id for p in shop.catalog[:5]]
-    connection = shopify.ShopifyResource.connection
-    sent, urlopen = [], connection._urlopen
-    connection._urlopen = lambda request: (sent.append(request), urlopen(request))[1]  # this connection only
     level = shopify.InventoryLevel.set(location, items[0], 7)
     assert isinstance(level, shopify.InventoryLevel)
     assert (level.location_id, level.inventory_item_id, level.available) == (location, items[0], 7)
-    theirs = sent[-1]
-
-    transport = _Recording()
-    with _client(shop, transport=transport) as client:
-        res = PushResult("webstore")
-        item = AtsItem("webstore", "MSK1", shop.catalog[0].sku, 9, str(location), inventory_item_id=items[0])
-        assert webstore.push_stock(client, [item], res) == [(item, "pushed", True, None)]
-    ours = transport.requests[-1]
-    their_body, our_body = json.loads(theirs.data), json.loads(ours.content)
-    assert (theirs.get_method(), urlsplit(theirs.full_url).path) == (ours.method, ours.url.path)
-    assert ours.url.path == f"/admin/api/{API_VERSION}/inventory_levels/set.json"
-    assert theirs.get_header("Content-type") == ours.headers["Content-Type"] == "application/json"
-    assert theirs.get_header("X-shopify-access-token") == ours.headers["X-Shopify-Access-Token"]
-    assert {k: type(v) for k, v in our_body.items()} == {k: type(their_body[k]) for k in our_body}
-    assert set(their_body) - set(our_body) == {"disconnect_if_necessary"}  # optional, false by default
-    assert shop["shopify"].inventory[(items[0], location)]["available"] == 9
-
     for n, inventory_item in enumerate(items[1:], start=1):
         shopify.InventoryLevel.set(location, inventory_item, n)
     (only,) = shopify.InventoryLevel.find(inventory_item_ids=items[0], location_ids=location)
-    assert isinstance(only, shopify.InventoryLevel) and only.available == 9
+    assert isinstance(only, shopify.InventoryLevel) and only.available == 7
     first = shopify.InventoryLevel.find(location_ids=location, limit=2)
     levels = [lv for page in shopify.PaginatedIterator(first) for lv in page]
     assert first.has_next_page() and [lv.inventory_item_id for lv in levels] == sorted(items)
@@ -313,6 +295,66 @@ def test_inventory_levels_and_the_connectors_set_body(shop):
     assert {lv.inventory_item_id: lv.available for lv in at_location} == {
         lv.inventory_item_id: lv.available for lv in levels
     }
+
+
+def test_set_quantities_through_the_librarys_graphql_and_the_connectors_request(shop, monkeypatch):
+    """The library's ``GraphQL().execute`` runs the connector's own mutation text against the simulator; the
+    connector's request goes to the same endpoint with the same headers and the same body keys."""
+    location = LOCATION_BY_CODE["MSK1"].shopify_location_id
+    items = [p.shopify_inventory_item_id for p in shop.catalog[:3]]
+    sent: list = []
+    opener = shopify_graphql.urllib.request  # six.moves' view of urllib.request, which the library calls
+    real_urlopen = opener.urlopen
+    monkeypatch.setattr(opener, "urlopen", lambda req, *a, **k: (sent.append(req), real_urlopen(req))[1])
+    variables = {
+        "input": {
+            "name": "available",
+            "reason": "correction",
+            "ignoreCompareQuantity": True,
+            "quantities": [
+                {
+                    "inventoryItemId": f"gid://shopify/InventoryItem/{i}",
+                    "locationId": f"gid://shopify/Location/{location}",
+                    "quantity": n,
+                }  # fmt: skip
+                for n, i in enumerate(items, start=4)
+            ],
+        }
+    }
+    answer = json.loads(shopify.GraphQL().execute(webstore.SET_QUANTITIES_MUTATION, variables))
+    payload = answer["data"]["inventorySetQuantities"]
+    assert payload["userErrors"] == []
+    assert [c["quantityAfterChange"] for c in payload["inventoryAdjustmentGroup"]["changes"]] == [4, 5, 6]
+    assert answer["extensions"]["cost"]["throttleStatus"]["maximumAvailable"] == 1000.0
+    theirs = sent[-1]
+    # a compare-and-set the library sends without opting out is refused, and nothing is applied
+    stale = {"input": {**variables["input"], "ignoreCompareQuantity": False}}
+    refused = json.loads(shopify.GraphQL().execute(webstore.SET_QUANTITIES_MUTATION, stale))
+    assert {e["code"] for e in refused["data"]["inventorySetQuantities"]["userErrors"]} == {
+        "COMPARE_QUANTITY_REQUIRED"
+    }
+    assert refused["data"]["inventorySetQuantities"]["inventoryAdjustmentGroup"] is None
+
+    transport = _Recording()
+    with _client(shop, transport=transport) as client:
+        res = PushResult("webstore")
+        batch = [
+            AtsItem("webstore", "MSK1", shop.catalog[0].sku, 9, str(location), inventory_item_id=items[0]),
+            AtsItem("webstore", "MSK1", shop.catalog[1].sku, 5, str(location), inventory_item_id=items[1]),
+        ]
+        outcomes = webstore.push_stock(client, batch, res)
+    # 9 moved (verified by quantityAfterChange); 5 was already there (accepted, no change to compare)
+    assert outcomes == [(batch[0], "pushed", True, None), (batch[1], "unverified", False, None)]
+    assert res.requests == 1 and res.batch_sizes == [2]
+    ours = transport.requests[-1]
+    their_body, our_body = json.loads(theirs.data), json.loads(ours.content)
+    assert urlsplit(theirs.full_url).path == ours.url.path == f"/admin/api/{API_VERSION}/graphql.json"
+    assert theirs.get_method() == ours.method == "POST"
+    assert theirs.get_header("Content-type") == ours.headers["Content-Type"] == "application/json"
+    assert theirs.get_header("X-shopify-access-token") == ours.headers["X-Shopify-Access-Token"]
+    assert set(our_body) <= set(their_body) and our_body["query"] == their_body["query"]
+    assert set(our_body["variables"]["input"]) == set(variables["input"])
+    assert shop["shopify"].inventory[(items[0], location)]["available"] == 9
 
 
 # -- webhooks ----------------------------------------------------------------------------------------------------

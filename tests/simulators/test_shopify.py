@@ -161,6 +161,93 @@ def test_inventory_set(shop, client):
     assert client.get(url + "/_sim/inventory").json()["inventory_levels"][0]["available"] == 42
 
 
+def _set_quantities(client, url, headers, quantities, *, version="2024-10", **extra):
+    body = {
+        "query": "mutation S($input: InventorySetQuantitiesInput!) { inventorySetQuantities(input: $input) "
+        "{ inventoryAdjustmentGroup { id } userErrors { field code message } } }",
+        "variables": {
+            "input": {"name": "available", "reason": "correction", "quantities": quantities, **extra}
+        },
+    }
+    r = client.post(f"{url}/admin/api/{version}/graphql.json", headers=headers, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _q(item: int, location: int, qty, **extra) -> dict:
+    return {
+        "inventoryItemId": f"gid://shopify/InventoryItem/{item}",
+        "locationId": f"gid://shopify/Location/{location}",
+        "quantity": qty,
+        **extra,
+    }
+
+
+def test_graphql_set_quantities_is_all_or_nothing_and_reports_changes(shop, client):
+    stack, url, headers = shop
+    a, b = (p.shopify_inventory_item_id for p in stack.catalog[:2])
+    ok = _set_quantities(client, url, headers, [_q(a, 71000001001, 3), _q(b, 71000001001, 8)], ignoreCompareQuantity=True)  # fmt: skip
+    group = ok["data"]["inventorySetQuantities"]["inventoryAdjustmentGroup"]
+    assert [(c["delta"], c["quantityAfterChange"]) for c in group["changes"]] == [(3, 3), (8, 8)]
+    assert ok["extensions"]["cost"]["actualQueryCost"] == 10
+    # the same values again: accepted, nothing moved, no change entries
+    again = _set_quantities(client, url, headers, [_q(a, 71000001001, 3)], ignoreCompareQuantity=True)
+    assert again["data"]["inventorySetQuantities"]["inventoryAdjustmentGroup"]["changes"] == []
+    # one unknown item refuses the whole call: the good value next to it is not applied
+    bad = _set_quantities(client, url, headers, [_q(a, 71000001001, 50), _q(999, 71000001001, 1)], ignoreCompareQuantity=True)  # fmt: skip
+    payload = bad["data"]["inventorySetQuantities"]
+    assert payload["inventoryAdjustmentGroup"] is None
+    assert payload["userErrors"] == [
+        {
+            "field": ["input", "quantities", "1", "inventoryItemId"],
+            "message": "The specified inventory item could not be found.",
+            "code": "INVALID_INVENTORY_ITEM",
+        }
+    ]
+    assert stack["shopify"].inventory[(a, 71000001001)]["available"] == 3
+    # compare-and-set: a stale compareQuantity is refused; the right one applies
+    stale = _set_quantities(client, url, headers, [_q(a, 71000001001, 4, compareQuantity=1)])
+    assert stale["data"]["inventorySetQuantities"]["userErrors"][0]["code"] == "COMPARE_QUANTITY_STALE"
+    cas = _set_quantities(client, url, headers, [_q(a, 71000001001, 4, compareQuantity=3)])
+    assert cas["data"]["inventorySetQuantities"]["userErrors"] == []
+    # from 2026-04 every quantity carries changeFromQuantity (null opts out)
+    missing = _set_quantities(client, url, headers, [_q(a, 71000001001, 5)], version="2026-04")
+    assert (
+        missing["data"]["inventorySetQuantities"]["userErrors"][0]["code"] == "CHANGE_FROM_QUANTITY_REQUIRED"
+    )
+    opted_out = _set_quantities(client, url, headers, [_q(a, 71000001001, 5, changeFromQuantity=None)], version="2026-04")  # fmt: skip
+    assert opted_out["data"]["inventorySetQuantities"]["userErrors"] == []
+    levels = client.get(f"{url}{API}/inventory_levels.json?inventory_item_ids={a}", headers=headers).json()
+    assert [lv["available"] for lv in levels["inventory_levels"]] == [5]
+    # more than 250 quantities: a top-level error, nothing applied
+    many = _set_quantities(client, url, headers, [_q(a, 71000001001, 1)] * 251, ignoreCompareQuantity=True)
+    assert many["errors"][0]["extensions"]["code"] == "MAX_INPUT_SIZE_EXCEEDED"
+    assert stack["shopify"].inventory[(a, 71000001001)]["available"] == 5
+
+
+def test_graphql_has_its_own_cost_bucket(make_stack, fake_time, client):
+    stack = make_stack(only=["shopify"], protocol_time=fake_time)
+    url, headers = (
+        stack.urls["shopify"],
+        {"X-Shopify-Access-Token": stack.credentials["shopify"]["access_token"]},
+    )
+    item = stack.catalog[0].shopify_inventory_item_id
+    answers = [
+        _set_quantities(client, url, headers, [_q(item, 71000001001, n)], ignoreCompareQuantity=True) for n in range(101)
+    ]  # fmt: skip
+    assert all("data" in a for a in answers[:100])  # 1000 points, 10 per mutation
+    throttled = answers[100]
+    assert throttled["errors"][0]["extensions"]["code"] == "THROTTLED"
+    assert throttled["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] < 10
+    # the REST leaky bucket was not touched by the GraphQL calls
+    r = client.get(f"{url}{API}/orders.json", headers=headers)
+    assert r.status_code == 200 and r.headers["X-Shopify-Shop-Api-Call-Limit"] == "1/40"
+    fake_time.advance(1)  # 50 points a second come back
+    assert "data" in _set_quantities(
+        client, url, headers, [_q(item, 71000001001, 7)], ignoreCompareQuantity=True
+    )
+
+
 def test_webhooks_are_signed_and_retried(make_stack, receiver, client):
     stack = make_stack(only=["shopify"], rate=1.0, webhook_url=receiver.url)
     secret = stack.credentials["shopify"]["webhook_secret"]
