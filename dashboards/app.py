@@ -32,13 +32,14 @@ PAGES = {
     "backtest": st.Page(
         "pages/backtest.py", title="Routing backtest", icon=":material/alt_route:", url_path="backtest"
     ),
+    "api_keys": st.Page("pages/api_keys.py", title="API keys", icon=":material/key:", url_path="api-keys"),
 }
 # Section order puts each role's main page first: ops and admins land on Operations, managers on KPIs.
 SECTIONS = {
     "Operations": ["operations"],
     "KPIs": ["kpis"],
     "Orders": ["lookup", "callcentre"],
-    "Platform": ["health", "backtest"],
+    "Platform": ["health", "backtest", "api_keys"],
 }
 
 

@@ -40,6 +40,7 @@ PAGE_ROLES: dict[str, frozenset[str]] = {
     "kpis": frozenset({"manager", "admin"}),
     "health": frozenset({"ops", "manager", "admin"}),
     "backtest": frozenset({"admin"}),  # routing what-ifs read every order: admins only
+    "api_keys": frozenset({"admin"}),  # who may reach the public API
 }
 #: roles that may change orders (actions on the lookup page).
 ACTION_ROLES = frozenset({"ops", "admin"})

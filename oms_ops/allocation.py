@@ -376,6 +376,17 @@ def _lock_stock_rows(
     ]
 
 
+def _unreleased(conn: psycopg.Connection, skus: Sequence[str], today: date) -> set[str]:
+    """The pre-order SKUs among ``skus`` whose release date is still to come (business date ``today``)."""
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT sku FROM oms.products WHERE sku = ANY(%s) AND preorder AND release_date > %s",
+            (list(skus), today),
+        )
+    }
+
+
 def latest_decision(conn: psycopg.Connection, order_id: int) -> dict | None:
     """The most recent allocation decision of an order (for ops screens and fulfilment: carrier, tariff)."""
     cur = conn.execute(
@@ -565,6 +576,12 @@ def _allocate_chunk(
             (skus, list(ctx.locations)),
         ).fetchall()
         free = {(loc, sku): f for loc, sku, f in rows}
+    if free:
+        # pre-orders (oms_ops/supply.py): a product sold before its release date is not reserved until then,
+        # so its lines wait as backorders with a promise date instead of taking stock already on hand
+        held = _unreleased(conn, skus, now.astimezone(ctx.business_tz).date())
+        if held:
+            free = {k: v for k, v in free.items() if k[1] not in held}
     capacity = {
         (loc, day): n
         for loc, day, n in conn.execute(

@@ -206,7 +206,7 @@ LEFT JOIN LATERAL jsonb_array_elements(s.value->'lines') AS l(value) ON true
 
 _SHIPPED_SQL = _REPLAY + sql.SQL("""
 SELECT count(*)::int, count(DISTINCT order_id)::int FROM oms.shipments
-WHERE order_id IN (SELECT order_id FROM replay)
+WHERE order_id IN (SELECT order_id FROM replay) AND state <> 'cancelled'  -- a parcel called back never left
 """)
 
 

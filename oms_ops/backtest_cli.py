@@ -15,41 +15,19 @@ from pathlib import Path
 import typer
 
 from oms_ops.business_config import BusinessConfigError
+from oms_ops.cli_support import database_url, fail
 from oms_ops.db import connect
-from oms_ops.platform import stack
-from oms_ops.platform.settings import ConfigError
 from oms_ops.services.backtest import BacktestError, load_draft, run_backtest
-from oms_ops.services.settings import load_oms_settings
 
 app = typer.Typer(help="Routing: replay past orders against a draft configuration.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _date(value: str, option: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        _fail(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)")
+        fail(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)")
         raise  # unreachable
-
-
-def _database_url() -> str:
-    """``OMS_DATABASE_URL``, else the running stack's Postgres (as every ``oms`` command)."""
-    try:
-        settings = load_oms_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise  # unreachable
-    if settings.database_url:
-        return settings.database_url
-    state = stack.read_state(settings) if stack.running_services(settings).get("postgres") else None
-    if state is None or not state.database_url:
-        _fail("OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)")
-    return state.database_url
 
 
 @app.command("backtest")
@@ -68,17 +46,17 @@ def backtest_command(
     try:
         draft = load_draft(config)
     except BusinessConfigError as exc:
-        _fail(str(exc).replace("\n  ", "; ").replace(":;", ":"))
+        fail(str(exc).replace("\n  ", "; ").replace(":;", ":"))
         return
-    url = _database_url()
+    url = database_url()
     try:
         with connect(url) as conn:
             report = run_backtest(conn, draft, start=start, end=end, channels=channel or None)
     except BacktestError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     except (OSError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if as_json:
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, default=str))

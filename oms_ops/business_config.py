@@ -460,6 +460,74 @@ class IntakeLimits(_Model):
     by_channel: dict[str, ChannelLimits] = {}
 
 
+# -- customer notifications (oms_ops/notifications.py, docs/notifications.md) ---------------------------------
+
+#: the order events customers hear about, in the order they happen
+NotificationTrigger = Literal[
+    "order_accepted", "shipped", "ready_for_pickup", "delivered", "cancelled", "refund_succeeded"
+]
+#: what a template may say: ``{order_number}`` etc.; anything else is refused at load
+NOTIFICATION_PLACEHOLDERS = frozenset(
+    {"order_number", "shop_name", "customer_name", "carrier", "tracking_number", "pickup_point", "amount"}
+)
+
+
+def _check_template(value: str | None) -> str | None:
+    import string
+
+    if value is None:
+        return None
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"malformed template: {exc}") from None
+    unknown = sorted(n for n in names if n not in NOTIFICATION_PLACEHOLDERS)
+    if unknown:
+        known = ", ".join("{" + n + "}" for n in sorted(NOTIFICATION_PLACEHOLDERS))
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)} (known: {known})"
+        )
+    return value
+
+
+NotificationText = Annotated[str | None, AfterValidator(_check_template)]
+
+
+class NotificationTemplate(_Model):
+    """The texts of one trigger; a channel whose text is None is not used for it."""
+
+    enabled: bool = True
+    sms: NotificationText = None
+    email_subject: NotificationText = None
+    email_body: NotificationText = None
+
+
+class QuietHours(_Model):
+    """No SMS between ``start`` and ``end`` in the customer's local time: queued until ``end``."""
+
+    start: LocalTime = time(21, 0)
+    end: LocalTime = time(9, 0)
+
+
+class NotificationPolicy(_Model):
+    """``notifications:`` — which order events tell the customer what, by which channel, and when."""
+
+    enabled: bool = True
+    shop_name: str = Field("Магазин", min_length=1, max_length=60)
+    #: both: SMS to the phone and e-mail to the address, each when the order has it; sms_first/email_first:
+    #: one channel, the other only when the first has no contact; sms_only/email_only
+    channels: Literal["both", "sms_first", "email_first", "sms_only", "email_only"] = "both"
+    quiet_hours: QuietHours | None = QuietHours()
+    #: the customer's time zone when the order's region has none below
+    default_timezone: TimeZoneName = "Europe/Moscow"
+    #: region code (``regions[].code``) → time zone, for the quiet hours
+    region_timezones: dict[str, TimeZoneName] = {}
+    #: orders of these channel kinds are not notified by us: the marketplace tells its own buyers
+    skip_channel_kinds: list[ChannelKind] = ["marketplace"]
+    skip_channels: list[str] = []
+    templates: dict[NotificationTrigger, NotificationTemplate] = {}
+
+
 class BusinessConfig(_Model):
     version: int = 1
     currency: str = "RUB"
@@ -476,6 +544,7 @@ class BusinessConfig(_Model):
     reservations: ReservationPolicy = ReservationPolicy()
     limits: IntakeLimits = IntakeLimits()
     unfillable: UnfillablePolicy = UnfillablePolicy()
+    notifications: NotificationPolicy = NotificationPolicy()
 
     # -- lookups (cached; the model is frozen) --------------------------------------------------------
     @cached_property
@@ -765,6 +834,12 @@ def _cross_check(cfg: BusinessConfig) -> list[str]:
     for ch in cfg.limits.by_channel:
         if ch not in channels:
             problems.append(f"limits.by_channel.{ch}: unknown channel")
+    for i, ch in enumerate(cfg.notifications.skip_channels):
+        if ch not in channels:
+            problems.append(f"notifications.skip_channels[{i}]: unknown channel {ch!r}")
+    for code in cfg.notifications.region_timezones:
+        if code not in region_codes:
+            problems.append(f"notifications.region_timezones.{code}: unknown region")
     return problems
 
 

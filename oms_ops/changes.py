@@ -40,6 +40,7 @@ from oms_ops.business_config import BusinessConfig
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import ChangeRefused, InsufficientStock, NotFound, Shortfall
 from oms_ops.outbox import dumps
+from oms_ops.payment_provider import charge_difference
 from oms_ops.payments import request_refund
 from oms_ops.reservations import release_quantities
 from oms_ops.state_machine import Change, apply_transitions, record_creations
@@ -130,6 +131,8 @@ class ChangeResult:
     released_units: int = 0
     rerouted: bool = False
     refund_id: int | None = None
+    #: a paid order grew: the payment link for the difference (oms_ops/payment_provider.py)
+    payment_link_id: int | None = None
     total_before: Decimal = Decimal(0)
     total_after: Decimal = Decimal(0)
 
@@ -141,6 +144,7 @@ class ChangeResult:
             "released_units": self.released_units,
             "rerouted": self.rerouted,
             "refund_id": self.refund_id,
+            "payment_link_id": self.payment_link_id,
             "total_before": str(self.total_before),
             "total_after": str(self.total_after),
         }
@@ -408,6 +412,16 @@ def change_order_in_transaction(
             reason=f"order change: {reason}",
             actor=actor,
             idempotency_key=f"refund:change:{order_id}:{uuid.uuid4().hex}",
+        )
+    elif payment_status in ("paid", "partially_refunded") and total_after > total_before:
+        # the customer pays the difference on a link, when the OMS took the payment (not a marketplace's)
+        result.payment_link_id = charge_difference(
+            conn,
+            order_id=order_id,
+            amount=total_after - total_before,
+            actor=actor,
+            idempotency_key=f"payment:change:{order_id}:{uuid.uuid4().hex}",
+            note=f"order change: {reason}"[:200],
         )
 
     # -- stock: re-route, serve the growth, settle the allocation states ----------------------------------

@@ -7,7 +7,6 @@ half-applied. Output is one JSON object (or a table for ``amendments list``).
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -15,12 +14,10 @@ from typing import Any
 
 import typer
 
+from oms_ops.cli_support import cli_actor, database_url, fail
 from oms_ops.db import connect
 from oms_ops.errors import OmsError
-from oms_ops.platform import stack
-from oms_ops.platform.settings import ConfigError
 from oms_ops.services import changes as service
-from oms_ops.services.settings import load_oms_settings
 
 order_app = typer.Typer(help="Accepted orders: change them before they ship.", no_args_is_help=True)
 change_app = typer.Typer(
@@ -33,34 +30,17 @@ amendments_app = typer.Typer(
 )
 
 
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+_actor = cli_actor
 
 
 def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _database_url() -> str:
-    """``OMS_DATABASE_URL``, else the running stack's Postgres."""
-    try:
-        settings = load_oms_settings()
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-        raise
-    if settings.database_url:
-        return settings.database_url
-    state = stack.read_state(settings) if stack.running_services(settings).get("postgres") else None
-    if state is None or not state.database_url:
-        _fail("OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)", 2)
-    return state.database_url
+    fail(message, code)
 
 
 def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a service call on a fresh connection; a domain refusal is one ``error:`` line, exit 1."""
     try:
-        with connect(_database_url()) as conn:
+        with connect(database_url()) as conn:
             return fn(conn, *args, **kwargs)
     except OmsError as exc:
         _fail(str(exc))

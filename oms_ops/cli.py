@@ -17,16 +17,21 @@ from pathlib import Path
 import typer
 
 from oms_ops.analytics.dbt import OpsViewsError, analytics_database, build_ops_views
+from oms_ops.api_keys_cli import api_keys_app
 from oms_ops.backtest_cli import app as routing_app
 from oms_ops.business_config import load_business_config
 from oms_ops.changes_cli import amendments_app, order_app
 from oms_ops.db import connect
+from oms_ops.notifications_cli import notifications_app
+from oms_ops.onec_cli import onec_app
 from oms_ops.platform import stack
 from oms_ops.platform.migrate import MigrationError
 from oms_ops.platform.settings import ConfigError, Settings
 from oms_ops.services import discovery, health, intake, setup
 from oms_ops.services.clients import SECRETS, Clients
 from oms_ops.services.settings import connectors_of, load_oms_settings
+from oms_ops.shipment_cancel_cli import shipment_app
+from oms_ops.supply_cli import supply_app
 from oms_ops.unfillable_cli import unfillable_app
 from oms_ops.worker import main as worker_main
 
@@ -316,8 +321,13 @@ def worker(
 app.add_typer(routing_app, name="routing")  # oms routing backtest (oms_ops/backtest_cli.py)
 app.add_typer(order_app, name="order")  # oms order change … (oms_ops/changes_cli.py)
 app.add_typer(amendments_app, name="amendments")  # oms amendments list|accept|reject
+app.add_typer(shipment_app, name="shipment")  # oms shipment cancel … (oms_ops/shipment_cancel_cli.py)
 
 app.add_typer(unfillable_app, name="unfillable")  # oms unfillable list|clear|sweep
+app.add_typer(api_keys_app, name="api-keys")  # oms api-keys create|list|revoke
+app.add_typer(supply_app, name="supply")  # oms supply import|list|promise|receive|cancel|preorder|sync
+app.add_typer(notifications_app, name="notifications")  # oms notifications list|resend|opt-out|run
+app.add_typer(onec_app, name="onec")  # oms onec status|resend|config (oms_ops/onec_cli.py)
 
 callcentre_app = typer.Typer(help="Call-centre orders entered by operators.", no_args_is_help=True)
 app.add_typer(callcentre_app, name="callcentre")

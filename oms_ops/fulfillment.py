@@ -167,7 +167,7 @@ def sync_lines(conn: psycopg.Connection, order_ids: Sequence[int], *, actor: str
            d AS (
                SELECT sl.line_id, count(*) FILTER (WHERE s.state NOT IN ('delivered', 'picked_up')) AS undelivered
                FROM oms.shipments s JOIN oms.shipment_lines sl ON sl.shipment_id = s.shipment_id
-               WHERE s.order_id = ANY(%(ids)b::int8[])
+               WHERE s.order_id = ANY(%(ids)b::int8[]) AND s.state <> 'cancelled'
                GROUP BY sl.line_id)
            SELECT l.line_id, l.order_id, l.state, l.qty - l.qty_shipped - l.qty_cancelled, l.qty_shipped,
                   l.qty_returned, coalesce(r.active, 0), r.min_stage, coalesce(d.undelivered, 0)
@@ -281,7 +281,8 @@ def sync_orders(
                           max(coalesce(delivered_at, picked_up_at)) AS delivered, max(picked_up_at) AS picked_up,
                           max(ready_for_pickup_at) AS ready, max(not_delivered_at) AS not_delivered,
                           max(returned_at) AS returned
-                   FROM oms.shipments WHERE order_id = ANY(%(ids)b::int8[]) GROUP BY order_id)
+                   FROM oms.shipments WHERE order_id = ANY(%(ids)b::int8[]) AND state <> 'cancelled'
+                   GROUP BY order_id)
                SELECT o.order_id, o.state, coalesce(l.open, 0), coalesce(l.shipped, 0), coalesce(r.active, 0),
                       coalesce(r.unpacked, 0), coalesce(p.open_picks, 0), coalesce(s.states, '{}'),
                       s.delivered, s.picked_up, s.ready, s.not_delivered, s.returned

@@ -73,7 +73,9 @@ CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "line_shipped_equals_shipment_lines": (
         """SELECT 'line ' || l.line_id, l.qty_shipped, coalesce(s.qty, 0)
-           FROM oms.order_lines l LEFT JOIN (SELECT line_id, sum(qty) AS qty FROM oms.shipment_lines GROUP BY 1) s
+           FROM oms.order_lines l LEFT JOIN (SELECT x.line_id, sum(x.qty) AS qty FROM oms.shipment_lines x
+                                             JOIN oms.shipments sh USING (shipment_id)
+                                             WHERE sh.state <> 'cancelled' GROUP BY 1) s
                 USING (line_id)
            WHERE l.qty_shipped <> coalesce(s.qty, 0) ORDER BY l.line_id""",
         ("qty_shipped", "shipment_lines_qty"),

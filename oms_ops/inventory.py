@@ -24,7 +24,17 @@ from oms_ops.db import run_in_transaction
 from oms_ops.errors import ValidationFailed
 
 LEDGER_KINDS = frozenset(
-    {"receipt", "adjustment", "reservation", "release", "pick", "ship", "return_restock", "write_off"}
+    {
+        "receipt",
+        "adjustment",
+        "reservation",
+        "release",
+        "pick",
+        "ship",
+        "ship_cancel",  # units of a shipment cancelled before hand-over, back at a location
+        "return_restock",
+        "write_off",
+    }
 )
 #: Order states whose reservations a WMS shortage may take back (nothing physical has happened yet).
 #: Looks at the stock before a snapshot gives up (RetryTransaction: the whole snapshot starts over).

@@ -30,6 +30,7 @@ EFFECTS = frozenset(
         "carrier.cancel_shipment",
         "channel.order_status",
         "payment.refund",
+        "payment.create",
         "ats.push",
         "notify.customer",
         "erp.export",

@@ -24,6 +24,7 @@ from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
 from oms_ops.outbox import enqueue
 from oms_ops.quarantine import quarantine_many
+from oms_ops.reservations import clear_expiry
 from oms_ops.state_machine import Change, allowed, apply_transitions, record_creations, states
 
 PAYMENT_STATES = states("payment")
@@ -205,6 +206,14 @@ def _record_payments(conn, reports: list[PaymentReport], actor) -> PaymentResult
             (r.amount, r.occurred_at, r.method, pid),
         )
     refresh_payment_status(conn, sorted(touched_orders))
+    paid = [
+        r[0]
+        for r in conn.execute(
+            "SELECT order_id FROM oms.orders WHERE order_id = ANY(%s) AND payment_status = 'paid'",
+            (sorted(touched_orders),),
+        ).fetchall()
+    ]
+    clear_expiry(conn, order_ids=paid)  # a paid order's hold no longer runs out (reservations.py)
     return res
 
 
@@ -316,6 +325,8 @@ class RefundReport:
     provider: str | None = None
     provider_refund_id: str | None = None
     occurred_at: datetime | None = None
+    #: the provider's words for a failed refund (kept in ``refunds.failure_reason`` and the event)
+    reason: str | None = None
 
 
 @dataclass
@@ -403,8 +414,13 @@ def _record_refunds(conn, reports: list[RefundReport], actor) -> RefundResult:
         if r.status == state[rid]:
             res.unchanged += 1
         elif allowed("refund", state[rid], r.status):
-            plans[rid].append(Change(rid, r.status, "reported by provider", at=r.occurred_at))
+            why = f"reported by provider: {r.reason}" if r.reason else "reported by provider"
+            plans[rid].append(Change(rid, r.status, why, at=r.occurred_at))
             state[rid] = r.status
+            if r.status == "failed" and r.reason:
+                conn.execute(
+                    "UPDATE oms.refunds SET failure_reason = %s WHERE refund_id = %s", (r.reason[:2000], rid)
+                )
         else:
             res.ignored.append((rid, f"refund {state[rid]} -> {r.status} not allowed"))
     k = 0

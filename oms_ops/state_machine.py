@@ -37,11 +37,13 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         partially_allocated="allocated backordered new picking on_hold cancelled shipped",
         allocated="new partially_allocated backordered picking on_hold cancelled shipped",
         picking="packed partially_shipped backordered cancelled shipped",
-        packed="partially_shipped shipped cancelled",
-        partially_shipped="shipped backordered",
-        shipped="ready_for_pickup delivered not_delivered returned_to_sender",
+        # picking, allocated, new … after packed / (partially) shipped: a shipment cancelled before hand-over
+        # re-opened its units (oms_ops/shipment_cancel.py)
+        packed="partially_shipped shipped cancelled picking",
+        partially_shipped="shipped backordered allocated partially_allocated new picking",
+        shipped="ready_for_pickup delivered not_delivered returned_to_sender allocated backordered new",
         ready_for_pickup="picked_up not_delivered returned_to_sender",
-        not_delivered="shipped ready_for_pickup delivered returned_to_sender",
+        not_delivered="shipped ready_for_pickup delivered returned_to_sender allocated backordered",
         delivered="",
         picked_up="",
         returned_to_sender="",
@@ -51,16 +53,18 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         new="allocated backordered cancelled",
         backordered="allocated new cancelled shipped",
         allocated="new backordered picked cancelled shipped",
-        picked="packed cancelled shipped",
-        packed="shipped cancelled",
-        shipped="delivered returned",
+        # … → allocated / new: units of a shipment cancelled before hand-over are reserved again or wait for
+        # the allocator (oms_ops/shipment_cancel.py)
+        picked="packed cancelled shipped allocated",
+        packed="shipped cancelled allocated",
+        shipped="delivered returned allocated new",
         delivered="returned",
         returned="",
         cancelled="",
     ),
     "shipment": _t(
-        created="label_printed handed_over ready_for_pickup",
-        label_printed="handed_over",
+        created="label_printed handed_over ready_for_pickup cancelled",
+        label_printed="handed_over cancelled",  # cancelled: only before hand-over
         handed_over="in_transit ready_for_pickup delivered not_delivered",
         in_transit="ready_for_pickup delivered not_delivered",
         ready_for_pickup="picked_up not_delivered",
@@ -68,6 +72,7 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         delivered="",
         picked_up="",
         returned_to_sender="",
+        cancelled="",
     ),
     "return": _t(
         requested="received cancelled",
@@ -136,6 +141,7 @@ STAMPS: dict[str, dict[str, tuple[str, ...]]] = {
         "picked_up": ("picked_up_at",),
         "not_delivered": ("not_delivered_at",),
         "returned_to_sender": ("returned_at",),
+        "cancelled": ("cancelled_at",),
     },
     "return": {
         "received": ("received_at",),

@@ -14,7 +14,9 @@ its own transaction:
 2. **park**: backordered orders whose latest decision is ``no_route``, or ``exhausted`` and placed more than
    ``unfillable.wait_days`` (per channel) ago, get a row in ``oms.unfillable_orders`` with an auto-cancel
    date ``unfillable.cancel_after_days`` later (none: parked for ops only). The order stays 'backordered'
-   — parking sets a deadline, it does not stop the allocator from serving the order if stock comes;
+   — parking sets a deadline, it does not stop the allocator from serving the order if stock comes. An
+   ``exhausted`` order whose every waiting line has a promise date (expected supply covers it, or a
+   pre-order waits for its release: oms_ops/supply.py) is not parked, nor cancelled: its stock is coming;
 3. **cancel**: parked orders past their date, not cleared by ops and still backordered are cancelled
    through the ordinary cancel service (reservations released, refund requested for paid orders, the
    channel told) and the customer is notified (outbox ``notify.customer``).
@@ -94,6 +96,7 @@ def _park(c: psycopg.Connection, config: BusinessConfig, now: datetime, actor: s
            SELECT o.order_id, o.channel_code, o.placed_at, l.decision_id, l.unfillable, l.reason
            FROM latest l JOIN oms.orders o ON o.order_id = l.order_id
            WHERE l.unfillable IS NOT NULL AND o.state = 'backordered'
+             AND NOT (l.unfillable = 'exhausted' AND oms.fully_promised(o.order_id))
              AND NOT EXISTS (SELECT 1 FROM oms.unfillable_orders u
                              WHERE u.order_id = o.order_id
                                AND (u.resolved_at IS NULL OR u.cleared_at IS NOT NULL))
@@ -140,6 +143,7 @@ def _cancel_due(c: psycopg.Connection, now: datetime, actor: str) -> list[int]:
         """SELECT o.order_id, u.verdict FROM oms.unfillable_orders u JOIN oms.orders o ON o.order_id = u.order_id
            WHERE u.cleared_at IS NULL AND u.cancelled_at IS NULL AND u.resolved_at IS NULL
              AND u.auto_cancel_at <= %s AND o.state = 'backordered'
+             AND NOT (u.verdict = 'exhausted' AND oms.fully_promised(o.order_id))
            ORDER BY o.order_id LIMIT %s
            FOR UPDATE OF o, u SKIP LOCKED""",
         (now, CANCEL_BATCH),

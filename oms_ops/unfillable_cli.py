@@ -11,37 +11,15 @@ import json
 import typer
 
 from oms_ops.business_config import load_business_config
+from oms_ops.cli_support import database_url, fail
 from oms_ops.db import connect
 from oms_ops.errors import OmsError
-from oms_ops.platform import stack
-from oms_ops.platform.settings import ConfigError
 from oms_ops.services import unfillable
-from oms_ops.services.settings import load_oms_settings
 
 unfillable_app = typer.Typer(
     help="Orders no routing rule can fill: parked with an auto-cancel date (docs/allocation.md).",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _url() -> str:
-    """``OMS_DATABASE_URL``, else the running stack's Postgres."""
-    try:
-        settings = load_oms_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
-    if settings.database_url:
-        return settings.database_url
-    state = stack.read_state(settings) if stack.running_services(settings).get("postgres") else None
-    if state is None or not state.database_url:
-        _fail("OMS_DATABASE_URL is not set and no running stack was found (start it with `oms up`)")
-    return state.database_url
 
 
 @unfillable_app.command("list")
@@ -50,7 +28,7 @@ def list_parked(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
     """Parked orders, soonest auto-cancel first."""
-    with connect(_url()) as conn:
+    with connect(database_url()) as conn:
         rows = unfillable.parked(conn, include_closed=all_)
     if as_json:
         for r in rows:
@@ -74,17 +52,17 @@ def clear(
     actor: str = typer.Option("cli", "--actor", help="Who clears it (recorded)"),
 ) -> None:
     """Keep a parked order waiting as a backorder: no auto-cancel, never parked again."""
-    with connect(_url()) as conn:
+    with connect(database_url()) as conn:
         try:
             unfillable.clear(conn, order_id, actor=actor, reason=reason)
         except OmsError as exc:
-            _fail(str(exc), 1)
+            fail(str(exc), 1)
     typer.echo(f"order {order_id}: cleared, it waits for stock with no auto-cancel")
 
 
 @unfillable_app.command("sweep")
 def sweep() -> None:
     """Park what the cascade gave up on and cancel what is past its date (what the worker does hourly)."""
-    with connect(_url()) as conn:
+    with connect(database_url()) as conn:
         res = unfillable.sweep(conn, load_business_config())
     typer.echo(json.dumps({**res.metadata(), "parked": res.parked, "cancelled": res.cancelled}))

@@ -45,6 +45,9 @@ from oms_ops.channels import registry
 from oms_ops.db import connect
 from oms_ops.platform.settings import ConfigError
 from oms_ops.services import allocation, ats, carrier, discovery, intake, journal, returns, shipping, stock
+from oms_ops.services import notifications as notifications_service
+from oms_ops.services import payments as payments_service
+from oms_ops.services import supply as supply_service
 from oms_ops.services.clients import Clients
 from oms_ops.services.outbox import drain_outbox
 from oms_ops.services.settings import connectors_of, load_oms_settings
@@ -80,6 +83,10 @@ class Cadence:
     discover: float = 6 * 3600.0
     #: park orders the routing cascade gave up on, cancel parked ones past their date (dates are in days)
     unfillable_sweep: float = 3600.0
+    #: customer notifications: new order events → SMS / e-mail in the outbox, SMS delivery statuses
+    notifications: float = 10.0
+    #: payment links for orders that wait for one, the poll of open payments / refunds at the provider
+    payments: float = 15.0
 
 
 @dataclass
@@ -138,11 +145,16 @@ class Worker:
             ),
             Step("outbox", c.outbox, self._outbox, frozenset({"outbox"}), background=True),
             Step("wms", c.wms, self._wms, background=True),
+            Step("supply", c.wms, self._supply, background=True),  # inbound supply → arrivals, promises
             Step("returns", c.returns, self._returns, background=True),
             Step("carrier", c.carrier, self._carrier, background=True),
             Step("housekeeping", c.housekeeping, self._housekeeping, background=True),
             Step("discover", c.discover, self._discover, background=True),
             Step("unfillable_sweep", c.unfillable_sweep, self._unfillable_sweep, background=True),
+            Step(
+                "notifications", c.notifications, self._notifications, frozenset({"orders"}), background=True
+            ),
+            Step("payments", c.payments, self._payments, frozenset({"orders"}), background=True),
         ]
         if self.ship:
             self.steps.append(Step("ship", c.ship, self._ship, background=True))
@@ -221,6 +233,18 @@ class Worker:
         # one entry per location: Dagster shows each as an event of that location's stock asset
         return {f"stock:{loc}": meta for loc, meta in adjusted.items()}
 
+    def _supply(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """The WMS's inbound supply (arrivals allocate what was promised from them), then the promise dates of
+        waiting lines; without a WMS only the promises (supplies imported from files)."""
+        config = load_business_config(self.config_path)
+        if self.clients.settings.configured("wms"):
+            meta = supply_service.sync_wms(conn, self._clients_of("supply").get("wms"), config)
+        else:
+            meta = supply_service.recompute(conn, config).metadata()
+        quiet = ("promised_lines", "unpromised_lines", "supplies_unchanged")  # figures, not movements
+        moved = any(v for k, v in meta.items() if k not in quiet)
+        return {"wms_inbound_supply": meta} if moved else {}
+
     def _carrier(self, conn: psycopg.Connection) -> dict[str, Any]:
         """The carrier's side of shipping, as the schedules' ``carrier_documents`` and ``carrier_tracking``
         do: bookings registered and labels stored, then the statuses of open parcels → handed over,
@@ -296,6 +320,21 @@ class Worker:
     def _unfillable_sweep(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = sweep_unfillable(conn, load_business_config(self.config_path))
         return {"allocation": res.metadata()} if any(res.metadata().values()) else {}
+
+    def _notifications(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """Customer notifications of new order events handed to the outbox (the outbox step sends them), and
+        the SMS gateway's delivery statuses (oms_ops/notifications.py)."""
+        meta = notifications_service.run(
+            conn, self._clients_of("notifications"), load_business_config(self.config_path)
+        )
+        # journalled under the Dagster asset that does the same (pipelines/defs/operations/assets.py)
+        return {"customer_notifications": meta} if meta else {}
+
+    def _payments(self, conn: psycopg.Connection) -> dict[str, Any]:
+        """Payment links for the orders that wait for one (the outbox step sends them) and the poll of what is
+        open at the payment provider (oms_ops/payment_provider.py)."""
+        meta = payments_service.run(conn, self._clients_of("payments"))
+        return {"payment_requests": meta} if meta else {}  # journalled under the Dagster asset doing the same
 
     def _ship(self, conn: psycopg.Connection) -> dict[str, Any]:
         res = shipping.ship_reserved(conn)

@@ -44,16 +44,22 @@ from simulators.cdek import CdekSimulator
 from simulators.clock import DEFAULT_EPOCH, SimClock, iso_z
 from simulators.generator import demand_profile
 from simulators.network import describe_network
+from simulators.onec import OnecSimulator
 from simulators.ozon import OzonSimulator
 from simulators.pos import PosSimulator
 from simulators.shopify import ShopifySimulator
+from simulators.sms import SmsSimulator
+from simulators.smtp import SmtpSimulator
 from simulators.wildberries import WildberriesSimulator
 from simulators.wms import WmsSimulator
+from simulators.yookassa import YooKassaSimulator
 
 log = logging.getLogger("simulators")
 
 #: Port order for ``base_port``: ozon = base, wildberries = base + 1, …
-SIMULATOR_NAMES = ("ozon", "wildberries", "shopify", "cdek", "wms", "pos", "callcentre")
+SIMULATOR_NAMES = (
+    "ozon", "wildberries", "shopify", "cdek", "wms", "pos", "callcentre", "sms", "smtp", "yookassa", "onec",
+)  # fmt: skip
 MANIFEST_NAME = "simulators.json"
 #: where a persistent stack keeps its simulators' state, under the state dir
 STATE_SUBDIR = "state"
@@ -146,6 +152,8 @@ class SimulatorStack:
                     "base_url": s.url,
                     "control_url": f"{s.url}/_sim",
                     "credentials": s.sim.credentials(),
+                    # a system not spoken over HTTP (the mail server) names its own address
+                    **(s.sim.manifest_entry(s.url) if hasattr(s.sim, "manifest_entry") else {}),
                 }
                 for name, s in self._served.items()
             },
@@ -189,6 +197,8 @@ class SimulatorStack:
             ticker.join(timeout=10)
         for s in self._served.values():
             s.server.should_exit = True
+            if hasattr(s.sim, "stop_extra"):  # a listener next to the HTTP server (the SMTP simulator's)
+                s.sim.stop_extra()
         for s in self._served.values():
             s.thread.join(timeout=5)
             if s.thread.is_alive():
@@ -243,6 +253,8 @@ class SimulatorStack:
             time.sleep(0.01)
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._served[sim.name] = _Served(sim, server, thread, sock, f"http://{host}:{bound}")
+        if hasattr(sim, "serve_extra"):  # the SMTP simulator's mail listener, beside its HTTP mailbox view
+            sim.serve_extra(self.host)
 
     def _start_tickers(self) -> None:
         """Live clock: one background ticker per simulator, so a slow webhook receiver delays no one else."""
@@ -275,6 +287,33 @@ class SimulatorStack:
         saver = threading.Thread(target=loop, name="sim-state-saver", daemon=True)
         saver.start()
         self._tickers.append(saver)
+
+
+def yookassa_notification_url(webhook_url: str | None) -> str | None:
+    """The OMS receiver's YooKassa route next to the web store's (``…/webhooks/shopify`` →
+    ``…/webhooks/yookassa``): one receiver serves both."""
+    if not webhook_url or "/webhooks/" not in webhook_url:
+        return None
+    return webhook_url.rsplit("/webhooks/", 1)[0] + "/webhooks/yookassa"
+
+
+def onec_exchange_options(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where the simulated 1C finds "the site": ``OMS_ONEC_EXCHANGE_URL``, else, in a stack started by ``oms``
+    (``OMS_HOME`` set), the OMS API on ``OMS_API_PORT`` (8600) with the password the OMS generates into
+    ``$OMS_HOME/secrets/onec-exchange`` (read at each session: it appears when the API first starts). None of
+    this outside such a stack: the simulated 1C then waits for ``exchange_url`` in its options."""
+    env = os.environ if env is None else env
+    out: dict[str, str] = {}
+    home = env.get("OMS_HOME")
+    if env.get("OMS_ONEC_EXCHANGE_URL"):
+        out["exchange_url"] = env["OMS_ONEC_EXCHANGE_URL"]
+    elif home:
+        out["exchange_url"] = f"http://127.0.0.1:{env.get('OMS_API_PORT') or 8600}/1c_exchange"
+    if home:
+        out["password_file"] = str(Path(home).expanduser() / "secrets" / "onec-exchange")
+    if env.get("OMS_ONEC_LOGIN"):
+        out["login"] = env["OMS_ONEC_LOGIN"]
+    return out
 
 
 def start_simulators(
@@ -378,6 +417,19 @@ def start_simulators(
                 sim = wms = WmsSimulator(ctx, **kw)
             elif name == "callcentre":
                 sim = CallCentreSimulator(ctx, **kw)
+            elif name == "sms":
+                sim = SmsSimulator(ctx, **kw)
+            elif name == "smtp":
+                sim = SmtpSimulator(ctx, **kw)
+            elif name == "onec":
+                # 1C polls the OMS API's /1c_exchange with the password the OMS generated (onec_exchange_options)
+                for key, value in onec_exchange_options().items():
+                    kw.setdefault(key, value)
+                sim = OnecSimulator(ctx, **kw)
+            elif name == "yookassa":
+                # YooKassa notifies the URL set in the shop's settings: the OMS receiver beside the web store's
+                kw.setdefault("notification_url", yookassa_notification_url(webhook_url))
+                sim = YooKassaSimulator(ctx, **kw)
             else:
                 kw.setdefault("drop_dir", state / "pos_drop")
                 kw.setdefault("wms", wms)

@@ -28,6 +28,23 @@ API (our own, documented in ``docs/simulators.md``; header ``X-Api-Key``):
   start), opaque to the client; ``limit`` 1..500 (100). ``condition`` is ``resellable`` (back on the shelf:
   the WMS's on-hand grows) or ``damaged`` (kept aside, not on hand).
 
+* ``GET /wms/v1/inbound?after=<cursor>&limit=N`` → ``{inbound: [{inbound_id, kind, warehouse, from_warehouse,
+  supplier, expected_date, status, lines: [{sku, qty, qty_received}], updated_at, version}], next_cursor,
+  has_more}``: purchase orders and transfers on their way to a warehouse or store (expected supply), each listed
+  again whenever it changes (goods received, cancelled), oldest change first. ``kind`` is ``purchase_order`` or
+  ``transfer`` (``from_warehouse`` set); ``status`` ``expected`` | ``partially_received`` | ``received`` |
+  ``cancelled``; ``expected_date`` is the day it is due (Moscow). ``after`` is the previous ``next_cursor``
+  (none: from the start), ``limit`` 1..500 (100). Goods received against one also appear in
+  ``GET /wms/v1/receipts`` (``inbound_id`` set) and raise on-hand; a transfer's goods leave ``from_warehouse``
+  when it is dispatched.
+
+Inbound supply: with ``planned_inbound`` the world starts with a purchase order per warehouse for the SKUs it
+has none of, due ``inbound_lead_days`` days later (seeded), delivered in full at ``inbound_hour`` Moscow time on
+that day; the daily replenishment leaves alone SKUs already on order. The control endpoints ``POST
+/_sim/inbound`` (plan one: ``{inbound_id?, kind?, warehouse, from_warehouse?, supplier?, expected_date | in_days,
+lines}``), ``/_sim/inbound/receive`` (``{inbound_id, lines?}``: goods arrive now, all or part) and
+``/_sim/inbound/cancel`` (``{inbound_id}``) play the purchasing department.
+
 Customer returns: an announced parcel arrives after a simulated transit of one to five days (times
 ``transit_scale``, so a demo that compresses carrier transit compresses returns too); its receipt lists
 every announced line, each ``damaged`` with probability ``damaged_share`` — drawn from an RNG seeded by the
@@ -50,7 +67,7 @@ import heapq
 import json
 import random
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -72,6 +89,8 @@ from simulators.generator import MOSCOW_UTC_OFFSET, popularity_ranking
 from simulators.network import LOCATION_BY_CODE, LOCATIONS
 
 SNAPSHOTS_KEPT = 32
+#: suppliers named on the simulated purchase orders
+SUPPLIERS = ("ООО «ТехноПоставка»", "АО «Дом и Быт»", "ООО «Склад-Импорт»")
 
 
 def _error(status: int, code: str, message: str, details=None) -> ApiError:
@@ -95,6 +114,9 @@ class WmsSimulator(Simulator):
         reorder_qty: int = 60,
         transit_scale: float = 1.0,
         damaged_share: float = 0.1,
+        planned_inbound: bool = True,
+        inbound_lead_days: tuple[int, int] = (2, 6),
+        inbound_hour: int = 10,
         faults=(),
     ) -> None:
         super().__init__(ctx, faults=faults)
@@ -136,6 +158,12 @@ class WmsSimulator(Simulator):
         self.return_receipts: list[dict] = []
         self._return_due: list[tuple[datetime, str]] = []  # (arrival time, rma), a heap
         self._next_auto = self._next_auto_after(start)
+        #: expected inbound supply by id; ``version`` orders the feed (bumped by every change)
+        self.inbound: dict[str, dict] = {}
+        self._inbound_version = 0
+        self.inbound_hour = inbound_hour
+        if planned_inbound:
+            self._plan_initial_inbound(start, inbound_lead_days)
 
     def credentials(self) -> dict:
         return {"api_key": self.api_key}
@@ -153,6 +181,8 @@ class WmsSimulator(Simulator):
             "return_receipts": self.return_receipts,
             "return_due": [[dt_out(at), rma] for at, rma in self._return_due],
             "next_auto": dt_out(self._next_auto),
+            "inbound": self.inbound,
+            "inbound_version": self._inbound_version,
         }
 
     def load_state(self, data: dict, *, clean: bool) -> None:
@@ -172,6 +202,9 @@ class WmsSimulator(Simulator):
         self._return_due = [(dt_in(at), rma) for at, rma in data["return_due"]]
         heapq.heapify(self._return_due)
         self._next_auto = dt_in(data["next_auto"])
+        if "inbound" in data:  # a world saved before inbound supply existed keeps its planned orders
+            self.inbound = data["inbound"]
+            self._inbound_version = int(data["inbound_version"])
 
     # -- world ------------------------------------------------------------------------------------------
     def _next_auto_after(self, t: datetime) -> datetime:
@@ -184,6 +217,7 @@ class WmsSimulator(Simulator):
     def sync(self) -> None:
         now = self.now
         self._receive_due_returns(now)
+        self._receive_due_inbound(now)
         if not self.auto_receipts:
             return
         while self._next_auto <= now:
@@ -191,10 +225,11 @@ class WmsSimulator(Simulator):
             for loc in LOCATIONS:
                 if loc.kind != "warehouse":
                     continue
+                on_order = self._on_order(loc.code)
                 lines = [
                     {"sku": sku, "qty": self.reorder_qty}
                     for sku, qty in sorted(self.on_hand[loc.code].items())
-                    if qty < self.reorder_point
+                    if qty < self.reorder_point and sku not in on_order
                 ]
                 if lines:
                     rid = f"AUTO-{loc.code}-{(at + timedelta(hours=MOSCOW_UTC_OFFSET)):%Y%m%d}"
@@ -219,6 +254,158 @@ class WmsSimulator(Simulator):
                   "status": "posted", "source": source}  # fmt: skip
         self.receipts[receipt_id] = record
         return record
+
+    # -- inbound supply -----------------------------------------------------------------------------------
+    def _due_at(self, day: date) -> datetime:
+        """``inbound_hour`` Moscow time on ``day``, in UTC."""
+        local = datetime(day.year, day.month, day.day, self.inbound_hour, tzinfo=UTC)
+        return local - timedelta(hours=MOSCOW_UTC_OFFSET)
+
+    def _local_date(self, t: datetime) -> date:
+        return (t + timedelta(hours=MOSCOW_UTC_OFFSET)).date()
+
+    def _on_order(self, warehouse: str) -> set[str]:
+        return {
+            ln["sku"]
+            for doc in self.inbound.values()
+            if doc["warehouse"] == warehouse and doc["status"] in ("expected", "partially_received")
+            for ln in doc["lines"]
+            if ln["qty_received"] < ln["qty"]
+        }
+
+    def _touch(self, doc: dict, at: datetime) -> None:
+        self._inbound_version += 1
+        doc["version"] = self._inbound_version
+        doc["updated_at"] = iso_z(at)
+
+    def _plan_initial_inbound(self, start: datetime, lead_days: tuple[int, int]) -> None:
+        """A purchase order per warehouse for the SKUs it starts without (what the demo's backorders wait for)."""
+        for loc in LOCATIONS:
+            if loc.kind != "warehouse":
+                continue
+            missing = sorted(sku for sku, qty in self.on_hand[loc.code].items() if qty == 0)
+            if not missing:
+                continue
+            rng = random.Random(f"{self.ctx.seed}:wms:inbound:{loc.code}")
+            day = self._local_date(start) + timedelta(days=rng.randint(*lead_days))
+            self.plan_inbound(
+                f"PO-{loc.code}-{self._local_date(start):%Y%m%d}",
+                loc.code,
+                [{"sku": sku, "qty": self.reorder_qty} for sku in missing],
+                expected_date=day,
+                supplier=rng.choice(SUPPLIERS),
+                at=start,
+            )
+
+    def plan_inbound(
+        self,
+        inbound_id: str,
+        warehouse: str,
+        lines: list[dict],
+        *,
+        expected_date: date,
+        kind: str = "purchase_order",
+        from_warehouse: str | None = None,
+        supplier: str | None = None,
+        at: datetime | None = None,
+    ) -> dict:
+        """Expect goods at ``warehouse`` on ``expected_date``; a transfer's goods leave ``from_warehouse`` now
+        (all of them or nothing: 409 ``insufficient_stock`` when it does not have them)."""
+        at = at or self.now
+        if kind not in ("purchase_order", "transfer"):
+            raise _error(400, "invalid_argument", "kind must be purchase_order or transfer")
+        if (kind == "transfer") != (from_warehouse is not None):
+            raise _error(400, "invalid_argument", "a transfer (and only a transfer) names from_warehouse")
+        if from_warehouse is not None and from_warehouse not in LOCATION_BY_CODE:
+            raise _error(400, "invalid_argument", f"unknown warehouse {from_warehouse!r}")
+        if from_warehouse == warehouse:
+            raise _error(400, "invalid_argument", "a transfer goes to another warehouse")
+        existing = self.inbound.get(inbound_id)
+        if existing is not None:
+            raise _error(409, "conflict", f"inbound {inbound_id} exists")
+        if from_warehouse is not None:
+            short = [
+                {"sku": ln["sku"], "on_hand": self.on_hand[from_warehouse][ln["sku"]], "requested": ln["qty"]}
+                for ln in lines
+                if self.on_hand[from_warehouse][ln["sku"]] < ln["qty"]
+            ]
+            if short:
+                raise _error(409, "insufficient_stock", "not enough stock to send", short)
+            for ln in lines:
+                self._move("transfer_out", from_warehouse, ln["sku"], -ln["qty"], inbound_id, at)
+        doc = {
+            "inbound_id": inbound_id, "kind": kind, "warehouse": warehouse, "from_warehouse": from_warehouse,
+            "supplier": supplier if kind == "purchase_order" else None,
+            "expected_date": expected_date.isoformat(), "status": "expected",
+            "lines": [{"sku": ln["sku"], "qty": ln["qty"], "qty_received": 0} for ln in lines],
+            "due_at": iso_z(self._due_at(expected_date)), "created_at": iso_z(at),
+        }  # fmt: skip
+        self._touch(doc, at)
+        self.inbound[inbound_id] = doc
+        return doc
+
+    def receive_inbound(
+        self, inbound_id: str, lines: list[dict] | None = None, at: datetime | None = None
+    ) -> dict:
+        """Goods of an inbound document arrive (``lines``: part of it; None: everything outstanding)."""
+        at = at or self.now
+        doc = self.inbound.get(inbound_id)
+        if doc is None:
+            raise _error(404, "not_found", f"no inbound {inbound_id}")
+        if doc["status"] not in ("expected", "partially_received"):
+            raise _error(409, "conflict", f"inbound {inbound_id} is {doc['status']}")
+        by_sku = {ln["sku"]: ln for ln in doc["lines"]}
+        want = (
+            [
+                {"sku": s, "qty": ln["qty"] - ln["qty_received"]}
+                for s, ln in by_sku.items()
+                if ln["qty"] > ln["qty_received"]
+            ]
+            if lines is None
+            else lines
+        )
+        bad = [
+            w
+            for w in want
+            if w["sku"] not in by_sku
+            or not 0 < w["qty"] <= by_sku[w["sku"]]["qty"] - by_sku[w["sku"]]["qty_received"]
+        ]
+        if bad or not want:
+            raise _error(400, "invalid_argument", "lines are not outstanding on this inbound", bad)
+        n = sum(1 for r in self.receipts.values() if r.get("inbound_id") == inbound_id)
+        record = self._post_receipt(
+            f"IN-{inbound_id}-{n + 1}", doc["warehouse"], want, at,
+            source="transfer" if doc["kind"] == "transfer" else "supplier",
+        )  # fmt: skip
+        record["inbound_id"] = inbound_id
+        for w in want:
+            by_sku[w["sku"]]["qty_received"] += w["qty"]
+        done = all(ln["qty_received"] >= ln["qty"] for ln in doc["lines"])
+        doc["status"] = "received" if done else "partially_received"
+        self._touch(doc, at)
+        return doc
+
+    def cancel_inbound(self, inbound_id: str, at: datetime | None = None) -> dict:
+        doc = self.inbound.get(inbound_id)
+        if doc is None:
+            raise _error(404, "not_found", f"no inbound {inbound_id}")
+        if doc["status"] in ("expected", "partially_received"):
+            doc["status"] = "cancelled"
+            self._touch(doc, at or self.now)
+        return doc
+
+    def _receive_due_inbound(self, now: datetime) -> None:
+        """Purchase orders and transfers whose day has come are delivered in full (what is outstanding)."""
+        due = sorted(
+            (doc["due_at"], doc["inbound_id"])
+            for doc in self.inbound.values()
+            if doc["status"] in ("expected", "partially_received")
+        )
+        for at, inbound_id in due:
+            when = parse_rfc3339(at)
+            if when > now:
+                break
+            self.receive_inbound(inbound_id, at=when)
 
     # -- customer returns ---------------------------------------------------------------------------------
     def _return_rng(self, rma: str) -> random.Random:
@@ -308,6 +495,7 @@ class WmsSimulator(Simulator):
             ("/wms/v1/receipts", self.list_receipts, ["GET"]),
             ("/wms/v1/shipments", self.post_shipment, ["POST"]),
             ("/wms/v1/movements", self.list_movements, ["GET"]),
+            ("/wms/v1/inbound", self.list_inbound, ["GET"]),
             ("/wms/v1/returns", self.post_return, ["POST"]),
             ("/wms/v1/returns/receipts", self.list_return_receipts, ["GET"]),
             ("/wms/v1/returns/{rma}", self.get_return, ["GET"]),
@@ -520,6 +708,17 @@ class WmsSimulator(Simulator):
         records = faults.apply_records(page, _malform_return_receipt) if faults else page
         return JSONResponse({"receipts": records, "next_cursor": str(end), "has_more": end < total})
 
+    async def list_inbound(self, request: Request, faults: FaultSet) -> Response:
+        after, limit = cursor_page_params(request.query_params)
+        with self.lock:
+            docs = sorted(
+                (d for d in self.inbound.values() if d["version"] > after), key=lambda d: d["version"]
+            )
+            page = [{k: v for k, v in d.items() if k not in ("due_at", "created_at")} for d in docs[:limit]]
+            more = len(docs) > limit
+        end = page[-1]["version"] if page else after
+        return JSONResponse({"inbound": page, "next_cursor": str(end), "has_more": more})
+
     def control_routes(self) -> list[Route]:
         async def adjust(request: Request) -> Response:
             try:
@@ -533,7 +732,69 @@ class WmsSimulator(Simulator):
                 )
             return JSONResponse({"ok": True})
 
-        return [Route("/_sim/adjust", adjust, methods=["POST"])]
+        async def inbound(request: Request) -> Response:
+            try:
+                body = await read_json(request)
+                lines = [{"sku": str(ln["sku"]), "qty": int(ln["qty"])} for ln in body["lines"]]
+                if "expected_date" in body:
+                    day = date.fromisoformat(body["expected_date"])
+                else:
+                    day = self._local_date(self.now) + timedelta(days=int(body.get("in_days", 3)))
+                unknown = [ln["sku"] for ln in lines if ln["sku"] not in self.ctx.products]
+                if unknown or body["warehouse"] not in LOCATION_BY_CODE:
+                    raise ValueError(f"unknown warehouse or sku(s): {body['warehouse']}, {unknown}")
+            except (ValueError, KeyError, TypeError) as exc:
+                return JSONResponse(
+                    {"error": f"expected {{warehouse, lines, expected_date | in_days}}: {exc}"}, 400
+                )
+            with self.lock:
+                try:
+                    doc = self.plan_inbound(
+                        body.get("inbound_id") or f"PO-SIM-{self._inbound_version + 1:06d}",
+                        body["warehouse"],
+                        lines,
+                        expected_date=day,
+                        kind=body.get("kind", "purchase_order"),
+                        from_warehouse=body.get("from_warehouse"),
+                        supplier=body.get("supplier"),
+                    )
+                except ApiError as exc:
+                    return exc.response()
+            return JSONResponse({"inbound": doc}, status_code=201)
+
+        async def receive(request: Request) -> Response:
+            try:
+                body = await read_json(request)
+                lines = body.get("lines")
+                lines = (
+                    None if lines is None else [{"sku": str(x["sku"]), "qty": int(x["qty"])} for x in lines]
+                )
+                inbound_id = str(body["inbound_id"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return JSONResponse({"error": f"expected {{inbound_id, lines?}}: {exc}"}, status_code=400)
+            with self.lock:
+                try:
+                    return JSONResponse({"inbound": self.receive_inbound(inbound_id, lines)})
+                except ApiError as exc:
+                    return exc.response()
+
+        async def cancel(request: Request) -> Response:
+            try:
+                inbound_id = str((await read_json(request))["inbound_id"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return JSONResponse({"error": f"expected {{inbound_id}}: {exc}"}, status_code=400)
+            with self.lock:
+                try:
+                    return JSONResponse({"inbound": self.cancel_inbound(inbound_id)})
+                except ApiError as exc:
+                    return exc.response()
+
+        return [
+            Route("/_sim/adjust", adjust, methods=["POST"]),
+            Route("/_sim/inbound", inbound, methods=["POST"]),
+            Route("/_sim/inbound/receive", receive, methods=["POST"]),
+            Route("/_sim/inbound/cancel", cancel, methods=["POST"]),
+        ]
 
     def state(self) -> dict:
         return {
@@ -543,6 +804,9 @@ class WmsSimulator(Simulator):
             "movements": len(self.movements),
             "returns_expected": sum(1 for r in self.returns.values() if r["status"] == "expected"),
             "return_receipts": len(self.return_receipts),
+            "inbound_open": sum(
+                1 for d in self.inbound.values() if d["status"] in ("expected", "partially_received")
+            ),
         }
 
 

@@ -166,6 +166,12 @@ def _layer(module: str) -> int:
         "oms_ops.backtest_cli",
         "oms_ops.changes_cli",
         "oms_ops.unfillable_cli",
+        "oms_ops.shipment_cancel_cli",
+        "oms_ops.supply_cli",
+        "oms_ops.api_keys_cli",
+        "oms_ops.cli_support",
+        "oms_ops.notifications_cli",
+        "oms_ops.onec_cli",
     )
     if module.startswith(entry_points) or module in cli_modules:
         return 3

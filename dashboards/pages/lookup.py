@@ -36,10 +36,14 @@ from dashboards.common import (
     show_flash,
 )
 from dashboards.masking import mask_row, mask_rows, mask_tree
+from dashboards.notifications_panel import render_notifications
+from dashboards.shipment_cancel_panel import render_shipment_cancel
 from oms_ops import dashboard_queries as dq
 from oms_ops import read_model
 from oms_ops.queries import find_orders, order_timeline
+from oms_ops.services import payments as payment_reads
 from oms_ops.services import returns as return_actions
+from oms_ops.services import supply as supply_reads
 
 user = require_role("lookup")
 URL = require_database()
@@ -71,6 +75,16 @@ def _find(url: str, mode: str, text: str, channel: str | None) -> list[int]:
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
 def _timeline(url: str, order_id: int):
     return pg(order_timeline, url, order_id)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _promises(url: str, order_id: int) -> list[dict]:
+    return pg(supply_reads.order_promises, url, order_id)
+
+
+@st.cache_data(ttl=READ_TTL_S, show_spinner=False)
+def _payments(url: str, order_id: int) -> dict[str, list[dict]]:
+    return pg(payment_reads.order_payments, url, order_id)
 
 
 @st.cache_data(ttl=READ_TTL_S, show_spinner=False)
@@ -183,6 +197,58 @@ if MASKED:
 
 st.subheader("Lines")
 _table(mask_rows(tl.lines, MASKED), drop=("order_id", "updated_at"), key="lines_table")
+promised = _promises(URL, order_id)
+if promised:
+    st.caption(
+        "Promise dates of the waiting lines: the first expected supply that covers each line, first come first "
+        "served (no channel's API takes the date: it is kept in the timeline)"
+    )
+    _table(
+        [
+            {
+                "line": p["line_no"],
+                "sku": p["sku"],
+                "qty": p["qty"],
+                "promised": p["promised_date"].isoformat() if p["promised_date"] else "no date",
+                "waits for": p["supply"] or ("stock on hand" if p["covered_by"] == "stock" else "—"),
+                "at": p["location_code"],
+                "pre-order": p["preorder"],
+                "why": p["reason"],
+            }
+            for p in promised
+        ],
+        key="promises_table",
+    )
+
+paid = _payments(URL, order_id)
+if any(paid.values()):
+    st.subheader("Payments")
+    if paid["links"]:
+        st.caption("Payment links the OMS asked the payment provider for (the customer pays on the link)")
+        _table(paid["links"], key="payment_links_table")
+    if paid["payments"]:
+        _table(paid["payments"], key="payments_table")
+    if paid["refunds"]:
+        st.caption("Refunds (failure_reason: the provider's words when it refused)")
+        _table(paid["refunds"], key="refunds_table")
+    links = paid["links"]
+    if (
+        CAN_ACT
+        and links
+        and order["payment_status"] in ("pending", "failed")
+        and links[-1]["status"] in ("canceled", "failed", "skipped")
+    ):
+
+        def _new_link() -> str:
+            return f"payment link {act('payments.new_link', order_id=order_id)['link_id']} requested"
+
+        st.button(
+            "New payment link",
+            key="new_payment_link",
+            on_click=run_action,
+            args=("payment_link_flash", _new_link),
+        )
+    show_flash("payment_link_flash")
 
 st.subheader("Timeline")
 events = [
@@ -235,10 +301,13 @@ if tl.returns:
 else:
     st.caption("No return.")
 
+render_notifications(URL, order_id, masked=MASKED, can_act=CAN_ACT)  # SMS / e-mail told to the customer
+
 if not CAN_ACT:
     st.stop()
 
 render_changes(URL, tl.order, tl.lines, masked=MASKED)  # quantities, lines, delivery, contact
+render_shipment_cancel(URL, tl.shipments)  # parcels not yet handed over
 
 # -- actions: return / exchange --------------------------------------------------------------------------------
 

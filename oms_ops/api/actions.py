@@ -448,3 +448,133 @@ def reject_amendment(conn: Any, actor: str, *, amendment_id: Id, note: Note | No
     """Close an open channel amendment as rejected: the order stays as it is."""
 
     return order_changes.reject_amendment(conn, amendment_id, actor=actor, note=note or None)
+
+
+# -- cancelling a shipment before hand-over ------------------------------------------------------------------
+# (oms_ops.services.shipment_cancel: one transaction; the carrier booking is cancelled by the outbox drain)
+from oms_ops.services import shipment_cancel  # noqa: E402
+
+
+@action("shipments.cancel", roles=OPS)
+def cancel_shipment(
+    conn: Any, actor: str, *, shipment_id: Id, reason: Reason, location_code: Code | None = None
+) -> dict:
+    """Cancel a shipment not yet handed over: units back at the location and reserved again, or (no
+    location) stock untouched and the lines open for the allocator."""
+
+    return shipment_cancel.cancel_shipment(
+        conn, shipment_id, location_code=location_code, actor=actor, reason=reason
+    ).as_dict()
+
+
+# -- incoming supply (oms_ops.services.supply: receipts of supplies entered in the OMS, cancellations) ----------
+from oms_ops.services import supply as supply_service  # noqa: E402
+
+
+def _business_config():
+    try:
+        return load_business_config()
+    except (BusinessConfigError, OSError) as exc:
+        raise ValidationFailed(f"business configuration cannot be loaded: {exc}") from exc
+
+
+@action("supply.receive", roles=OPS)
+def receive_supply(
+    conn: Any,
+    actor: str,
+    *,
+    supply_id: Id,
+    lines: Annotated[dict[Code, Annotated[int, Field(gt=0)]], Field(max_length=500)] | None = None,
+    reference: Code | None = None,
+) -> dict:
+    """Goods of a supply arrived (all outstanding, or ``lines``): a receipt, then the orders promised from it
+    are allocated first, in promise order. WMS supplies are refused (the WMS reports them)."""
+
+    rec, arrival = supply_service.receive(
+        conn, _business_config(), supply_id, lines, reference=reference, actor=actor
+    )
+    out = {"applied": rec.applied, "state": rec.state, "reference": rec.reference, "received": rec.received}
+    return {**out, **(arrival.metadata() if arrival else {})}
+
+
+@action("supply.cancel", roles=OPS)
+def cancel_supply(conn: Any, actor: str, *, supply_id: Id) -> dict:
+    """Cancel an open supply; the lines it covered are promised again from what else is coming."""
+
+    return {"cancelled": supply_service.cancel(conn, _business_config(), supply_id, actor=actor)}
+
+
+# -- customer notifications (oms_ops.notifications: the SMS / e-mail log of each order) ---------------------------
+from oms_ops.services import notifications as customer_notifications  # noqa: E402
+
+
+@action("notifications.resend", roles=OPS)
+def resend_notification(conn: Any, actor: str, *, notification_id: Id) -> dict:
+    """Send a sent, delivered or failed customer notification again (a new outbox effect, new key)."""
+
+    return customer_notifications.resend(conn, notification_id, actor=actor)
+
+
+@action("notifications.opt_out", roles=OPS)
+def opt_out_notifications(
+    conn: Any,
+    actor: str,
+    *,
+    order_id: Id | None = None,
+    phone: Annotated[str, Field(min_length=5, max_length=40)] | None = None,
+    email: Annotated[str, Field(min_length=3, max_length=254)] | None = None,
+    channel: Literal["sms", "email"] | None = None,
+    reason: Reason | None = None,
+) -> dict:
+    """Stop notifying one order, or a customer by phone or e-mail (on one channel or both)."""
+
+    opt_out_id = customer_notifications.opt_out(
+        conn, actor=actor, order_id=order_id, phone=phone, email=email, channel=channel, reason=reason
+    )
+    return {"opt_out_id": opt_out_id}
+
+
+# -- API keys of other systems (oms_ops.services.api_keys: shown once, stored hashed, revocable) ------------------
+from oms_ops.services import api_keys as api_key_service  # noqa: E402
+
+Scope = Literal["orders:read", "orders:write", "stock:read", "customer:read"]
+
+
+@action("api_keys.create", roles=ADMIN)
+def create_api_key(
+    conn: Any,
+    actor: str,
+    *,
+    system: Annotated[str, Field(min_length=1, max_length=100)],
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=4)],
+    channel: Code | None = None,
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None,
+) -> dict:
+    """Create an API key for another system (``system``: whose it is); the answer holds the key, shown this
+    once only."""
+
+    full, key = api_key_service.create_key(
+        conn, name=system, scopes=scopes, actor=actor, channel=channel, expires_in_days=expires_in_days
+    )
+    return {"key": full, "key_id": key.key_id, "scopes": list(key.scopes), "expires_at": key.expires_at}
+
+
+@action("api_keys.revoke", roles=ADMIN)
+def revoke_api_key(
+    conn: Any, actor: str, *, key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]
+) -> dict:
+    """Revoke an API key at once: the next request with it is refused."""
+
+    key = api_key_service.revoke_key(conn, key_id, actor=actor)
+    return {"key_id": key.key_id, "revoked_at": key.revoked_at}
+
+
+# -- payment links (oms_ops.services.payments, docs/payments.md) ---------------------------------------------
+from oms_ops.services import payments as payment_service  # noqa: E402
+
+
+@action("payments.new_link", roles=OPS)
+def new_payment_link(conn: Any, actor: str, *, order_id: Id) -> dict:
+    """A new payment link for an order that still waits for its money (the first expired, was declined or
+    refused); the outbox asks the payment provider for it."""
+    return {"link_id": payment_service.new_link(conn, order_id, actor=actor)}

@@ -11,6 +11,8 @@ the arguments are well-formed (a pydantic model per action, errors naming the fi
 ``POST /v1/actions/{name}``   ``Authorization: Bearer <token>``, body: the action's arguments as a JSON
     object → ``{"action", "result"}``. The action runs in one transaction on the OMS's connection.
 ``GET /v1/health``   ``{"status": "ok"}`` when the database answers (503 otherwise).
+``/v1/orders``, ``/v1/orders/{number}``, ``/v1/stock``, ``/v1/openapi.json``   the public part for other
+    systems, with API keys instead of sessions (:mod:`oms_ops.api.public`).
 
 Errors are ``{"error", "detail"}``: 400 bad arguments (``detail`` names each field) or refused by the
 domain (``detail`` is the domain error's message, as the dashboards show it), 401 no, invalid or expired
@@ -48,6 +50,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from oms_ops.api.actions import ACTIONS
+from oms_ops.api.onec import onec_routes
+from oms_ops.api.public import public_routes
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import OmsError
 from oms_ops.users import LoginLocked, User, UserError, load_users, sign_in, users_file
@@ -342,8 +346,13 @@ def build_app(
         finally:
             await run_in_threadpool(pool.close)
 
+    def respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+        return Json(body, status_code=status, headers=headers)
+
     return Starlette(
         routes=[
+            *public_routes(pool, respond=respond, read_body=_json_body),
+            *onec_routes(pool),  # GET|POST /1c_exchange: 1C's CommerceML exchange (docs/onec.md)
             Route("/v1/session", session, methods=["POST"]),
             Route("/v1/actions/{name:str}", run_action, methods=["POST"]),
             Route("/v1/health", health, methods=["GET"]),

@@ -1,4 +1,6 @@
 """Receiver of the web store's order webhooks (Shopify shape): verify, dedupe, store raw — then acknowledge.
+It also takes the payment provider's notifications at ``POST /webhooks/yookassa`` (:func:`handle_yookassa`:
+unsigned, so only the id is taken and the object is read back from YooKassa before anything changes).
 
 ``POST /webhooks/shopify``:
 
@@ -53,7 +55,10 @@ from oms_ops.channels.rawstore import insert_prepared, prepare_items, record_id
 from oms_ops.channels.webstore import CHANNEL as WEBSTORE
 from oms_ops.channels.webstore import CODE as CHANNEL
 from oms_ops.channels.webstore import verify_signature
-from oms_ops.connectors.config import load_settings
+from oms_ops.connectors.config import SYSTEM_ENV_VARS, NotConfigured, load_settings
+from oms_ops.connectors.http import ConnectorError, RetryPolicy
+from oms_ops.connectors.yookassa import SYSTEM, YooKassaClient
+from oms_ops.payment_provider import handle_notification as handle_yookassa_notification
 from oms_ops.platform.asgi import BackgroundServer
 
 log = logging.getLogger("oms.channels.webhooks")
@@ -208,6 +213,37 @@ def _store(conn: psycopg.Connection, body: bytes, webhook_id, topic, shop) -> Ou
 _REJECTIONS = Rejections()
 
 
+def yookassa_from_settings() -> YooKassaClient:
+    """The payment provider's client from ``OMS_YOOKASSA_*`` or the simulators' manifest; quick to give up
+    (a notification is answered within seconds; YooKassa retries what we answer 503)."""
+    endpoint = load_settings(env_vars={SYSTEM: SYSTEM_ENV_VARS[SYSTEM]}).endpoint(SYSTEM)
+    return YooKassaClient.from_endpoint(endpoint, policy=RetryPolicy(attempts=2, read_timeout=5.0))
+
+
+def handle_yookassa(
+    connect: Callable[[], psycopg.Connection], body: bytes, client: Callable[[], YooKassaClient]
+) -> tuple[int, str]:
+    """``POST /webhooks/yookassa``: the body is not trusted (unsigned) — the payment or refund it names is
+    read back from the provider and that is applied (:func:`oms_ops.payment_provider.handle_notification`).
+    200 when applied, unknown or not a notification (a retry would not change it); 503 when the provider or
+    the database cannot be reached, so that YooKassa delivers it again."""
+    conn = None
+    try:
+        with client() as api:
+            conn = connect()
+            with conn:
+                return 200, handle_yookassa_notification(conn, api, body)
+    except (ConnectorError, NotConfigured) as exc:
+        log.warning("yookassa notification not applied, the provider cannot be asked: %s", exc)
+        return 503, "unavailable"
+    except Exception as exc:
+        if _connection_lost(exc, conn):
+            log.warning("yookassa notification not applied, the database is unavailable: %s", exc)
+            return 503, "unavailable"
+        log.exception("yookassa notification failed")
+        return 500, "failed"
+
+
 class BodyTooLarge(Exception):
     """The request body is larger than the receiver takes."""
 
@@ -232,7 +268,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def build_app(
-    database_url: str, secret: str, *, max_body: int | None = None, rejections: Rejections | None = None
+    database_url: str,
+    secret: str,
+    *,
+    max_body: int | None = None,
+    rejections: Rejections | None = None,
+    yookassa: Callable[[], YooKassaClient] | None = None,
 ) -> Starlette:
     """The receiver as an ASGI app. Each delivery opens a short autocommit connection (a pool is not worth it
     at webhook rates; put a pooler in front of Postgres at scale). ``max_body``: the body limit (default the
@@ -260,9 +301,24 @@ def build_app(
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "rejected": counted.total})
 
+    async def yookassa_notification(request: Request) -> JSONResponse:
+        try:
+            body = await read_body(request, limit)
+        except BodyTooLarge:
+            return JSONResponse(
+                {"error": "payload too large"}, status_code=413, headers={"Connection": "close"}
+            )
+        except ClientDisconnect:
+            return JSONResponse({"error": "client went away"}, status_code=400)
+        status, result = await run_in_threadpool(
+            handle_yookassa, connect, body, yookassa or yookassa_from_settings
+        )
+        return JSONResponse({"result": result}, status_code=status)
+
     app = Starlette(
         routes=[
             Route("/webhooks/shopify", shopify, methods=["POST"]),
+            Route("/webhooks/yookassa", yookassa_notification, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ]
     )
@@ -281,11 +337,15 @@ class WebhookServer(BackgroundServer):
         host: str = "127.0.0.1",
         port: int = 0,
         max_body: int | None = None,
+        yookassa: Callable[[], YooKassaClient] | None = None,
     ) -> None:
         self.rejections = Rejections()
-        app = build_app(database_url, secret, max_body=max_body, rejections=self.rejections)
+        app = build_app(
+            database_url, secret, max_body=max_body, rejections=self.rejections, yookassa=yookassa
+        )
         super().__init__(app, name="oms-webhooks", host=host, port=port, lifespan="off")
         self.url = f"http://{host}:{self.port}/webhooks/shopify"
+        self.yookassa_url = f"http://{host}:{self.port}/webhooks/yookassa"
 
 
 def main(argv: list[str] | None = None) -> int:

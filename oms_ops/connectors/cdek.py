@@ -23,6 +23,14 @@
   ``reconcile_reason``, the previous uuid and tracking number) for ops. A booking that cannot be re-created
   (no booking request kept, refused by CDEK, re-created ``MAX_RECONCILE`` times already) stops being polled
   and goes to ``raw.quarantine`` (``carrier:cdek``) with the reason.
+* **Cancellation** (outbox effect ``carrier.cancel_shipment``, a shipment cancelled before hand-over —
+  ``oms_ops.shipment_cancel``): :func:`cancel_booking` deletes the CDEK order (``DELETE /v2/orders/{uuid}``);
+  the booking stops being polled (``final``, ``cancelled_at``). CDEK not knowing the booking (404) means there
+  is nothing left to cancel; a booking still on its way out of the outbox is waited for (the effect is retried);
+  CDEK refusing the deletion (the parcel already reached its warehouse) is an answer, not a fault: it is kept
+  on the booking (``last_error``: Operations → carrier booking issues), in ``raw.quarantine`` as
+  ``carrier:cdek`` and as an event in the order's timeline, and not retried. A shipment cancelled before its
+  booking was sent is never booked (:func:`book_shipment`).
 * **One booking never stalls the others**: an answer about one booking that retrying will not fix (a 4xx) is
   kept on that booking (``last_error``) and the run goes on; CDEK unreachable or failing (5xx, transport,
   after the client's retries) still fails the run, which the next one repeats.
@@ -164,6 +172,11 @@ class CdekClient(ApiClient):
             raise BookingNotFound(f"CDEK booking {uuid} of {number} now names order {found}")
         return order
 
+    def delete_order(self, uuid: str) -> dict:
+        """``DELETE /v2/orders/{uuid}``: CDEK deletes an order it has not taken into delivery yet (202). A
+        repeat after success answers 404 (the order is gone), which the caller treats as done."""
+        return self.request("DELETE", f"/v2/orders/{uuid}", expect=(200, 202), idempotent=True).json()
+
     def find_by_number(self, number: str) -> dict | None:
         r = self.request("GET", "/v2/orders", params={"im_number": number}, allow=(404,))
         return None if r.status_code == 404 else r.json()
@@ -302,6 +315,9 @@ def book_shipment(
     ).fetchone()
     if row:
         return {"uuid": row[0], "duplicate": True}
+    state = conn.execute("SELECT state FROM oms.shipments WHERE shipment_id = %s", (sid,)).fetchone()
+    if state is not None and state[0] == "cancelled":  # called back before it was booked: never book it
+        return {"uuid": None, "duplicate": False, "cancelled": True}
     request = build_order_request(conn, payload, fallback_phone=fallback_phone)
     uuid, duplicate = client.create_order(request)
     with conn.transaction():
@@ -342,6 +358,7 @@ def sync_bookings(
         """SELECT b.shipment_id, b.carrier_uuid, s.shipment_number
            FROM connectors.carrier_bookings b JOIN oms.shipments s USING (shipment_id)
            WHERE b.carrier_code = %s AND b.request_state IN ('ACCEPTED', 'WAITING') AND NOT b.final
+             AND s.state <> 'cancelled'  -- its deletion is the outbox's (cancel_booking)
            ORDER BY b.shipment_id LIMIT %s""",
         (CARRIER, limit),
     ).fetchall()
@@ -412,6 +429,9 @@ def sync_bookings(
            FROM connectors.carrier_bookings b
            WHERE b.carrier_code = %s AND b.request_state = 'SUCCESSFUL'
              AND NOT (b.final AND b.last_error IS NOT NULL)  -- given up: CDEK no longer knows the booking
+             AND b.cancelled_at IS NULL
+             AND NOT EXISTS (SELECT 1 FROM oms.shipments s WHERE s.shipment_id = b.shipment_id
+                                                            AND s.state = 'cancelled')
              AND (SELECT count(*) FROM connectors.shipment_documents d WHERE d.shipment_id = b.shipment_id) < 2
            ORDER BY b.shipment_id LIMIT %s""",
         (CARRIER, limit),
@@ -471,6 +491,97 @@ def record_booking_error(conn: psycopg.Connection, sid: int, error: str) -> None
     )
 
 
+class BookingNotSentYet(ValueError):
+    """The shipment's ``carrier.create_shipment`` effect is still in the outbox (pending, failing or being
+    sent right now): the cancellation waits for it (the drain retries the cancel later)."""
+
+
+def cancel_booking(
+    conn: psycopg.Connection, client: CdekClient, payload: dict, *, actor: str = "connector:cdek"
+) -> tuple[str, str | None, dict | None]:
+    """Delete the CDEK order of a cancelled shipment (outbox effect ``carrier.cancel_shipment``); returns the
+    drain's ``(outcome, note, result)``. Idempotent: a booking already cancelled, or one CDEK no longer knows
+    (404), is done. Raises :class:`BookingNotSentYet` (retried) while the booking itself is still in the
+    outbox, and ``ConnectorError`` when CDEK is unreachable or failing (retried). CDEK refusing (a 4xx: the
+    parcel is already in delivery) comes back as outcome ``refused``, kept for ops (module docstring)."""
+    sid = int(payload["shipment_id"])
+    number = payload["shipment_number"]
+    row = conn.execute(
+        "SELECT carrier_uuid, cancelled_at FROM connectors.carrier_bookings WHERE shipment_id = %s", (sid,)
+    ).fetchone()
+    if row is None:
+        sending = conn.execute(
+            "SELECT state FROM oms.outbox WHERE idempotency_key = %s AND state IN ('pending', 'failed', 'in_flight')",
+            (f"carrier.create_shipment:{number}",),
+        ).fetchone()
+        if sending is not None:
+            raise BookingNotSentYet(
+                f"shipment {number}: its CDEK booking is still {sending[0]} in the outbox"
+            )
+        return "skipped", f"shipment {number} was never booked with CDEK: nothing to cancel", None
+    uuid, cancelled_at = row
+    if cancelled_at is not None:
+        return "sent", f"CDEK booking {uuid} of {number} was cancelled already", {"uuid": uuid}
+    try:
+        client.delete_order(uuid)
+        note = None
+    except ApiError as exc:
+        if not is_not_found(exc):
+            refusal = "; ".join(sorted(_error_messages(exc.body))) or str(exc)
+            _cancel_refused(conn, sid, number, uuid, payload, refusal, actor)
+            return "refused", f"CDEK refused to cancel booking {uuid} of {number}: {refusal}", {"uuid": uuid}
+        note = f"CDEK no longer knows booking {uuid}: nothing left to cancel"
+    with conn.transaction():
+        conn.execute(
+            """UPDATE connectors.carrier_bookings SET cancelled_at = now(), final = true, last_status_code = 'REMOVED',
+                      last_status_at = now(), last_error = NULL, last_error_at = NULL, updated_at = now()
+               WHERE shipment_id = %s""",
+            (sid,),
+        )
+        _shipment_note(conn, sid, actor, f"CDEK booking {uuid} deleted" + (f" ({note})" if note else ""))
+    return "sent", note, {"uuid": uuid}
+
+
+def _error_messages(body: Any) -> set[str]:
+    out = set()
+    if isinstance(body, dict):
+        for req in body.get("requests") or []:
+            for err in req.get("errors") or []:
+                if isinstance(err, dict):
+                    out.add(f"{err.get('code')}: {err.get('message')}")
+    return out
+
+
+def _cancel_refused(
+    conn: psycopg.Connection, sid: int, number: str, uuid: str, payload: dict, refusal: str, actor: str
+) -> None:
+    """CDEK will not delete the booking: ops must act (call the parcel back from CDEK, or ship the order's
+    new parcel knowing the old one travels). Kept on the booking (still polled: its tracking shows where the
+    parcel is), in the quarantine and in the order's timeline."""
+    log.error("CDEK refused to cancel booking %s of shipment %s: %s", uuid, number, refusal)
+    text = f"cancellation refused by CDEK: {refusal}"
+    with conn.transaction():
+        conn.execute(
+            """UPDATE connectors.carrier_bookings SET last_error = %s, last_error_at = now(), updated_at = now()
+               WHERE shipment_id = %s""",
+            (text[:2000], sid),
+        )
+        quarantine_many(
+            conn,
+            [(f"carrier:{CARRIER}", str(sid), {**payload, "uuid": uuid}, f"shipment {number}: {text}")],
+        )
+        _shipment_note(conn, sid, actor, text)
+
+
+def _shipment_note(conn: psycopg.Connection, sid: int, actor: str, text: str) -> None:
+    """An event in the order's timeline about the shipment without a state change (from = to)."""
+    conn.execute(
+        """INSERT INTO oms.order_events (order_id, entity, entity_id, from_state, to_state, actor, reason)
+           SELECT order_id, 'shipment', shipment_id, state, state, %s, %s FROM oms.shipments WHERE shipment_id = %s""",
+        (actor, text, sid),
+    )
+
+
 def reconcile_booking(
     conn: psycopg.Connection,
     client: CdekClient,
@@ -510,7 +621,7 @@ def reconcile_booking(
         return "given_up"
     lost_uuid, count, number, shipment_state, payload = row
     log.warning("shipment %s (%s): %s; booking it again", shipment_id, number, reason)
-    if shipment_state in FINAL_SHIPMENT_STATES:  # nothing left to track: just stop polling
+    if shipment_state in (*FINAL_SHIPMENT_STATES, "cancelled"):  # nothing left to track: just stop polling
         conn.execute(
             "UPDATE connectors.carrier_bookings SET final = true, updated_at = now() WHERE shipment_id = %s",
             (shipment_id,),

@@ -26,10 +26,29 @@ SYSTEM_ENV_VARS: dict[str, dict[str, str]] = {
         "client_secret": "OMS_CDEK_CLIENT_SECRET",
     },
     "wms": {"base_url": "OMS_WMS_URL", "api_key": "OMS_WMS_API_KEY"},
+    # customer notifications (oms_ops/notifications.py): an SMS.ru-like gateway and an SMTP server
+    "sms": {"base_url": "OMS_SMS_URL", "api_id": "OMS_SMS_API_ID", "sender": "OMS_SMS_FROM"},
+    "smtp": {
+        "base_url": "OMS_SMTP_URL",  # smtp://host:587 (STARTTLS when offered) or smtps://host:465
+        "username": "OMS_SMTP_USERNAME",
+        "password": "OMS_SMTP_PASSWORD",
+        "sender": "OMS_SMTP_FROM",
+    },
+    # the payment provider (oms_ops/connectors/yookassa.py): payment links, refunds; return_url is where the
+    # payment page sends the customer back to
+    "yookassa": {
+        "base_url": "OMS_YOOKASSA_URL",  # https://api.yookassa.ru (the connector adds /v3)
+        "shop_id": "OMS_YOOKASSA_SHOP_ID",
+        "secret_key": "OMS_YOOKASSA_SECRET_KEY",
+        "return_url": "OMS_YOOKASSA_RETURN_URL",
+    },
 }
 SYSTEM_SECRETS: dict[str, frozenset[str]] = {
     "cdek": frozenset({"client_secret"}),
     "wms": frozenset({"api_key"}),
+    "sms": frozenset({"api_id"}),
+    "smtp": frozenset({"password"}),
+    "yookassa": frozenset({"secret_key"}),
 }
 MANIFEST_VAR = "OMS_SIMULATORS_MANIFEST"
 

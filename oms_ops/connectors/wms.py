@@ -1,4 +1,6 @@
-"""The WMS: stock snapshots applied to the OMS ledger, and the customer-return leg (announce, receipts).
+"""The WMS: stock snapshots applied to the OMS ledger, the customer-return leg (announce, receipts), and the
+inbound supply feed (purchase orders and transfers on their way: :func:`inbound_to_supply` maps a document to
+an OMS supply; reading the feed, arrivals and promise dates are ``oms_ops.services.supply.sync_wms``).
 
 Stock snapshots: absolute on-hand per SKU for one warehouse or store.
 
@@ -45,6 +47,11 @@ RETURNS_PAGE_SIZE = 100
 RETURNS_CURSOR = "wms:returns:receipts"
 RETURNS_FEED = "wms:returns"
 RETURNS_SOURCE = "wms:returns"
+#: inbound supply (purchase orders and transfers on their way): cursor, feed health, page size
+INBOUND_CURSOR = "wms:inbound"
+INBOUND_FEED = "wms:inbound"
+INBOUND_PAGE_SIZE = 100
+INBOUND_KINDS = {"purchase_order": "purchase_order", "transfer": "transfer"}
 #: WMS condition of a returned unit → the OMS disposition
 CONDITIONS = {"resellable": "restock", "damaged": "write_off"}
 
@@ -87,6 +94,15 @@ class WmsClient(ApiClient):
         return self.request("POST", "/wms/v1/returns", json=body, expect=(200, 201), idempotent=True).json()[
             "return"
         ]
+
+    def inbound(self, after: str | None = None, limit: int = INBOUND_PAGE_SIZE) -> dict:
+        """One page of the inbound supply feed after ``after`` (a ``next_cursor``; None: from the start):
+        ``{inbound, next_cursor, has_more}`` — each purchase order or transfer as it is now, listed again
+        whenever it changes (received quantities, date, cancellation)."""
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        return self.request("GET", "/wms/v1/inbound", params=params).json()
 
     def return_receipts(self, after: str | None = None, limit: int = RETURNS_PAGE_SIZE) -> dict:
         """One page of the returned-parcel receipts after ``after`` (a ``next_cursor``; None: from the
@@ -462,3 +478,55 @@ def _match_lines(rma: str, raw_lines: Any, return_lines: list[tuple[int, str, in
     if problems:
         return f"{rma}: " + "; ".join(problems)
     return received, dispositions
+
+
+# -- inbound supply ------------------------------------------------------------------------------------------
+
+
+def inbound_to_supply(doc: Any, locations: dict[str, str]) -> dict | str:
+    """One WMS inbound document → a supply document for ``oms_ops.supply.upsert_supplies`` (source 'wms'),
+    or the reason it cannot be one. ``locations``: WMS warehouse code → OMS location (system 'wms')."""
+    if not isinstance(doc, dict) or not doc.get("inbound_id"):
+        return "inbound document without inbound_id"
+    ref = doc["inbound_id"]
+    kind = INBOUND_KINDS.get(doc.get("kind"))
+    if kind is None:
+        return f"{ref}: kind must be one of {sorted(INBOUND_KINDS)}, got {doc.get('kind')!r}"
+    where = locations.get(doc.get("warehouse"))
+    if where is None:
+        return (
+            f"{ref}: warehouse {doc.get('warehouse')!r} is not mapped to an OMS location "
+            "(connectors.channel_locations, system 'wms')"
+        )
+    origin = None
+    if kind == "transfer":
+        origin = locations.get(doc.get("from_warehouse"))
+        if origin is None:
+            return f"{ref}: transfer from warehouse {doc.get('from_warehouse')!r}, which is not mapped to an OMS location"
+    lines = doc.get("lines")
+    if not isinstance(lines, list):
+        return f"{ref}: lines must be a list"
+    return {
+        "external_id": str(ref),
+        "kind": kind,
+        "location_code": where,
+        "from_location_code": origin,
+        "supplier": doc.get("supplier") if kind == "purchase_order" else None,
+        "expected_date": doc.get("expected_date"),
+        "cancelled": doc.get("status") == "cancelled",
+        "lines": [
+            {"sku": ln.get("sku"), "qty": ln.get("qty"), "qty_received": ln.get("qty_received", 0)}
+            if isinstance(ln, dict)
+            else ln
+            for ln in lines
+        ],
+    }
+
+
+def wms_locations(conn: psycopg.Connection) -> dict[str, str]:
+    """WMS warehouse code → OMS location, as mapped in ``connectors.channel_locations``."""
+    return dict(
+        conn.execute(
+            "SELECT external_id, location_code FROM connectors.channel_locations WHERE system = 'wms' AND active"
+        ).fetchall()
+    )

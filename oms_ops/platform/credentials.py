@@ -40,6 +40,8 @@ CLICKHOUSE_WRITER = "clickhouse-oms"
 CLICKHOUSE_DASHBOARD = "clickhouse-dashboard"
 #: the simulators' API credentials and the web store's webhook secret (JSON, per simulator)
 SIMULATORS = "simulators.json"
+#: the password 1C signs in to the exchange with (``/1c_exchange``, docs/onec.md)
+ONEC_EXCHANGE = "onec-exchange"
 
 
 def new_password() -> str:

@@ -92,6 +92,9 @@ class StackState:
     started_at: float | None = None
     dashboard_database_url: str | None = None
     clickhouse_dashboard_url: str | None = None
+    #: the OMS API's port, chosen before the simulators start (the simulated 1C polls the API's
+    #: ``/1c_exchange``), used when the API starts; not persisted: the running API's URL is in ``services``
+    api_port: int | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -480,7 +483,11 @@ def start_outside_world(
             args += ["--credentials", f"@{credentials.secrets_dir(settings.home) / credentials.SIMULATORS}"]
         if "webhooks" in services:
             args += ["--webhook-url", f"http://127.0.0.1:{webhook_port}/webhooks/shopify"]
-        proc = _spawn("simulators", args, settings, env)
+        sim_env = dict(env)
+        if "api" in services:  # the simulated 1C polls the OMS API: give it the port the API will take
+            state.api_port = choose_port(settings.api_port)
+            sim_env.setdefault("OMS_ONEC_EXCHANGE_URL", f"http://127.0.0.1:{state.api_port}/1c_exchange")
+        proc = _spawn("simulators", args, settings, sim_env)
         log = settings.log_dir / "simulators.log"
         state.services["simulators"] = ServiceInfo("simulators", str(manifest), proc.pid, True, str(log))
         _write_state(settings, state)
@@ -668,7 +675,9 @@ def start_apps(settings: Settings, state: StackState, services: Iterable[str]) -
     if "api" in services:
         # the OMS API runs the dashboards' actions on the OMS's own login (docs/api.md); its credentials are
         # the users' tokens, signed with a key generated into $OMS_HOME/secrets
-        port = choose_port(settings.api_port)
+        port = state.api_port if state.api_port and not port_in_use(state.api_port) else None
+        if port is None:  # nothing reserved (no simulators), or taken since: the simulated 1C retries in vain
+            port = choose_port(settings.api_port)
         proc = _spawn("api", [sys.executable, "-m", "oms_ops.api", "--port", str(port)], settings, env)
         url = f"http://127.0.0.1:{port}"
         log = settings.log_dir / "api.log"

@@ -23,6 +23,7 @@ from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, ValidationFailed
 from oms_ops.orders import (
     AcceptResult,
+    NormalizedOrder,
     accept_orders,
     accept_orders_in_transaction,
     replay_quarantined_orders,
@@ -110,6 +111,12 @@ def take_orders(
     """Orders entered in the OMS itself (the call centre's order form), in the ``NormalizedOrder`` shape:
     validated, accepted or quarantined with the reason, like every channel's."""
     return accept_orders(conn, list(orders), actor=actor, source=source)
+
+
+def order_json_schema(**kw: Any) -> dict[str, Any]:
+    """The JSON schema of an order as the OMS takes it (``NormalizedOrder``): the public API describes its
+    order body with it, so the description never drifts from what is validated."""
+    return NormalizedOrder.model_json_schema(**kw)
 
 
 def replay_orders(conn: psycopg.Connection, quarantine_ids: Sequence[int], *, actor: str) -> AcceptResult:

@@ -18,9 +18,11 @@ Effects handled:
 | effect | what happens |
 |---|---|
 | ``carrier.create_shipment`` | carrier ``cdek``: ``cdek.book_shipment``; another carrier (own courier): no API, recorded as skipped |
+| ``carrier.cancel_shipment`` | a shipment cancelled before hand-over: carrier ``cdek``: ``cdek.cancel_booking`` (``DELETE /v2/orders/{uuid}``; a refusal is outcome ``refused``, kept for ops, not retried); another carrier: recorded as skipped |
 | ``channel.order_status`` | the channel record's status pusher (``Channel.push_status``; Wildberries: cancel / add to today's supply); a channel without one is marked done with a note |
-| ``payment.refund`` | no payment provider is integrated: the refund is recorded (``effect_log``) and reported succeeded through ``payments.record_refund_status``, so the order's payment status follows |
-| ``notify.customer`` | recorded (``effect_log``) and logged; a mail/SMS gateway plugs in here |
+| ``payment.refund`` | ``services.payments.deliver``: an order paid through YooKassa → ``POST /v3/refunds`` against its payment (Idempotence-Key = the outbox key; succeeded / pending — polled to the end — / a refusal recorded ``failed`` with the provider's words, outcome ``refused``); a payment the OMS did not take (marketplace, the web store's checkout) → not sent anywhere, recorded as the channel's refund and the note says so |
+| ``payment.create`` | ``services.payments.deliver``: ``POST /v3/payments`` for an ``oms.payment_links`` row (the order, or the difference after a paid order grew); the link (``confirmation_url``) and a pending payment are recorded; a refusal marks the link ``failed`` (outcome ``refused``) |
+| ``notify.customer`` | a notification of ``oms.notifications`` (payload ``notification_id``): sent by SMS or e-mail by ``services.notifications.deliver`` (a refusal for good is outcome ``failed``, kept, not retried); older notices without one: recorded (``effect_log``) and logged |
 | ``wms.announce_return`` | ``connectors.wms.deliver_return_announcement``: the RMA posted to the WMS warehouse of the expected location; a location without WMS (or no WMS configured): skipped with a note |
 """
 
@@ -30,28 +32,30 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from oms_ops import outbox
 from oms_ops.channels import registry
-from oms_ops.connectors.cdek import book_shipment
+from oms_ops.connectors.cdek import book_shipment, cancel_booking
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
 from oms_ops.connectors.wms import deliver_return_announcement
 from oms_ops.db import run_in_transaction
 from oms_ops.errors import NotFound, OmsError, ValidationFailed
 from oms_ops.outbox import jsonb
-from oms_ops.payments import RefundReport, record_refund_status
 from oms_ops.services.clients import Clients
+from oms_ops.services.notifications import deliver as deliver_notification
+from oms_ops.services.payments import deliver as deliver_payment
 
 log = logging.getLogger("oms.services.outbox")
 HANDLED = (
     "carrier.create_shipment",
+    "carrier.cancel_shipment",
     "channel.order_status",
     "payment.refund",
+    "payment.create",
     "notify.customer",
     "wms.announce_return",
 )
@@ -145,26 +149,23 @@ def _dispatch(conn, clients: Clients, item: outbox.OutboxItem, *, fallback_phone
         carrier = p.get("carrier_code")
         if carrier == "cdek":
             result = book_shipment(conn, clients.get("cdek"), p, fallback_phone=fallback_phone)
+            if result.get("cancelled"):
+                return "skipped", "the shipment was cancelled before it was booked", result
             return "sent", "duplicate booking found by number" if result["duplicate"] else None, result
         return "skipped", f"no API for carrier {carrier!r}: booked by the carrier's own process", None
+    if item.effect == "carrier.cancel_shipment":
+        carrier = p.get("carrier_code")
+        if carrier == "cdek":
+            return cancel_booking(conn, clients.get("cdek"), p)
+        return "skipped", f"no API for carrier {carrier!r}: the carrier is told by its own process", None
     if item.effect == "channel.order_status":
         return _channel_status(conn, clients, p)
-    if item.effect == "payment.refund":
-        report = RefundReport(
-            status="succeeded",
-            idempotency_key=item.idempotency_key,
-            provider="manual",
-            provider_refund_id=item.idempotency_key,
-            occurred_at=datetime.now(UTC),
-        )
-        r = record_refund_status(conn, [report], actor=actor)
-        if r.quarantined:
-            raise ValueError(f"refund {item.idempotency_key} not found")
-        return (
-            "recorded",
-            "no payment provider integrated: refund recorded as succeeded",
-            {"refund_id": p.get("refund_id"), "amount": str(p.get("amount"))},
-        )
+    if item.effect in ("payment.refund", "payment.create"):
+        # through YooKassa when the OMS took the payment; else recorded as the channel's (oms_ops/payment_provider.py)
+        return deliver_payment(conn, clients, item)
+    if item.effect == "notify.customer" and "notification_id" in p:
+        # a customer notification (oms_ops/notifications.py): SMS gateway or mail server
+        return deliver_notification(conn, clients, item)
     if item.effect == "notify.customer":
         log.info("notify customer: order %s template %s", p.get("order_id"), p.get("template"))
         return "recorded", "no notification gateway integrated: recorded", p

@@ -29,14 +29,37 @@ def _http_url(value: str | None) -> str | None:
     return value or None
 
 
+#: systems whose ``base_url`` is not HTTP: the mail server is reached over SMTP
+NON_HTTP_SYSTEMS = frozenset({"smtp"})
+
+
+def _smtp_url(value: str | None) -> str | None:
+    if value and not value.startswith(("smtp://", "smtps://")):
+        raise ValueError(f"expected an smtp:// or smtps:// URL, got {value!r}")
+    return value or None
+
+
 OmsSettings = create_model(
     "OmsSettings",
     __base__=Settings,
     __module__=__name__,
     __validators__={
         "_endpoint_urls": field_validator(
-            *[name for name, (_, key) in ENDPOINT_FIELDS.items() if key == "base_url"], mode="before"
-        )(_http_url)
+            *[
+                name
+                for name, (system, key) in ENDPOINT_FIELDS.items()
+                if key == "base_url" and system not in NON_HTTP_SYSTEMS
+            ],
+            mode="before",
+        )(_http_url),
+        "_smtp_urls": field_validator(
+            *[
+                name
+                for name, (system, key) in ENDPOINT_FIELDS.items()
+                if key == "base_url" and system in NON_HTTP_SYSTEMS
+            ],
+            mode="before",
+        )(_smtp_url),
     },
     **{
         name: (str | None, Field(None, validation_alias=ENV_VARS[system][key]))

@@ -97,7 +97,8 @@ shipments as (
         maxIfOrNull(delivered_at, is_delivered) as last_delivered_at,
         toInt64(sumIf(units, is_delivered)) as units_delivered
     from {{ ref('int_shipments_lifecycle') }}
-    where order_id in (select order_id from changed)
+    -- a shipment cancelled before hand-over never left: it neither ships nor holds back the order
+    where order_id in (select order_id from changed) and not ifNull(is_cancelled, false)
     group by order_id
 ),
 

@@ -10,7 +10,8 @@
 }}
 -- Lifecycle of each shipment (parcel): picked, packed, shipped, delivered or picked up, returned to sender.
 -- "Shipped" is when the parcel left fulfilment: handed to the carrier, or — for a store handing its own
--- stock to the customer (carrier 'self') — ready for pickup. Delivered = delivered or picked up.
+-- stock to the customer (carrier 'self') — ready for pickup. Delivered = delivered or picked up. A shipment
+-- cancelled before hand-over (is_cancelled) never left: it has no shipped_at and its order does not count it.
 
 with changed as (
     {{ changed_orders() }}
@@ -64,6 +65,8 @@ select
     shipments.returned_to_sender_at as returned_to_sender_at,
     shipments.shipment_status in ('delivered', 'picked_up') as is_delivered,
     shipments.shipment_status = 'returned_to_sender' as is_returned_to_sender,
+    shipments.shipment_status = 'cancelled' as is_cancelled,
+    shipments.cancelled_at as cancelled_at,
     changed._loaded_at as _loaded_at
 from shipments
 inner join changed on changed.order_id = shipments.order_id

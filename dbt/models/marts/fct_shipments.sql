@@ -59,6 +59,8 @@ select
     ) as is_shipped_on_time,
     cast(shipments.is_delivered as Bool) as is_delivered,
     cast(shipments.is_returned_to_sender as Bool) as is_returned_to_sender,
+    cast(shipments.is_cancelled as Bool) as is_cancelled,
+    shipments.cancelled_at as cancelled_at,
     changed._loaded_at as _loaded_at
 from shipments
 inner join changed on changed.order_id = shipments.order_id

@@ -1,5 +1,5 @@
-"""Channel order assets (one per channel of the registry), WMS stock assets (one per location) and the channel
-mappings.
+"""Channel order assets (one per channel of the registry), WMS stock assets (one per location), the WMS's
+inbound supply and the channel mappings.
 
 Each asset calls one service (``oms_ops.services``) and reports what it did as metadata; the business logic
 (cursors, crash safety, normalisation) lives there. A system that is not configured (no variables, no
@@ -15,6 +15,7 @@ from oms_ops.channels.base import Channel
 from oms_ops.connectors.config import NotConfigured
 from oms_ops.connectors.http import ConnectorError
 from oms_ops.services import discovery, intake, stock
+from oms_ops.services import supply as supply_service
 from oms_ops.services.setup import LOCATION_MAP, seed_from_simulators
 from pipelines.defs.channels.resources import ChannelConnectorsResource
 from pipelines.resources import PostgresResource
@@ -154,3 +155,32 @@ def stock_asset(wms_code: str, location_code: str) -> dg.AssetsDefinition:
 
 STOCK_ASSETS = [stock_asset(code, loc) for code, loc in LOCATION_MAP.items()]
 STOCK_FEEDS = {_asset_name(loc): f"wms:{code}" for code, loc in LOCATION_MAP.items()}
+
+
+# -- inbound supply ------------------------------------------------------------------------------------------------
+@dg.asset(
+    name="wms_inbound_supply",
+    group_name="stock",
+    kinds={"python", "postgres"},
+    deps=[channel_mappings],
+    description=(
+        "Purchase orders and transfers on their way (the WMS's inbound feed) → oms.supplies; goods the WMS "
+        "received are counted in and the orders promised from them allocated first; promise dates of waiting "
+        "order lines computed again (docs/allocation.md, 'Incoming supply and promise dates')."
+    ),
+)
+def wms_inbound_supply(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    config = channels.business_config()
+    try:
+        with channels.client("wms") as client, postgres.connection() as conn:
+            meta = supply_service.sync_wms(conn, client, config)
+    except NotConfigured as exc:
+        # without a WMS the supplies imported from files still promise: compute them again
+        context.log.warning(str(exc))
+        with postgres.connection() as conn:
+            meta = {"skipped": str(exc), **supply_service.recompute(conn, config).metadata()}
+    except ConnectorError as exc:
+        raise dg.Failure(description=str(exc), metadata={"feed": "wms:inbound", "error": str(exc)}) from exc
+    return dg.MaterializeResult(metadata=meta)

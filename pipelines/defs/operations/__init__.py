@@ -3,7 +3,7 @@
 | job | selection | schedule |
 |---|---|---|
 | ``ingest_and_allocate`` | every channel's order asset + ``allocation`` | every minute |
-| ``fulfilment`` | ``shipments`` → ``outbox_delivery`` → ``carrier_documents`` | every minute |
+| ``fulfilment`` | ``shipments``, ``customer_notifications``, ``payment_requests`` → ``outbox_delivery`` → ``carrier_documents`` | every minute |
 | ``tracking_and_returns`` | ``carrier_tracking`` → ``returns`` (refunds delivered) | every 5 minutes |
 | ``ats_push`` | ``ats_pushes`` | every 5 minutes |
 """
@@ -18,7 +18,9 @@ from pipelines.defs.operations.assets import (
     ats_pushes,
     carrier_documents,
     carrier_tracking,
+    customer_notifications,
     outbox_delivery,
+    payment_requests,
     returns,
     shipments,
 )
@@ -32,7 +34,9 @@ ingest_and_allocate = dg.define_asset_job(
 )
 fulfilment = dg.define_asset_job(
     "fulfilment",
-    selection=dg.AssetSelection.assets(shipments, outbox_delivery, carrier_documents),
+    selection=dg.AssetSelection.assets(
+        shipments, customer_notifications, payment_requests, outbox_delivery, carrier_documents
+    ),
     description="Ship allocated orders, deliver the outbox (carrier bookings, channel statuses), fetch labels.",
 )
 tracking_and_returns = dg.define_asset_job(

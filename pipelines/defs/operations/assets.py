@@ -13,6 +13,8 @@ from oms_ops.connectors.http import ConnectorError
 from oms_ops.services import allocation as allocation_service
 from oms_ops.services import ats as ats_service
 from oms_ops.services import carrier, shipping
+from oms_ops.services import notifications as notifications_service
+from oms_ops.services import payments as payments_service
 from oms_ops.services import returns as returns_service
 from oms_ops.services.outbox import drain_outbox
 from pipelines.defs.channels.resources import ChannelConnectorsResource
@@ -57,6 +59,40 @@ def shipments(context: dg.AssetExecutionContext, postgres: PostgresResource) -> 
     group_name=GROUP,
     kinds={"python", "postgres"},
     deps=[shipments],
+    description="Customer notifications: new order events → SMS / e-mail in the outbox (rules, quiet hours, "
+    "opt-outs), then the SMS gateway's delivery statuses.",
+)
+def customer_notifications(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    with channels.clients() as clients, postgres.connection() as conn:
+        meta = notifications_service.run(conn, clients, channels.business_config())
+    return dg.MaterializeResult(metadata={k: _json(v) for k, v in meta.items()})
+
+
+def _json(value):
+    return dg.MetadataValue.json(value) if isinstance(value, dict | list) else value
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[allocation],
+    description="Payments the OMS takes itself (YooKassa): payment links for the orders waiting for one into the "
+    "outbox, then the poll of open payments and pending refunds (the safety net under its notifications).",
+)
+def payment_requests(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, channels: ChannelConnectorsResource
+) -> dg.MaterializeResult:
+    with channels.clients() as clients, postgres.connection() as conn:
+        meta = payments_service.run(conn, clients)
+    return dg.MaterializeResult(metadata={k: _json(v) for k, v in meta.items()})
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "postgres"},
+    deps=[shipments, customer_notifications, payment_requests],
     description="Drain the outbox: carrier bookings (CDEK), channel order statuses, refunds, notifications.",
 )
 def outbox_delivery(
@@ -172,4 +208,14 @@ def ats_pushes(
     return dg.MaterializeResult(metadata={**meta, "errors": dg.MetadataValue.json(results.errors[:20])})
 
 
-ASSETS = [allocation, shipments, outbox_delivery, carrier_documents, carrier_tracking, returns, ats_pushes]
+ASSETS = [
+    allocation,
+    shipments,
+    customer_notifications,
+    payment_requests,
+    outbox_delivery,
+    carrier_documents,
+    carrier_tracking,
+    returns,
+    ats_pushes,
+]

@@ -10,12 +10,14 @@ whichever lane did it. The cursor is the last journal id reported.
 import dagster as dg
 
 from oms_ops.services import journal
-from pipelines.defs.channels.assets import ORDER_ASSETS, STOCK_ASSETS, channel_mappings
+from pipelines.defs.channels.assets import ORDER_ASSETS, STOCK_ASSETS, channel_mappings, wms_inbound_supply
 from pipelines.defs.operations.assets import ASSETS
 from pipelines.resources import PostgresResource
 
 #: journal asset name → Dagster asset key (stock entries are "stock:<location code>")
-KNOWN = {a.key.to_user_string(): a.key for a in (*ORDER_ASSETS, *ASSETS, channel_mappings)}
+KNOWN = {
+    a.key.to_user_string(): a.key for a in (*ORDER_ASSETS, *ASSETS, channel_mappings, wms_inbound_supply)
+}
 STOCK_KEYS = {a.tags_by_key[a.key]["location"]: a.key for a in STOCK_ASSETS}
 BATCH = 500
 

@@ -20,6 +20,7 @@ select
     picked_up_at,
     not_delivered_at,
     returned_at as returned_to_sender_at,
+    cancelled_at,
     updated_at,
     _loaded_at
 from {{ source('oms', 'shipments') }} final
