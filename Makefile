@@ -24,9 +24,9 @@ demo: bootstrap
 	$(UV) run --frozen oms demo
 
 # The suite runs on two xdist workers (a file stays on one worker, so module fixtures are shared; each worker
-# has its own embedded Postgres and ClickHouse). The live-demo test (marker `slow`: two starts of
-# `make demo`, mostly waiting on the simulated world) runs beside it; its report is printed at the end and
-# either failing fails the target.
+# has its own embedded Postgres and ClickHouse). The tests that start the whole stack (marker `slow`: two starts
+# of `make demo`, mostly waiting on the simulated world, and `oms up/status/down`) run beside it, one after the
+# other; their report is printed at the end and either lane failing fails the target.
 test: bootstrap
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .

@@ -39,6 +39,7 @@ def _tree(pid):
         return []
 
 
+@pytest.mark.slow  # the whole stack up and down (about 2 minutes): runs in make test's slow lane, beside the rest
 def test_up_status_down_leaves_no_process(oms_env):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
