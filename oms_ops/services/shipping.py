@@ -34,6 +34,9 @@ from oms_ops.fulfillment import BulkShipResult, ShipRequest
 log = logging.getLogger("oms.services.shipping")
 #: Order states whose active reservations are shipped.
 SHIPPABLE_STATES = ("allocated", "partially_allocated", "picking", "packed")
+#: A prepaid order goes to the floor only once its money is in: shipping before the customer paid gives the
+#: goods away when the payment fails (cash-on-delivery orders ship at once; their money comes at the door).
+PAID_STATUSES = ("paid", "partially_refunded")
 #: Channels whose customers leave the till with the goods (``Channel.instant_handover``).
 INSTANT_HANDOVER_CHANNELS = tuple(c.code for c in registry.CHANNELS if c.instant_handover)
 
@@ -66,7 +69,8 @@ def ship_reserved(
     instant_handover_channels: Sequence[str] = INSTANT_HANDOVER_CHANNELS,
 ) -> ShipResult:
     """Pick in full, pack and ship everything reserved for up to ``limit`` orders in states allocated,
-    partially_allocated, picking or packed, oldest first, ``chunk_size`` orders per transaction.
+    partially_allocated, picking or packed, oldest first, ``chunk_size`` orders per transaction. A prepaid
+    order waits until it is paid (``PAID_STATUSES``); its unpaid hold expires as allocation says.
 
     Store-pickup shipments (carrier 'self') are marked ready_for_pickup in their chunk's transaction, and
     picked_up for ``instant_handover_channels``. Idempotent: a repeated run finds nothing left to ship.
@@ -102,12 +106,14 @@ def _next_orders(
         """SELECT o.order_id, o.placed_at, array_agg(DISTINCT r.location_code ORDER BY r.location_code)
            FROM oms.orders o JOIN oms.reservations r ON r.order_id = o.order_id AND r.state = 'active'
            WHERE o.state = ANY(%(states)s)
+             AND (o.payment_method <> 'prepaid' OR o.payment_status = ANY(%(paid)s))
              AND (%(t)s::timestamptz IS NULL OR (o.placed_at, o.order_id) > (%(t)s, %(id)s::bigint))
            GROUP BY o.order_id, o.placed_at
            ORDER BY o.placed_at, o.order_id
            LIMIT %(n)s""",
         {
             "states": list(SHIPPABLE_STATES),
+            "paid": list(PAID_STATUSES),
             "t": after[0] if after else None,
             "id": after[1] if after else None,
             "n": size,

@@ -17,6 +17,7 @@ from oms_ops.invariants import check_invariants
 from oms_ops.orders import cancel_orders
 from oms_ops.reservations import release_reservations
 from oms_ops.services import shipping
+from tests.core import factories as f
 from tests.core.test_alloc_support import NOW, place, receive, sample_config
 
 INSTANT = ("offline",)
@@ -391,3 +392,24 @@ def test_new_order_after_shipping_is_shipped_by_the_next_run(conn, world):
     res = shipping.ship_reserved(conn)
     assert res.shipments == 1
     assert conn.execute("SELECT state FROM oms.orders WHERE order_id = %s", (oid,)).fetchone()[0] == "shipped"
+
+
+def test_a_prepaid_order_ships_only_once_paid_and_cash_on_delivery_at_once(conn):
+    from oms_ops.payments import PaymentReport, record_payments
+
+    f.world(conn)  # factories' world: orders reserved at WH-MSK without a business configuration
+    unpaid = f.allocated_order(conn, [("SKU-1", 1)], payment_status="pending")
+    cod = f.allocated_order(conn, [("SKU-2", 1)], payment_status="pending", payment_method="cod")
+    first = shipping.ship_reserved(conn)
+    assert f.order_state(conn, unpaid) == "allocated" and f.order_state(conn, cod) == "shipped"
+    assert first.errors == []
+    record_payments(
+        conn,
+        [
+            PaymentReport(
+                provider="yookassa", provider_payment_id="p-1", status="paid", amount=100, order_id=unpaid
+            )
+        ],
+    )
+    shipping.ship_reserved(conn)
+    assert f.order_state(conn, unpaid) == "shipped"
