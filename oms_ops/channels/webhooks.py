@@ -284,15 +284,21 @@ def build_app(
     def connect() -> psycopg.Connection:
         return psycopg.connect(database_url, autocommit=True)
 
-    async def shopify(request: Request) -> JSONResponse:
+    async def body_or_refusal(request: Request) -> bytes | JSONResponse:
+        """The body, read within ``limit`` while it streams; or the answer refusing it (413, 400)."""
         try:
-            body = await read_body(request, limit)
+            return await read_body(request, limit)
         except BodyTooLarge:
             return JSONResponse(
                 {"error": "payload too large"}, status_code=413, headers={"Connection": "close"}
             )
         except ClientDisconnect:
             return JSONResponse({"error": "client went away"}, status_code=400)
+
+    async def shopify(request: Request) -> JSONResponse:
+        body = await body_or_refusal(request)
+        if isinstance(body, JSONResponse):
+            return body
         outcome = await run_in_threadpool(
             handle_delivery, connect, body, request.headers, secret, rejections=counted
         )
@@ -302,14 +308,9 @@ def build_app(
         return JSONResponse({"status": "ok", "rejected": counted.total})
 
     async def yookassa_notification(request: Request) -> JSONResponse:
-        try:
-            body = await read_body(request, limit)
-        except BodyTooLarge:
-            return JSONResponse(
-                {"error": "payload too large"}, status_code=413, headers={"Connection": "close"}
-            )
-        except ClientDisconnect:
-            return JSONResponse({"error": "client went away"}, status_code=400)
+        body = await body_or_refusal(request)
+        if isinstance(body, JSONResponse):
+            return body
         status, result = await run_in_threadpool(
             handle_yookassa, connect, body, yookassa or yookassa_from_settings
         )
